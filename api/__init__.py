@@ -1,0 +1,1 @@
+"""HTTP front end: validates requests, stores jobs, hands them to the render queue."""

@@ -1,0 +1,95 @@
+"""One error shape for every failure, and the one place that maps errors to HTTP.
+
+Every error response is ``{"error": {"code": ..., "message": ..., "details": [...]}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stepanim.storage import StorageError
+from stepanim.store import JobNotFound
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def _response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    path = field_path(first.get("loc", ()))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {message}{more}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        details = [
+            {"field": field_path(e.get("loc", ())), "message": str(e.get("msg", "")).removeprefix("Value error, ")}
+            for e in errors
+        ]
+        return _response(422, "invalid_request", _validation_message(errors), details)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+    @app.exception_handler(JobNotFound)
+    async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+        return _response(404, "not_found", f"no animation with id {exc.job_id!r}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+        log.error("storage error: %s", exc)
+        return _response(503, "storage_unavailable", "object storage is unavailable; try again",
+                         headers={"Retry-After": "5"})
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.error("redis error: %s", exc)
+        return _response(503, "store_unavailable", "the job store is unavailable; try again",
+                         headers={"Retry-After": "5"})

@@ -1,0 +1,1 @@
+"""Encoder worker (CPU): stitches captured frames into a video with ffmpeg."""

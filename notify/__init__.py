@@ -1,0 +1,1 @@
+"""Webhook sender: delivers job events on the notify queue."""

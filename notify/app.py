@@ -1,0 +1,6 @@
+"""Celery app of the webhook sender: ``celery -A notify.app worker -Q notify``."""
+
+from stepanim.queues import make_celery
+from stepanim.settings import get_settings
+
+app = make_celery(get_settings(), include=["notify.tasks"])

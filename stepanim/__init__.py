@@ -1,0 +1,2 @@
+"""What the API, render worker, encoder and notify worker share: job model, settings,
+job store (Redis), storage, queues, lifecycle and webhooks. Imports neither FastAPI nor torch."""

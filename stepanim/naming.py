@@ -1,0 +1,69 @@
+"""File names (the extension's scheme) and the storage key layout. Pure functions.
+
+Frames:  ``<batch-count:02><batch-index:02><step:03>-<seed>-<prompt>.<ext>``
+Video:   ``<seed>-<prompt>.<ext>``
+Keys:    ``jobs/<job-id>/frames/<frame>``, ``jobs/<job-id>/manifest.json``,
+         ``jobs/<job-id>/videos/<video>``. This module is the only place that knows them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+PROMPT_CHARS = 96
+# Names must also fit a file system's 255-byte limit once seed, step and extension
+# are added, so the prompt part is cut to this many UTF-8 bytes as well.
+PROMPT_BYTES = 200
+
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
+_WHITESPACE = re.compile(r"\s+")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def safe_prompt(prompt: str) -> str:
+    """Make a prompt safe as part of a file name on any common file system.
+
+    Keeps letters of every script (and emoji), removes path separators, quotes,
+    wildcard and control characters, folds white space (newlines included) into one
+    space, and cuts to 96 characters and 200 UTF-8 bytes.
+    """
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", prompt))
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+    text = _WHITESPACE.sub(" ", _UNSAFE.sub("", text)).strip()
+    text = text[:PROMPT_CHARS]
+    while len(text.encode("utf-8")) > PROMPT_BYTES:
+        text = text[:-1]
+    text = text.strip(" .")  # no trailing dots/spaces (Windows), no hidden-file dot
+    return text or "untitled"
+
+
+def frame_name(*, batch_count: int, batch_index: int, step: int, seed: int, prompt: str, ext: str = "png") -> str:
+    """``<batch-count:02><batch-index:02><step:03>-<seed>-<prompt>.<ext>``; steps count from 1."""
+    return f"{batch_count:02d}{batch_index:02d}{step:03d}-{seed}-{safe_prompt(prompt)}.{ext}"
+
+
+def video_name(*, seed: int, prompt: str, ext: str) -> str:
+    return f"{seed}-{safe_prompt(prompt)}.{ext}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return job_id
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{check_job_id(job_id)}/"
+
+
+def frame_key(job_id: str, name: str) -> str:
+    return f"{job_prefix(job_id)}frames/{name}"
+
+
+def manifest_key(job_id: str) -> str:
+    return f"{job_prefix(job_id)}manifest.json"
+
+
+def video_key(job_id: str, name: str) -> str:
+    return f"{job_prefix(job_id)}videos/{name}"

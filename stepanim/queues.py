@@ -1,0 +1,58 @@
+"""Queue and task names, the Celery app factory, and hand-off helpers.
+
+Processes hand work to each other by task *name*, so the API never imports the
+render worker (torch, diffusers) or the encoder.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from stepanim.settings import Settings
+
+RENDER_QUEUE = "render"
+ENCODE_QUEUE = "encode"
+NOTIFY_QUEUE = "notify"
+
+RENDER_TASK = "stepanim.render"
+ENCODE_TASK = "stepanim.encode"
+NOTIFY_TASK = "stepanim.notify"
+
+ROUTES = {
+    RENDER_TASK: {"queue": RENDER_QUEUE},
+    ENCODE_TASK: {"queue": ENCODE_QUEUE},
+    NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+}
+
+
+def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
+    app = Celery("stepanim", broker=settings.redis_url, include=include or [])
+    app.conf.update(
+        task_queues=[Queue(RENDER_QUEUE), Queue(ENCODE_QUEUE), Queue(NOTIFY_QUEUE)],
+        task_create_missing_queues=False,
+        task_routes=ROUTES,
+        task_default_queue=NOTIFY_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def enqueue_render(app: Celery, job_id: str) -> None:
+    app.send_task(RENDER_TASK, args=[job_id], queue=RENDER_QUEUE)
+
+
+def enqueue_encode(app: Celery, job_id: str) -> None:
+    app.send_task(ENCODE_TASK, args=[job_id], queue=ENCODE_QUEUE)
+
+
+def enqueue_notify(app: Celery, job_id: str, event: str) -> None:
+    app.send_task(NOTIFY_TASK, args=[job_id, event], queue=NOTIFY_QUEUE)

@@ -1,0 +1,21 @@
+"""Retry policy shared by the worker tasks: storage hiccups are retried, then the job fails."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+
+from stepanim import lifecycle
+from stepanim.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def retry_or_fail(task: Task, svc: Services, job_id: str, error: Exception) -> None:
+    """Retry ``task`` with exponential backoff; when retries run out, fail the job."""
+    if task.request.retries >= (task.max_retries or 0):
+        lifecycle.fail(svc, job_id, "storage_error", str(error))
+        return
+    log.warning("job %s: storage error, retrying: %s", job_id, error)
+    raise task.retry(exc=error, countdown=min(60, 2 ** (task.request.retries + 1)))

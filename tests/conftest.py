@@ -1,0 +1,158 @@
+"""Fixtures that start real components: redis-server, moto's S3 server, the tiny model,
+and the whole service as separate processes (``stepanim.devstack``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from stepanim.devstack import Stack, free_port, spawn, wait_until
+
+S3_KEY = "testing"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding ``tiny-sd``, the random-weight pipeline, saved and loaded like a real one."""
+    from worker.tiny_model import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("models")
+    build_tiny_model(folder / "tiny-sd")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A private redis-server on a free port (never the machine's own)."""
+    stack = Stack(workdir=tmp_path_factory.mktemp("redis"), settings={})
+    stack.start_redis()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def redis_url(redis_stack: Stack) -> str:
+    import redis
+
+    redis.Redis.from_url(redis_stack.redis_url).flushall()
+    return redis_stack.redis_url
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
+
+    def keys(self) -> list[str]:
+        page = self.client().list_objects_v2(Bucket=self.bucket)
+        return [o["Key"] for o in page.get("Contents", [])]
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "STEPANIM_STORAGE_BACKEND": "s3",
+            "STEPANIM_S3_ENDPOINT_URL": self.endpoint,
+            "STEPANIM_S3_BUCKET": self.bucket,
+            "STEPANIM_S3_ACCESS_KEY_ID": S3_KEY,
+            "STEPANIM_S3_SECRET_ACCESS_KEY": S3_KEY,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's standalone S3 server, a separate process on a free port."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("moto")
+    proc = spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 env={**_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY}, log_dir=workdir)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(endpoint, timeout=1).status_code < 500, timeout=60, what="moto", proc=proc)
+    yield S3Server(endpoint=endpoint, bucket="stepanim-test")
+    proc.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Server:
+    """A fresh, empty bucket per test."""
+    server = S3Server(endpoint=s3_server.endpoint, bucket=f"t-{uuid.uuid4().hex[:12]}")
+    server.client().create_bucket(Bucket=server.bucket)
+    return server
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.body)  # type: ignore[no-any-return]
+
+
+@dataclass
+class WebhookReceiver:
+    url: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # responses to give, in order; then 200
+    event: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_for(self, count: int, timeout: float = 60) -> list[Delivery]:
+        with self.event:
+            self.event.wait_for(lambda: len(self.deliveries) >= count, timeout)
+        return list(self.deliveries)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """An HTTP server inside the test that records every POST."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    receiver = WebhookReceiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            status = receiver.statuses.pop(0) if receiver.statuses else 200
+            with receiver.event:
+                receiver.deliveries.append(Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.event.notify_all()
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def ffprobe_json(path: Path) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]

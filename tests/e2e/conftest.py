@@ -1,0 +1,88 @@
+"""The whole service as separate processes, once per storage backend."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stepanim.devstack import Stack
+from tests.conftest import S3Server
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+@dataclass
+class Service:
+    stack: Stack
+    backend: str
+    storage_dir: Path | None
+    s3: S3Server | None
+
+    @property
+    def url(self) -> str:
+        return self.stack.api_url
+
+    def post(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}/animations", json=body, timeout=30, **kwargs)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/animations/{job_id}", timeout=30)
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait(self, job_id: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(job_id)
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(0.1)
+        raise TimeoutError(f"job {job_id} not finished after {timeout}s: {job}")
+
+    def storage_keys(self) -> list[str]:
+        if self.s3 is not None:
+            return self.s3.keys()
+        assert self.storage_dir is not None
+        if not self.storage_dir.exists():
+            return []
+        return sorted(p.relative_to(self.storage_dir).as_posix() for p in self.storage_dir.rglob("*") if p.is_file())
+
+    def redis_keys(self) -> list[bytes]:
+        import redis
+
+        return sorted(redis.Redis.from_url(self.stack.redis_url).keys("stepanim:*"))
+
+
+@pytest.fixture(scope="module", params=["s3", "local"])
+def service(
+    request: pytest.FixtureRequest, models_dir: Path, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    backend: str = request.param
+    workdir = tmp_path_factory.mktemp(f"stack-{backend}")
+    settings = {
+        "STEPANIM_MODELS_DIR": str(models_dir),
+        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
+        "STEPANIM_DEVICE": "cpu",
+    }
+    s3 = None
+    storage_dir = None
+    if backend == "s3":
+        s3 = S3Server(endpoint=s3_server.endpoint, bucket=f"e2e-{uuid.uuid4().hex[:12]}")
+        s3.client().create_bucket(Bucket=s3.bucket)
+        settings.update(s3.settings())
+    else:
+        storage_dir = workdir / "storage"
+        settings.update({"STEPANIM_STORAGE_BACKEND": "local", "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir)})
+    stack = Stack(workdir=workdir, settings=settings)
+    try:
+        stack.start()
+        yield Service(stack=stack, backend=backend, storage_dir=storage_dir, s3=s3)
+    finally:
+        stack.stop()

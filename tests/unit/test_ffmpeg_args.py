@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+
+from encoder.encode import metadata
+from encoder.ffmpeg import CODECS, FfmpegError, build_args, find_binary, video_filter
+from encoder.timing import plan
+from stepanim.jobs import Codec, Interpolation
+
+
+def args_for(codec: Codec = Codec.h264, interpolation: Interpolation = Interpolation.none, **meta: str) -> list[str]:
+    return build_args(
+        ffmpeg="ffmpeg",
+        pattern=Path("/f/%05d.png"),
+        start_number=4,
+        output=Path("/o/out.mp4"),
+        timeline=plan(20, duration=5, fps=30, hold_last=1),
+        codec=codec,
+        interpolation=interpolation,
+        metadata=meta,
+    )
+
+
+def value_after(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_h264_uses_the_extension_defaults() -> None:
+    args = args_for()
+    assert value_after(args, "-c:v") == "libx264"
+    assert value_after(args, "-preset") == "medium"
+    assert value_after(args, "-crf") == "23"
+    assert value_after(args, "-pix_fmt") == "yuv420p"
+
+
+def test_timing_flags() -> None:
+    args = args_for()
+    assert value_after(args, "-framerate") == "4/1"
+    assert value_after(args, "-start_number") == "4"
+    assert value_after(args, "-frames:v") == "180"  # (5 s + 1 s hold) * 30 fps
+    assert value_after(args, "-fps_mode") == "cfr"
+
+
+@pytest.mark.parametrize(
+    ("codec", "encoder", "flag", "value"),
+    [
+        (Codec.h265, "libx265", "-tag:v", "hvc1"),
+        (Codec.vp9, "libvpx-vp9", "-deadline", "realtime"),
+        (Codec.av1, "libaom-av1", "-usage", "realtime"),
+        (Codec.prores, "prores_ks", "-profile:v", "3"),
+    ],
+)
+def test_codec_table(codec: Codec, encoder: str, flag: str, value: str) -> None:
+    args = args_for(codec)
+    assert value_after(args, "-c:v") == encoder
+    assert value_after(args, flag) == value
+
+
+def test_gif_uses_a_palette_and_no_encoder_flag() -> None:
+    args = args_for(Codec.gif)
+    graph = value_after(args, "-filter_complex")
+    assert "palettegen" in graph and "paletteuse" in graph
+    assert "-c:v" not in args
+    assert value_after(args, "-frames:v") == "90"  # 6 s at 15 fps
+
+
+@pytest.mark.parametrize("interpolation", list(Interpolation))
+def test_no_fifo_filter_and_padded_tail(interpolation: Interpolation) -> None:
+    chain = video_filter(plan(20, duration=5, fps=30), interpolation)
+    assert "fifo" not in chain
+    assert "tpad=stop_mode=clone" in chain
+    if interpolation != Interpolation.none:
+        assert f"mi_mode={'blend' if interpolation == Interpolation.blend else 'mci'}" in chain
+
+
+def test_metadata_is_passed_as_single_arguments() -> None:
+    prompt = 'say "hi"; rm -rf / \n $(whoami) ✨'
+    args = args_for(title=prompt)
+    assert f"title={prompt}" in args  # one argv element: no shell ever sees it
+
+
+def test_metadata_fields() -> None:
+    meta = metadata({"prompt": "a cat", "model": "m", "steps": 5, "scheduler": "ddim", "seed": 3})
+    assert meta["title"].startswith("a cat | m | 5 steps | ddim | seed 3")
+    assert '"prompt": "a cat"' in meta["description"]
+    assert meta["artist"]
+
+
+def test_every_codec_has_a_spec() -> None:
+    assert set(CODECS) == set(Codec)
+
+
+def test_missing_binary_names_what_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(FfmpegError, match="ffprobe not found; tried setting '/nope' \\(no such file\\), PATH"):
+        find_binary("ffprobe", "/nope")

@@ -1,0 +1,6 @@
+"""Celery app of the render worker: ``celery -A worker.app worker -Q render -c 1``."""
+
+from stepanim.queues import make_celery
+from stepanim.settings import get_settings
+
+app = make_celery(get_settings(), include=["worker.tasks"])

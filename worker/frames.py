@@ -1,0 +1,123 @@
+"""Decoding captured latents and writing them as frames, off the sampling thread.
+
+The sampling loop hands each completed step's latents to :class:`FrameWriter`
+through a bounded queue (backpressure: sampling waits rather than memory growing).
+One background thread decodes whatever steps are waiting in one batch, encodes
+PNGs, uploads them, and records progress after each step.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stepanim.naming import frame_key, frame_name
+from stepanim.storage import Storage
+
+MAX_DECODE_BATCH = 8
+
+Decoder = Callable[[torch.Tensor], list[np.ndarray]]
+OnFrame = Callable[[int, str], None]
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+@dataclass
+class FrameWriter:
+    """Writes frames ``<batch-count><batch-index><step>-<seed>-<prompt>.png`` for one run."""
+
+    storage: Storage
+    decode: Decoder
+    job_id: str
+    prompt: str
+    seeds: list[int]
+    on_frame: OnFrame
+    queue_size: int = 8
+    keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
+    _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
+    _thread: threading.Thread = field(init=False)
+    _error: BaseException | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = [[] for _ in self.seeds]
+        self._queue = queue.Queue(maxsize=self.queue_size)
+        self._thread = threading.Thread(target=self._run, name=f"frames-{self.job_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def submit(self, step: int, latents: torch.Tensor) -> None:
+        """Queue one step's latents (batch dimension first); blocks while the queue is full."""
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put((step, latents), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every queued frame to be written; re-raise the writer's error, if any."""
+        if self._thread.is_alive():
+            self._put_sentinel()
+            self._thread.join()
+        self._raise_if_failed()
+
+    def _put_sentinel(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            done = False
+            while not done:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < MAX_DECODE_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        done = True
+                        break
+                    batch.append(item)
+                self._write(batch)
+        except BaseException as e:  # handed to the sampling thread by submit()/close()
+            self._error = e
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _write(self, batch: list[tuple[int, torch.Tensor]]) -> None:
+        images = self.decode(torch.cat([latents for _, latents in batch]))
+        per_step = len(self.seeds)
+        for n, (step, _) in enumerate(batch):
+            key = ""
+            for index, seed in enumerate(self.seeds):
+                name = frame_name(batch_count=0, batch_index=index, step=step, seed=seed, prompt=self.prompt)
+                key = frame_key(self.job_id, name)
+                self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
+                self.keys[index].append(key)
+            self.on_frame(step, key)

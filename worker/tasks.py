@@ -1,0 +1,68 @@
+"""The render task: thin. Re-reads the job, calls plain code, hands off to encode."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from celery import Task
+
+from stepanim import lifecycle
+from stepanim.jobs import JobStatus
+from stepanim.queues import RENDER_TASK, enqueue_encode
+from stepanim.retries import retry_or_fail
+from stepanim.services import Services
+from stepanim.settings import get_settings
+from stepanim.storage import StorageError
+from stepanim.store import JobNotFound
+from worker.app import app
+from worker.pipelines import ModelError, PipelineCache
+from worker.render import RenderCanceled, render
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def services() -> Services:
+    return Services.from_settings(get_settings(), celery=app)
+
+
+@cache
+def pipelines() -> PipelineCache:
+    return PipelineCache(get_settings())
+
+
+@app.task(name=RENDER_TASK, bind=True, max_retries=5)
+def render_task(self: Task, job_id: str) -> None:
+    svc = services()
+    try:
+        job = svc.store.get(job_id)
+    except JobNotFound:
+        log.warning("render: job %s no longer exists", job_id)
+        return
+    if job.status.is_terminal():
+        return  # canceled while queued, or a duplicate delivery of a finished job
+    if job.status == JobStatus.encoding:
+        enqueue_encode(svc.celery, job_id)  # a redelivery after the render was done
+        return
+    if svc.store.cancel_requested(job_id):
+        lifecycle.cancel(svc, job_id)
+        return
+    job = lifecycle.start_rendering(svc, job_id)
+    try:
+        result = render(job, svc, pipelines())
+    except RenderCanceled:
+        lifecycle.cancel(svc, job_id)
+        return
+    except ModelError as e:
+        lifecycle.fail(svc, job_id, "model_error", str(e))
+        return
+    except StorageError as e:
+        retry_or_fail(self, svc, job_id, e)
+        return
+    except Exception as e:
+        log.exception("render: job %s failed", job_id)
+        lifecycle.fail(svc, job_id, "render_error", f"{type(e).__name__}: {e}")
+        return
+    lifecycle.start_encoding(svc, job_id, frames=result.frames[0])
+    enqueue_encode(svc.celery, job_id)
