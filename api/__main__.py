@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-
 from api.openapi import openapi_yaml
 
 

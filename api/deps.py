@@ -22,7 +22,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 def get_job(
     svc: ServicesDep,
-    animation_id: Annotated[str, Path(description="The animation's id.", examples=["4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"])],
+    animation_id: Annotated[
+        str, Path(description="The animation's id.", examples=["4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"])
+    ],
 ) -> Job:
     try:
         check_job_id(animation_id)

@@ -40,8 +40,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def _response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
-              headers: dict[str, str] | None = None) -> JSONResponse:
+def _response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -85,11 +90,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
         log.error("storage error: %s", exc)
-        return _response(503, "storage_unavailable", "object storage is unavailable; try again",
-                         headers={"Retry-After": "5"})
+        return _response(
+            503, "storage_unavailable", "object storage is unavailable; try again", headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(redis.RedisError)
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
         log.error("redis error: %s", exc)
-        return _response(503, "store_unavailable", "the job store is unavailable; try again",
-                         headers={"Retry-After": "5"})
+        return _response(
+            503, "store_unavailable", "the job store is unavailable; try again", headers={"Retry-After": "5"}
+        )

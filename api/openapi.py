@@ -13,7 +13,7 @@ def openapi_dict() -> dict[str, Any]:
     from api.app import create_app
     from stepanim.services import Services
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     # Building the document touches no service; the handles are created lazily.
     app = create_app(settings, services=Services.from_settings(settings))
     return app.openapi()

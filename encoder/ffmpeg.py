@@ -36,28 +36,65 @@ class CodecSpec:
 # and prores under its real encoder name, prores_ks.
 CODECS: dict[Codec, CodecSpec] = {
     Codec.h264: CodecSpec(
-        "mp4", "video/mp4", "libx264",
-        ("-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart"), "h264",
+        "mp4",
+        "video/mp4",
+        "libx264",
+        ("-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+        "h264",
     ),
     Codec.h265: CodecSpec(
-        "mp4", "video/mp4", "libx265",
-        ("-preset", "faster", "-crf", "28", "-pix_fmt", "yuv420p", "-tag:v", "hvc1", "-movflags", "+faststart",
-         "-x265-params", "log-level=error"),
+        "mp4",
+        "video/mp4",
+        "libx265",
+        (
+            "-preset",
+            "faster",
+            "-crf",
+            "28",
+            "-pix_fmt",
+            "yuv420p",
+            "-tag:v",
+            "hvc1",
+            "-movflags",
+            "+faststart",
+            "-x265-params",
+            "log-level=error",
+        ),
         "hevc",
     ),
     Codec.vp9: CodecSpec(
-        "webm", "video/webm", "libvpx-vp9",
-        ("-crf", "34", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "4", "-pix_fmt", "yuv420p"), "vp9",
+        "webm",
+        "video/webm",
+        "libvpx-vp9",
+        ("-crf", "34", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "4", "-pix_fmt", "yuv420p"),
+        "vp9",
     ),
     Codec.av1: CodecSpec(
-        "mp4", "video/mp4", "libaom-av1",
-        ("-crf", "28", "-b:v", "0", "-usage", "realtime", "-cpu-used", "8", "-pix_fmt", "yuv420p",
-         "-movflags", "+faststart"),
+        "mp4",
+        "video/mp4",
+        "libaom-av1",
+        (
+            "-crf",
+            "28",
+            "-b:v",
+            "0",
+            "-usage",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+        ),
         "av1",
     ),
     Codec.prores: CodecSpec(
-        "mov", "video/quicktime", "prores_ks",
-        ("-profile:v", "3", "-vendor", "apl0", "-bits_per_mb", "8000", "-pix_fmt", "yuv422p10le"), "prores",
+        "mov",
+        "video/quicktime",
+        "prores_ks",
+        ("-profile:v", "3", "-vendor", "apl0", "-bits_per_mb", "8000", "-pix_fmt", "yuv422p10le"),
+        "prores",
     ),
     Codec.gif: CodecSpec("gif", "image/gif", None, (), "gif", metadata=False),
 }
@@ -130,15 +167,29 @@ def build_args(
     """
     spec = CODECS[codec]
     rate = timeline.input_rate
-    args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-y",
-            "-framerate", f"{rate.numerator}/{rate.denominator}",
-            "-start_number", str(start_number), "-i", str(pattern)]
+    args = [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-xerror",
+        "-y",
+        "-framerate",
+        f"{rate.numerator}/{rate.denominator}",
+        "-start_number",
+        str(start_number),
+        "-i",
+        str(pattern),
+    ]
     chain = video_filter(timeline, interpolation)
     if codec == Codec.gif:
         # Palette per clip; a lower rate and width keep long GIFs quick and small.
-        args += ["-filter_complex",
-                 f"[0:v]{chain},fps={GIF_FPS},scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos,split[a][b];"
-                 "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"]
+        args += [
+            "-filter_complex",
+            f"[0:v]{chain},fps={GIF_FPS},scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos,split[a][b];"
+            "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+        ]
         frames = max(1, round(timeline.output_frames * GIF_FPS / timeline.fps))
     else:
         args += ["-vf", chain, "-fps_mode", "cfr", "-r", str(timeline.fps)]
@@ -177,9 +228,21 @@ class Probe:
 
 
 def probe(ffprobe: str, path: Path) -> Probe:
-    args = [ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
-            "-show_entries", "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
-            "-show_entries", "format=duration,format_name:format_tags", "-of", "json", str(path)]
+    args = [
+        ffprobe,
+        "-v",
+        "error",
+        "-count_frames",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
+        "-show_entries",
+        "format=duration,format_name:format_tags",
+        "-of",
+        "json",
+        str(path),
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise FfmpegError(f"ffprobe could not read the video: {proc.stderr.strip()[-300:]}")

@@ -26,7 +26,7 @@ def services() -> Services:
 
 def backoff(retries: int, *, base: float = 5.0, cap: float = 3600.0) -> float:
     """Exponential backoff with full jitter: up to base * 2**retries seconds, at most cap."""
-    return random.uniform(0, min(cap, base * 2**retries))  # noqa: S311 (not for security)
+    return random.uniform(0, min(cap, base * 2**retries))
 
 
 @app.task(name=NOTIFY_TASK, bind=True, max_retries=None)

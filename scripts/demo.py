@@ -51,7 +51,7 @@ def main() -> int:
         print(f"POST /animations -> {response.status_code}, job {job['id']}", flush=True)
         deadline = time.monotonic() + 600
         last = None
-        while not job["status"] in ("succeeded", "failed", "canceled"):
+        while job["status"] not in ("succeeded", "failed", "canceled"):
             if time.monotonic() > deadline:
                 print("timed out waiting for the job", file=sys.stderr)
                 return 1
@@ -72,8 +72,10 @@ def main() -> int:
             with target.open("wb") as f:
                 for chunk in download.iter_bytes():
                     f.write(chunk)
-        print(f"video: {video['codec']}, {video['duration']:.2f}s, {video['frames']} frames, "
-              f"{video['size_bytes']} bytes", flush=True)
+        print(
+            f"video: {video['codec']}, {video['duration']:.2f}s, {video['frames']} frames, {video['size_bytes']} bytes",
+            flush=True,
+        )
     print(target.resolve())
     return 0
 

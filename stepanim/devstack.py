@@ -75,7 +75,12 @@ def spawn(name: str, args: list[str], *, env: dict[str, str], log_dir: Path) -> 
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
         popen = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stop() reaches Celery's children too
         )
     return Proc(name, popen, log)
@@ -113,8 +118,21 @@ class Stack:
         self.redis_port = self.redis_port or free_port()
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
-                "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"]
+        args = [
+            binary,
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
+        ]
         self.procs["redis"] = proc = spawn("redis", args, env=self.env(), log_dir=self.workdir / "logs")
         client = redis.Redis(port=self.redis_port)
         wait_until(lambda: bool(client.ping()), timeout=20, what="redis-server", proc=proc)
@@ -123,17 +141,47 @@ class Stack:
     def start_api(self) -> None:
         self.api_port = self.api_port or free_port()
         self.settings.setdefault("STEPANIM_PUBLIC_BASE_URL", self.api_url)
-        args = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"]
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.api_port),
+            "--log-level",
+            "warning",
+        ]
         self.procs["api"] = proc = spawn("api", args, env=self.env(), log_dir=self.workdir / "logs")
-        wait_until(lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200,
-                   timeout=60, what="api", proc=proc)
+        wait_until(
+            lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200,
+            timeout=60,
+            what="api",
+            proc=proc,
+        )
 
     def start_worker(self, role: str, *, concurrency: int = 1) -> Proc:
         module, queue = WORKERS[role]
-        args = [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue, "-c", str(concurrency),
-                "-n", f"{role}-{os.getpid()}-{len(self.procs)}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle"]
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            module,
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{role}-{os.getpid()}-{len(self.procs)}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         proc = spawn(role, args, env=self.env(), log_dir=self.workdir / "logs")
         self.procs[role] = proc
         return proc

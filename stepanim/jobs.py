@@ -29,9 +29,7 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}
 # Which status may follow which. Terminal states have no successor.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.queued: frozenset({JobStatus.rendering, JobStatus.failed, JobStatus.canceled}),
-    JobStatus.rendering: frozenset(
-        {JobStatus.encoding, JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}
-    ),
+    JobStatus.rendering: frozenset({JobStatus.encoding, JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}),
     JobStatus.encoding: frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset(),

@@ -23,9 +23,7 @@ class TransitionError(Exception):
         self.target = target
 
 
-def transition(
-    svc: Services, job_id: str, target: JobStatus, *, change: Callable[[Job], None] | None = None
-) -> Job:
+def transition(svc: Services, job_id: str, target: JobStatus, *, change: Callable[[Job], None] | None = None) -> Job:
     changed = False
 
     def apply(job: Job) -> Job | None:
@@ -91,6 +89,4 @@ def record_progress(svc: Services, job_id: str, *, step: int, total: int, latest
         job.updated_at = utcnow()
         return job
 
-    return svc.store.update(
-        job_id, apply, event={"type": "progress", "step": step, "total": total}
-    )
+    return svc.store.update(job_id, apply, event={"type": "progress", "step": step, "total": total})

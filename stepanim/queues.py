@@ -7,7 +7,7 @@ render worker (torch, diffusers) or the encoder.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from stepanim.settings import Settings
 
@@ -29,7 +29,7 @@ ROUTES = {
 def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
     app = Celery("stepanim", broker=settings.redis_url, include=include or [])
     app.conf.update(
-        task_queues=[Queue(RENDER_QUEUE), Queue(ENCODE_QUEUE), Queue(NOTIFY_QUEUE)],
+        task_queues=[Queue(name) for name in (RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE)],  # type: ignore[no-untyped-call]
         task_create_missing_queues=False,
         task_routes=ROUTES,
         task_default_queue=NOTIFY_QUEUE,

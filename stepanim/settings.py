@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "dev-insecure-signing-secret"
-DEV_WEBHOOK_SECRET = "whsec_ZGV2LWluc2VjdXJlLXdlYmhvb2stc2VjcmV0"
+DEV_SECRET = "dev-insecure-signing-secret"  # noqa: S105 (refused in production)
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LWluc2VjdXJlLXdlYmhvb2stc2VjcmV0"  # noqa: S105 (refused in production)
 
 
 class Settings(BaseSettings):
@@ -65,9 +65,7 @@ class Settings(BaseSettings):
     encode_timeout_seconds: int = Field(1800, ge=10)
 
     # Webhooks.
-    webhook_secret: str = Field(
-        DEV_WEBHOOK_SECRET, description="Standard Webhooks signing secret (whsec_...)."
-    )
+    webhook_secret: str = Field(DEV_WEBHOOK_SECRET, description="Standard Webhooks signing secret (whsec_...).")
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     webhook_max_attempts: int = Field(5, ge=1)
 

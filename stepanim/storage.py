@@ -200,9 +200,7 @@ class S3Storage:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
-        url: str = self.public_client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=self.ttl_seconds
-        )
+        url: str = self.public_client.generate_presigned_url("get_object", Params=params, ExpiresIn=self.ttl_seconds)
         return url
 
     def ping(self) -> None:
@@ -218,4 +216,3 @@ def make_storage(settings: Settings) -> Storage:
         base_url=settings.public_base_url,
         ttl_seconds=settings.url_ttl_seconds,
     )
-

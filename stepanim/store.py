@@ -63,9 +63,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         self.redis.delete(self._job_key(job_id), self._cancel_key(job_id), self._events_key(job_id))
 
-    def update(
-        self, job_id: str, mutate: Callable[[Job], Job | None], *, event: dict[str, Any] | None = None
-    ) -> Job:
+    def update(self, job_id: str, mutate: Callable[[Job], Job | None], *, event: dict[str, Any] | None = None) -> Job:
         """Apply ``mutate`` to the current record atomically.
 
         ``mutate`` returns the new record, or None to leave it unchanged. ``event``
@@ -76,7 +74,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     if raw is None:
                         raise JobNotFound(job_id)
@@ -109,7 +107,8 @@ class JobStore:
 
     def events(self, job_id: str, after: str = "0-0") -> list[tuple[str, dict[str, Any]]]:
         """Events of a job after the given stream id, oldest first."""
-        entries = self.redis.xrange(self._events_key(job_id), min=f"({after}" if after != "0-0" else "-")
+        start = f"({after}" if after != "0-0" else "-"
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(self._events_key(job_id), min=start)  # type: ignore[assignment]
         return [(_text(eid), json.loads(fields[b"data"])) for eid, fields in entries]
 
     def ping(self) -> None:

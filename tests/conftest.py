@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
 import pytest
 
 from stepanim.devstack import Stack, free_port, spawn, wait_until
+from stepanim.settings import Settings
 
 S3_KEY = "testing"
 
@@ -55,12 +57,28 @@ class S3Server:
     bucket: str
 
     def client(self):  # type: ignore[no-untyped-def]
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_KEY,
+        )
 
     def keys(self) -> list[str]:
         page = self.client().list_objects_v2(Bucket=self.bucket)
         return [o["Key"] for o in page.get("Contents", [])]
+
+    def settings_object(self, **extra: Any) -> Settings:
+        return Settings(
+            _env_file=None,
+            storage_backend="s3",
+            s3_endpoint_url=self.endpoint,
+            s3_bucket=self.bucket,
+            s3_access_key_id=S3_KEY,
+            s3_secret_access_key=S3_KEY,
+            **extra,
+        )
 
     def settings(self) -> dict[str, str]:
         return {
@@ -77,8 +95,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto's standalone S3 server, a separate process on a free port."""
     port = free_port()
     workdir = tmp_path_factory.mktemp("moto")
-    proc = spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                 env={**_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY}, log_dir=workdir)
+    proc = spawn(
+        "moto",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY},
+        log_dir=workdir,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(endpoint, timeout=1).status_code < 500, timeout=60, what="moto", proc=proc)
     yield S3Server(endpoint=endpoint, bucket="stepanim-test")
@@ -153,6 +175,8 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 def ffprobe_json(path: Path) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return json.loads(out)  # type: ignore[no-any-return]

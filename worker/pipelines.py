@@ -80,7 +80,7 @@ class PipelineCache:
         source = resolve_model(model, self.settings)
         log.info("loading model %s from %s on %s", model, source, self.device)
         try:
-            pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
+            pipe = diffusers.AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
                 source, torch_dtype=self.dtype, safety_checker=None, requires_safety_checker=False
             )
         except Exception as e:  # diffusers raises many kinds; all mean "cannot load this model"

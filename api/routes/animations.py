@@ -22,7 +22,9 @@ router = APIRouter(prefix="/animations", tags=["animations"])
 def check_limits(body: AnimationCreate, settings: Settings) -> None:
     """Limits that depend on this server's settings (the schema holds the fixed ones)."""
     if body.steps > settings.max_steps:
-        raise ApiError(422, "limit_exceeded", f"steps: {body.steps} is above this server's limit of {settings.max_steps}")
+        raise ApiError(
+            422, "limit_exceeded", f"steps: {body.steps} is above this server's limit of {settings.max_steps}"
+        )
     if body.width * body.height > settings.max_pixels:
         raise ApiError(
             422,
@@ -65,8 +67,9 @@ def create_animation(*, body: AnimationCreate, svc: ServicesDep, response: Respo
     except Exception as e:  # the broker refused: take the record back, the client may retry
         log.error("could not enqueue job %s: %s", job.id, e)
         svc.store.delete(job.id)
-        raise ApiError(503, "queue_unavailable", "the job queue is unavailable; try again",
-                       headers={"Retry-After": "5"}) from e
+        raise ApiError(
+            503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
+        ) from e
     public = to_public(job, svc)
     response.headers["Location"] = public.urls.get
     return public

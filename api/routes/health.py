@@ -27,4 +27,6 @@ def readyz(*, svc: ServicesDep) -> JSONResponse:
         except Exception as e:  # report, don't raise: this endpoint exists to say what is down
             checks[name] = f"error: {type(e).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -54,7 +54,7 @@ class Service:
             return []
         return sorted(p.relative_to(self.storage_dir).as_posix() for p in self.storage_dir.rglob("*") if p.is_file())
 
-    def redis_keys(self) -> list[bytes]:
+    def redis_keys(self) -> list[Any]:
         import redis
 
         return sorted(redis.Redis.from_url(self.stack.redis_url).keys("stepanim:*"))
@@ -70,6 +70,7 @@ def service(
         "STEPANIM_MODELS_DIR": str(models_dir),
         "STEPANIM_DEFAULT_MODEL": "tiny-sd",
         "STEPANIM_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",  # no hub here: an unknown model must fail fast
     }
     s3 = None
     storage_dir = None

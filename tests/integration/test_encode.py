@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from encoder.encode import encode_sequence, sequence_path
-from encoder.ffmpeg import FfmpegError, find_binary
+from encoder.ffmpeg import CODECS, FfmpegError, find_binary
 from stepanim.jobs import AnimationOptions, Codec, Interpolation
 from tests.conftest import ffprobe_json
 
@@ -26,7 +26,7 @@ def write_frames(folder: Path, count: int, size: int = 64) -> None:
 
 def encode(folder: Path, count: int, **options: object) -> Path:
     opts = AnimationOptions.model_validate(options)
-    out = folder / f"out.{ {'h264': 'mp4', 'h265': 'mp4', 'vp9': 'webm', 'av1': 'mp4', 'prores': 'mov', 'gif': 'gif'}[opts.codec] }"
+    out = folder / f"out.{CODECS[opts.codec].ext}"
     encode_sequence(folder, count, options=opts, output=out, params=PARAMS, ffmpeg=FFMPEG, ffprobe=FFPROBE, timeout=60)
     return out
 

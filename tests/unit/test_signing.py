@@ -29,8 +29,12 @@ def test_expired_link_is_refused() -> None:
 def test_tampered_link_is_refused(field: str) -> None:
     key, expires, sig = _parts(signing.signed_path(SECRET, "jobs/a/x.mp4", 60, now=1000))
     values = {"key": key, "expires": expires, "signature": sig, "secret": SECRET}
-    values[field] = {"key": "jobs/b/x.mp4", "expires": str(int(expires) + 3600), "signature": "0" * 64,
-                     "secret": "another-secret-value"}[field]
+    values[field] = {
+        "key": "jobs/b/x.mp4",
+        "expires": str(int(expires) + 3600),
+        "signature": "0" * 64,
+        "secret": "another-secret-value",
+    }[field]
     with pytest.raises(signing.LinkError):
         signing.verify(values["secret"], values["key"], values["expires"], values["signature"], now=1000)
 

@@ -1,0 +1,112 @@
+"""POST /animations -> render worker -> encoder -> signed video URL -> webhook, on real
+processes (redis-server, moto S3 or local storage, uvicorn, Celery workers, ffmpeg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import WebhookReceiver, ffprobe_json
+from tests.e2e.conftest import Service
+
+PROMPT = 'a "lighthouse" / on a cliff\nat dawn ✨'
+
+
+def test_a_job_becomes_a_video(service: Service, webhook_receiver: WebhookReceiver, tmp_path: Path) -> None:
+    body = {
+        "prompt": PROMPT,
+        "steps": 8,
+        "width": 64,
+        "height": 64,
+        "seed": 7,
+        "scheduler": "euler_a",
+        "animation": {"duration": 2, "codec": "h264"},
+        "webhook": webhook_receiver.url,
+    }
+    response = service.post(body)
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert response.headers["location"] == created["urls"]["get"] == f"{service.url}/animations/{created['id']}"
+    assert created["status"] == "queued"
+    assert created["seed"] == 7
+
+    job = service.wait(created["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["step"] == job["progress"]["total"] == 8
+    assert job["started_at"] <= job["finished_at"]
+    assert job["progress"]["latest_frame_url"]
+
+    video = job["video"]
+    assert video["filename"] == "7-a lighthouse on a cliff at dawn ✨.mp4"
+    download = httpx.get(video["url"], timeout=30)
+    assert download.status_code == 200
+    path = tmp_path / "video.mp4"
+    path.write_bytes(download.content)
+    info = ffprobe_json(path)
+    stream = info["streams"][0]
+    assert stream["codec_name"] == "h264"
+    assert abs(float(info["format"]["duration"]) - 2.0) <= 0.05 * 2.0
+    assert int(stream["nb_read_frames"]) >= 8
+
+    frames = [k for k in service.storage_keys() if k.startswith(f"jobs/{job['id']}/frames/")]
+    names = sorted(k.rsplit("/", 1)[1] for k in frames)
+    assert names == [f"0000{step:03d}-7-a lighthouse on a cliff at dawn ✨.png" for step in range(1, 9)]
+
+    deliveries = webhook_receiver.wait_for(1)
+    assert len(deliveries) == 1
+    payload = deliveries[0].json()
+    assert payload["type"] == "animation.succeeded"
+    assert payload["data"]["id"] == job["id"]
+    assert payload["data"]["status"] == "succeeded"
+    assert payload["data"]["video"]["filename"] == video["filename"]
+    assert deliveries[0].headers["webhook-id"]
+    assert deliveries[0].headers["webhook-signature"].startswith("v1,")
+
+
+def test_an_invalid_job_is_refused_and_leaves_nothing(service: Service) -> None:
+    redis_before, storage_before = service.redis_keys(), service.storage_keys()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"prompt": "x", "steps": 0}, "steps"),
+        ({"prompt": "x", "animation": {"duration": 500}}, "animation.duration"),
+        ({"prompt": "x", "scheduler": "bogus"}, "scheduler"),
+        ({"steps": 5}, "prompt"),
+        ({"prompt": "x", "steps": 300}, "steps"),  # schema allows it; this server's limit (200) does not
+    ]
+    for body, field in cases:
+        response = service.post(body)
+        assert response.status_code == 422, (body, response.text)
+        error = response.json()["error"]
+        assert error["message"].startswith(f"{field}:"), error
+    response = httpx.post(
+        f"{service.url}/animations", content=b"{not json", timeout=10, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert service.redis_keys() == redis_before
+    assert service.storage_keys() == storage_before
+
+
+def test_unknown_job_is_404(service: Service) -> None:
+    for job_id in ["0" * 32, "not-an-id"]:
+        response = httpx.get(f"{service.url}/animations/{job_id}", timeout=10)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_health_and_readiness(service: Service) -> None:
+    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{service.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
+
+
+def test_unknown_model_fails_clearly_and_the_worker_stays_up(service: Service) -> None:
+    bad = service.post({"prompt": "x", "model": "no-such-model", "steps": 2, "width": 64, "height": 64})
+    assert bad.status_code == 202
+    job = service.wait(bad.json()["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "model_error"
+    assert "no-such-model" in job["error"]["message"]
+    good = service.post({"prompt": "x", "steps": 2, "width": 64, "height": 64, "animation": {"duration": 1}})
+    assert service.wait(good.json()["id"])["status"] == "succeeded"

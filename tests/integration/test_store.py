@@ -1,0 +1,95 @@
+"""The job store and lifecycle against a real redis-server."""
+
+import threading
+import uuid
+
+import pytest
+
+from stepanim import lifecycle
+from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
+from stepanim.queues import NOTIFY_QUEUE, make_celery
+from stepanim.services import Services
+from stepanim.settings import Settings
+from stepanim.storage import LocalStorage
+from stepanim.store import JobNotFound, JobStore
+
+
+@pytest.fixture
+def svc(redis_url: str, tmp_path) -> Services:  # type: ignore[no-untyped-def]
+    settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
+    return Services(
+        settings=settings,
+        store=JobStore.from_url(redis_url),
+        storage=LocalStorage(tmp_path, secret="s" * 16, base_url="http://x", ttl_seconds=60),
+        celery=make_celery(settings),
+    )
+
+
+def new_job(svc: Services, **request: object) -> Job:
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex,
+        request=AnimationCreate.model_validate({"prompt": "p", **request}),
+        model="m",
+        seed=1,
+        created_at=now,
+        updated_at=now,
+    )
+    svc.store.create(job)
+    return job
+
+
+def test_create_and_get(svc: Services) -> None:
+    job = new_job(svc)
+    assert svc.store.get(job.id) == job
+    with pytest.raises(ValueError):
+        svc.store.create(job)
+    with pytest.raises(JobNotFound):
+        svc.store.get(uuid.uuid4().hex)
+
+
+def test_lifecycle_records_timestamps_and_events(svc: Services) -> None:
+    job = new_job(svc)
+    lifecycle.start_rendering(svc, job.id)
+    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frame="k1")
+    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frame="k1")  # repeated: ignored
+    lifecycle.start_encoding(svc, job.id, frames=["k1"])
+    done = lifecycle.succeed(svc, job.id, None)
+    assert done.status == JobStatus.succeeded
+    assert done.started_at is not None and done.finished_at is not None
+    assert done.started_at <= done.finished_at
+    kinds = [(e["type"], e.get("status", e.get("step"))) for _, e in svc.store.events(job.id)]
+    assert kinds == [("status", "rendering"), ("progress", 1), ("status", "encoding"), ("status", "succeeded")]
+
+
+def test_illegal_transition_is_refused(svc: Services) -> None:
+    job = new_job(svc)
+    lifecycle.cancel(svc, job.id)
+    with pytest.raises(lifecycle.TransitionError):
+        lifecycle.start_rendering(svc, job.id)
+    assert lifecycle.cancel(svc, job.id).status == JobStatus.canceled  # repeating is a no-op
+
+
+def test_terminal_transition_enqueues_webhook_once(svc: Services) -> None:
+    job = new_job(svc, webhook="http://127.0.0.1:9/hook")
+    lifecycle.fail(svc, job.id, "x", "boom")
+    lifecycle.fail(svc, job.id, "x", "boom")
+    assert svc.store.redis.llen(NOTIFY_QUEUE) == 1
+
+
+def test_concurrent_updates_are_not_lost(svc: Services) -> None:
+    job = new_job(svc)
+    lifecycle.start_rendering(svc, job.id)
+
+    def bump(start: int) -> None:
+        for step in range(start, 200, 4):
+            lifecycle.record_progress(svc, job.id, step=step, total=200, latest_frame=None)
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in range(1, 5)]
+    for t in threads:
+        t.start()
+    svc.store.request_cancel(job.id)
+    for t in threads:
+        t.join()
+    assert svc.store.get(job.id).progress.step == 199
+    assert svc.store.cancel_requested(job.id)
