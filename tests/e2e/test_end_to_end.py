@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from stepanim.settings import DEV_WEBHOOK_SECRET
 from tests.conftest import WebhookReceiver, ffprobe_json
 from tests.e2e.conftest import Service
 
@@ -61,8 +62,19 @@ def test_a_job_becomes_a_video(service: Service, webhook_receiver: WebhookReceiv
     assert payload["data"]["id"] == job["id"]
     assert payload["data"]["status"] == "succeeded"
     assert payload["data"]["video"]["filename"] == video["filename"]
-    assert deliveries[0].headers["webhook-id"]
     assert deliveries[0].headers["webhook-signature"].startswith("v1,")
+    verify = readme_verifier()
+    assert verify(DEV_WEBHOOK_SECRET, deliveries[0].headers, deliveries[0].body)
+    assert not verify(DEV_WEBHOOK_SECRET, deliveries[0].headers, deliveries[0].body + b" ")
+
+
+def readme_verifier() -> Any:
+    """The receiver-side check exactly as the README shows it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = next(block for block in readme.split("```python\n")[1:] if "def verify(" in block).split("```")[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 (our own README)
+    return namespace["verify"]
 
 
 def test_an_invalid_job_is_refused_and_leaves_nothing(service: Service) -> None:
