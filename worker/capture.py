@@ -1,0 +1,233 @@
+"""Per-step frame capture for diffusers pipelines, and decoding latents to RGB.
+
+:class:`StepCapture` wraps one scheduler instance's ``step`` so that after each
+completed sampling step the latents worth showing are kept; a pipeline's
+``callback_on_step_end`` collects them with :meth:`StepCapture.pop`::
+
+    capture = StepCapture(pipe.scheduler)
+    capture.install()
+
+    def on_step_end(pipe, i, t, kwargs):
+        x = capture.pop()
+        if x is not None:
+            frames.append(x)
+        return kwargs
+
+Some schedulers call the model more than once per step (Heun and KDPM2 twice,
+PNDM twice on its first step and four times on each Runge-Kutta step);
+``pop()`` returns ``None`` after the calls that do not finish a step, so a run
+of N inference steps gives exactly N frames.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from diffusers import SchedulerMixin
+from diffusers.utils.outputs import BaseOutput
+
+log = logging.getLogger(__name__)
+
+CaptureMode = Literal["denoised", "noisy"]
+LatentFamily = Literal["sd", "sdxl"]
+
+# Linear latent -> RGB factors (rows: latent channels, columns: R, G, B) and bias, for
+# latents in the pipeline's scale (before dividing by the VAE scaling factor), giving
+# RGB in [-1, 1]. Published with ComfyUI's latent previews (comfy/latent_formats.py).
+LATENT_RGB: dict[LatentFamily, tuple[list[list[float]], list[float]]] = {
+    "sd": (  # SD 1.x and 2.x
+        [
+            [0.3512, 0.2297, 0.3227],
+            [0.3250, 0.4974, 0.2350],
+            [-0.2829, 0.1762, 0.2721],
+            [-0.2120, -0.2616, -0.7177],
+        ],
+        [0.0, 0.0, 0.0],
+    ),
+    "sdxl": (
+        [
+            [0.3651, 0.4232, 0.4341],
+            [-0.2533, -0.0042, 0.1068],
+            [0.1076, 0.1111, -0.0362],
+            [-0.3165, -0.2492, -0.2188],
+        ],
+        [0.1084, -0.0175, -0.0011],
+    ),
+}
+
+
+class StepCapture:
+    """Records the latents of the latest completed sampling step of one scheduler instance.
+
+    ``mode="denoised"``: the model's prediction of the clean sample x0, i.e. what the
+    image would be if sampling stopped now. ``mode="noisy"``: the noisy sample after
+    the step, scaled to unit variance so it can be decoded like an image.
+    Both are in the latent scale the pipeline decodes (before dividing by the VAE
+    scaling factor).
+    """
+
+    def __init__(self, scheduler: SchedulerMixin, mode: CaptureMode = "denoised") -> None:
+        self.scheduler: Any = scheduler  # step(), sigmas, ... are not declared on SchedulerMixin
+        self.mode = mode
+        self._latest: torch.Tensor | None = None
+        self._original: Any = None  # the step() that install() wrapped
+        self._had_own_step = False
+        self._warned = False
+
+    def install(self) -> StepCapture:
+        """Wrap the scheduler instance's ``step`` (not its class). Installing twice is a no-op."""
+        if self._original is not None:
+            return self
+        self._had_own_step = "step" in vars(self.scheduler)
+        original = self._original = self.scheduler.step
+        signature = inspect.signature(original)
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            wants_dict = bound.arguments.get("return_dict", True)
+            bound.arguments["return_dict"] = True  # pred_original_sample is only in the dict form
+            out = original(*bound.args, **bound.kwargs)
+            self._record(out, bound.arguments)
+            return out if wants_dict else out.to_tuple()
+
+        self.scheduler.step = step
+        return self
+
+    def uninstall(self) -> None:
+        """Give the scheduler back its own ``step``."""
+        if self._original is None:
+            return
+        if self._had_own_step:
+            self.scheduler.step = self._original
+        else:
+            del self.scheduler.step
+        self._original = None
+
+    def pop(self) -> torch.Tensor | None:
+        """The latents of the latest step() call if it completed a step, else None; then clear them."""
+        latest, self._latest = self._latest, None
+        return latest
+
+    def _record(self, out: BaseOutput, args: dict[str, Any]) -> None:
+        if not _completes_step(self.scheduler):
+            self._latest = None
+            return
+        latents = _denoised(self.scheduler, out, args) if self.mode == "denoised" else None
+        if latents is None:
+            if self.mode == "denoised" and not self._warned:
+                log.warning("%s: cannot predict x0, capturing noisy samples", type(self.scheduler).__name__)
+                self._warned = True
+            latents = out["prev_sample"] / _noise_scale(self.scheduler)
+        self._latest = latents.detach().clone()
+
+
+def _completes_step(scheduler: Any) -> bool:
+    """Whether the step() call that just returned finished a whole sampling step."""
+    if hasattr(scheduler, "prk_timesteps"):  # PNDM
+        counter: int = scheduler.counter
+        if not scheduler.config.skip_prk_steps and counter <= len(scheduler.prk_timesteps):
+            return counter % 4 == 0  # Runge-Kutta: four model calls per step
+        return counter != 1  # the first linear multistep step takes two calls
+    if hasattr(scheduler, "state_in_first_order"):  # Heun, KDPM2: two calls per step ...
+        step_index = scheduler.step_index
+        finished = step_index is not None and step_index >= len(scheduler.timesteps)
+        return bool(scheduler.state_in_first_order) or finished  # ... except a single final one
+    return True
+
+
+def _is_sigma_space(scheduler: Any) -> bool:
+    """k-diffusion style schedulers (Euler, LMS, Heun, ...) keep x = x0 + sigma * noise."""
+    return (
+        hasattr(scheduler, "sigmas")
+        and not hasattr(scheduler, "_sigma_to_alpha_sigma_t")
+        and float(scheduler.init_noise_sigma) > 1.0
+    )
+
+
+def _noise_scale(scheduler: Any) -> float:
+    """What to divide the sample after the step by to get unit variance."""
+    if _is_sigma_space(scheduler) and scheduler.step_index is not None:
+        sigma = float(scheduler.sigmas[min(scheduler.step_index, len(scheduler.sigmas) - 1)])
+        return math.sqrt(sigma**2 + 1)
+    return 1.0
+
+
+def _input_coefficients(scheduler: Any, timestep: Any) -> tuple[float, float, float] | None:
+    """``(c, alpha, sigma)`` with ``c * sample = alpha * x0 + sigma * noise`` for the step's input sample."""
+    step_index = getattr(scheduler, "step_index", None)
+    if hasattr(scheduler, "sigmas") and step_index is not None:
+        sigma = scheduler.sigmas[step_index - 1]  # step() has already advanced step_index
+        if hasattr(scheduler, "_sigma_to_alpha_sigma_t"):  # DPM-Solver, UniPC, DEIS: alpha space
+            alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
+            return 1.0, float(alpha_t), float(sigma_t)
+        if _is_sigma_space(scheduler):
+            c = 1 / math.sqrt(float(sigma) ** 2 + 1)
+            return c, c, float(sigma) * c
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is not None:  # DDIM, PNDM, DDPM: alpha space at the discrete timestep
+        alpha_prod = float(alphas_cumprod[int(timestep)])
+        return 1.0, math.sqrt(alpha_prod), math.sqrt(1 - alpha_prod)
+    return None
+
+
+def _denoised(scheduler: Any, out: BaseOutput, args: dict[str, Any]) -> torch.Tensor | None:
+    """The model's x0 prediction for this step, or None when it cannot be worked out."""
+    predicted: torch.Tensor | None = out.get("pred_original_sample")
+    if predicted is not None:
+        return predicted
+    model_output: torch.Tensor = args["model_output"]
+    sample: torch.Tensor = args["sample"]
+    coefficients = _input_coefficients(scheduler, args["timestep"])
+    if coefficients is None:
+        return None
+    c, alpha, sigma = coefficients
+    x = sample.float() * c
+    output = model_output.float()
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        x0 = (x - sigma * output) / alpha
+    elif prediction_type == "v_prediction":
+        x0 = alpha * x - sigma * output
+    elif prediction_type == "sample":
+        x0 = output
+    elif prediction_type == "flow_prediction":
+        x0 = x - sigma * output
+    else:
+        return None
+    return x0.to(sample.dtype)
+
+
+def decode_approx(latents: torch.Tensor, family: LatentFamily = "sd") -> list[np.ndarray]:
+    """Cheap preview: a linear latent->RGB projection, one HxWx3 uint8 image per batch item, at latent size."""
+    factors, bias = LATENT_RGB[family]
+    x = latents.detach().float().cpu()
+    if x.ndim == 3:  # a single CxHxW latent
+        x = x.unsqueeze(0)
+    rgb = torch.einsum("bchw,cr->bhwr", x, torch.tensor(factors)) + torch.tensor(bias)
+    images = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    return list(images)
+
+
+def decode_full(vae: Any, latents: torch.Tensor) -> list[np.ndarray]:
+    """Decode a batch of latents with the VAE: one HxWx3 uint8 image per batch item, at full size."""
+    config = vae.config
+    x = latents.detach().to(device=vae.device, dtype=vae.dtype)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:  # SDXL-style VAEs with per-channel statistics
+        shape = (1, -1, 1, 1)
+        mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+        std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
+        x = x * std_t / config.scaling_factor + mean_t
+    else:
+        x = x / config.scaling_factor
+        if getattr(config, "shift_factor", None) is not None:
+            x = x + config.shift_factor
+    with torch.inference_mode():
+        images = vae.decode(x, return_dict=False)[0]
+        images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return list(images.permute(0, 2, 3, 1).cpu().numpy())
