@@ -51,6 +51,8 @@ def main() -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
