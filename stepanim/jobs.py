@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class JobStatus(StrEnum):
@@ -191,6 +191,7 @@ class AnimationCreate(BaseModel):
     init_image: InitImage | None = Field(None, description="Start from this image (img2img) instead of noise.")
     strength: float | None = Field(
         None,
+        validate_default=True,
         gt=0,
         le=1,
         description="img2img only (default 0.75): how far the init image is noised, from 0 (kept) to 1 "
@@ -208,21 +209,28 @@ class AnimationCreate(BaseModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def _img2img_runs_a_step(self) -> AnimationCreate:
-        if self.init_image is None:
-            if self.strength is not None:
-                raise ValueError("strength applies to img2img only: give init_image as well")
-            return self
-        run = self.denoising_steps()
+    @field_validator("strength")
+    @classmethod
+    def _img2img_runs_a_step(cls, strength: float | None, info: ValidationInfo) -> float | None:
+        # A field validator (not a model one) so that errors name the field; it sees the fields before it.
+        if "init_image" not in info.data or "steps" not in info.data:
+            return strength  # those failed validation themselves
+        if info.data["init_image"] is None:
+            if strength is not None:
+                raise ValueError("applies to img2img only: give init_image as well")
+            return strength
+        steps: int = info.data["steps"]
+        value = DEFAULT_STRENGTH if strength is None else strength
+        run = min(int(steps * value), steps)
         if run < 1:
-            raise ValueError(f"steps x strength ({self.steps} x {self.img2img_strength()}) must be at least 1")
-        if self.animation.skip_steps >= run:
+            raise ValueError(f"steps x strength ({steps} x {value}) must be at least 1")
+        animation: AnimationOptions | None = info.data.get("animation")
+        if animation is not None and animation.skip_steps >= run:
             raise ValueError(
-                f"animation.skip_steps ({self.animation.skip_steps}) must be less than the {run} steps "
+                f"animation.skip_steps ({animation.skip_steps}) must be less than the {run} steps "
                 "img2img runs (steps x strength)"
             )
-        return self
+        return strength
 
     def denoising_steps(self) -> int:
         """Steps the sampler runs, one frame each: ``steps``; for img2img ``int(steps * strength)``, as in diffusers."""
