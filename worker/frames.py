@@ -3,7 +3,7 @@
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
 One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and records progress after each step.
+PNGs, uploads them, and records progress after each batch (each step while it keeps up).
 """
 
 from __future__ import annotations
@@ -119,4 +119,6 @@ class FrameWriter:
                 key = frame_key(self.job_id, name)
                 self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
                 self.keys[index].append(key)
-            self.on_frame(step, self.keys[0][-1])  # progress shows the first image of the batch
+        # One progress record per decode batch: after every step while the writer keeps up,
+        # and one for the newest step when it catches up (a backlog costs no extra writes).
+        self.on_frame(batch[-1][0], self.keys[0][-1])  # the first image of the batch is shown

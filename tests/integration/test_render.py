@@ -99,11 +99,13 @@ def test_txt2img_writes_one_frame_per_step_and_a_manifest(svc: Services, pipes: 
     assert progress.eta_seconds == 0
 
 
-def test_progress_is_recorded_after_every_step(svc: Services, pipes: PipelineCache) -> None:
+def test_progress_follows_the_steps_to_the_end(svc: Services, pipes: PipelineCache) -> None:
+    """One record per written batch of steps: every step while the writer keeps up, never backwards."""
     job = new_job(svc, steps=5, seed=3)
     render(job, svc, pipes)
-    events = [e for _, e in svc.store.events(job.id) if e["type"] == "progress"]
-    assert [e["step"] for e in events] == [1, 2, 3, 4, 5]
+    steps = [e["step"] for _, e in svc.store.events(job.id) if e["type"] == "progress"]
+    assert steps == sorted(set(steps))
+    assert steps[0] >= 1 and steps[-1] == 5
 
 
 def test_batch_gives_one_animation_per_image_each_with_its_own_seed(svc: Services, pipes: PipelineCache) -> None:
