@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import animations, files, health
+from api.routes import animations, files, health, uploads
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
 
@@ -28,5 +28,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(animations.router)
     app.include_router(health.router)
     app.include_router(files.router)
+    app.include_router(uploads.router)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return app

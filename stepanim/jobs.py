@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class JobStatus(StrEnum):
@@ -90,6 +90,67 @@ class AnimationOptions(BaseModel):
     hold_last: float = Field(0.0, ge=0, le=30, description="Seconds the final frame is held after the animation.")
 
 
+class FrameSource(StrEnum):
+    denoised = "denoised"
+    noisy = "noisy"
+
+
+class FrameDecoder(StrEnum):
+    approx = "approx"
+    taesd = "taesd"
+    full = "full"
+
+
+class FrameResolution(StrEnum):
+    quarter = "quarter"
+    full = "full"
+
+
+class CaptureOptions(BaseModel):
+    """What each per-step frame shows, and how it is decoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: FrameSource = Field(
+        FrameSource.denoised,
+        description="denoised: the image the model predicts if sampling stopped at that step; "
+        "noisy: the noisy sample itself.",
+    )
+    decoder: FrameDecoder = Field(
+        FrameDecoder.full,
+        description="full: the model's VAE (batched); taesd: the tiny autoencoder, when the workers have its "
+        "weights; approx: a linear latent-to-RGB projection, nearly free.",
+    )
+    resolution: FrameResolution = Field(
+        FrameResolution.full, description="Frame size: full (width x height) or quarter (width/4 x height/4)."
+    )
+
+
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+DEFAULT_STRENGTH = 0.75
+
+
+class InitImage(BaseModel):
+    """The image img2img starts from: exactly one of `upload_id` (from POST /uploads) or `data` (base64)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: str | None = Field(None, pattern=UPLOAD_ID_PATTERN, description="Id returned by POST /uploads.")
+    data: str | None = Field(
+        None,
+        min_length=1,
+        description="The image file (PNG, JPEG or WebP) in base64, optionally as a data: URL. "
+        "The server stores it as an upload and keeps only its id.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InitImage:
+        given = [name for name in ("upload_id", "data") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of upload_id or data")
+        return self
+
+
 class AnimationCreate(BaseModel):
     """Body of POST /animations."""
 
@@ -126,6 +187,19 @@ class AnimationCreate(BaseModel):
     )
     animation: AnimationOptions = Field(default_factory=AnimationOptions)
     webhook: AnyHttpUrl | None = Field(None, description="Receives a POST with the job when it ends.")
+    capture: CaptureOptions = Field(default_factory=CaptureOptions)
+    init_image: InitImage | None = Field(None, description="Start from this image (img2img) instead of noise.")
+    strength: float | None = Field(
+        None,
+        validate_default=True,
+        gt=0,
+        le=1,
+        description="img2img only (default 0.75): how far the init image is noised, from 0 (kept) to 1 "
+        "(replaced); img2img runs int(steps x strength) steps.",
+    )
+    batch_size: int = Field(
+        1, ge=1, le=8, description="Images rendered together, one animation each; image i uses seed + i."
+    )
 
     @model_validator(mode="after")
     def _skip_leaves_a_frame(self) -> AnimationCreate:
@@ -135,11 +209,49 @@ class AnimationCreate(BaseModel):
             )
         return self
 
+    @field_validator("strength")
+    @classmethod
+    def _img2img_runs_a_step(cls, strength: float | None, info: ValidationInfo) -> float | None:
+        # A field validator (not a model one) so that errors name the field; it sees the fields before it.
+        if "init_image" not in info.data or "steps" not in info.data:
+            return strength  # those failed validation themselves
+        if info.data["init_image"] is None:
+            if strength is not None:
+                raise ValueError("applies to img2img only: give init_image as well")
+            return strength
+        steps: int = info.data["steps"]
+        value = DEFAULT_STRENGTH if strength is None else strength
+        run = min(int(steps * value), steps)
+        if run < 1:
+            raise ValueError(f"steps x strength ({steps} x {value}) must be at least 1")
+        animation: AnimationOptions | None = info.data.get("animation")
+        if animation is not None and animation.skip_steps >= run:
+            raise ValueError(
+                f"animation.skip_steps ({animation.skip_steps}) must be less than the {run} steps "
+                "img2img runs (steps x strength)"
+            )
+        return strength
+
+    def denoising_steps(self) -> int:
+        """Steps the sampler runs, one frame each: ``steps``; for img2img ``int(steps * strength)``, as in diffusers."""
+        if self.init_image is None:
+            return self.steps
+        return min(int(self.steps * self.img2img_strength()), self.steps)
+
+    def img2img_strength(self) -> float:
+        return DEFAULT_STRENGTH if self.strength is None else self.strength
+
+    def seeds(self, seed: int) -> list[int]:
+        """The real seed of each image in the batch: ``seed + batch_index``."""
+        return [seed + i for i in range(self.batch_size)]
+
 
 class Progress(BaseModel):
     step: int = Field(0, description="Steps captured so far.")
     total: int = Field(0, description="Steps requested.")
     latest_frame: str | None = Field(None, description="Storage key of the newest frame (internal).")
+    elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.")
 
 
 class ErrorInfo(BaseModel):
@@ -157,6 +269,14 @@ class VideoInfo(BaseModel):
     frames: int
 
 
+class ImageFrames(BaseModel):
+    """The frames of one image of a batch: one animation each."""
+
+    batch_index: int
+    seed: int
+    frames: list[str] = Field(description="Storage keys in step order.")
+
+
 class Job(BaseModel):
     """The record kept in Redis for each animation."""
 
@@ -172,6 +292,9 @@ class Job(BaseModel):
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None
     frames: list[str] = Field(default_factory=list, description="Storage keys of the captured frames.")
+    images: list[ImageFrames] = Field(
+        default_factory=list, description="One entry per image of the batch: its seed and frame keys."
+    )
     video: VideoInfo | None = None
 
 

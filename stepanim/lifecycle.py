@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stepanim.jobs import ErrorInfo, Job, JobStatus, Progress, VideoInfo, can_transition, utcnow
+from stepanim.jobs import ErrorInfo, ImageFrames, Job, JobStatus, Progress, VideoInfo, can_transition, utcnow
 from stepanim.queues import enqueue_notify
 from stepanim.services import Services
 
@@ -54,9 +54,11 @@ def start_rendering(svc: Services, job_id: str) -> Job:
     return transition(svc, job_id, JobStatus.rendering)
 
 
-def start_encoding(svc: Services, job_id: str, frames: list[str]) -> Job:
+def start_encoding(svc: Services, job_id: str, frames: list[str], *, images: list[ImageFrames] | None = None) -> Job:
     def record(job: Job) -> None:
         job.frames = frames
+        if images is not None:
+            job.images = images
 
     return transition(svc, job_id, JobStatus.encoding, change=record)
 
@@ -79,13 +81,28 @@ def cancel(svc: Services, job_id: str) -> Job:
     return transition(svc, job_id, JobStatus.canceled)
 
 
-def record_progress(svc: Services, job_id: str, *, step: int, total: int, latest_frame: str | None) -> Job:
+def record_progress(
+    svc: Services,
+    job_id: str,
+    *,
+    step: int,
+    total: int,
+    latest_frame: str | None,
+    elapsed_seconds: float | None = None,
+    eta_seconds: float | None = None,
+) -> Job:
     """Record that ``step`` of ``total`` steps is captured. Never moves progress backwards."""
 
     def apply(job: Job) -> Job | None:
         if job.status != JobStatus.rendering or step <= job.progress.step:
             return None
-        job.progress = Progress(step=step, total=total, latest_frame=latest_frame)
+        job.progress = Progress(
+            step=step,
+            total=total,
+            latest_frame=latest_frame,
+            elapsed_seconds=elapsed_seconds,
+            eta_seconds=eta_seconds,
+        )
         job.updated_at = utcnow()
         return job
 

@@ -3,7 +3,8 @@
 Frames:  ``<batch-count:02><batch-index:02><step:03>-<seed>-<prompt>.<ext>``
 Video:   ``<seed>-<prompt>.<ext>``
 Keys:    ``jobs/<job-id>/frames/<frame>``, ``jobs/<job-id>/manifest.json``,
-         ``jobs/<job-id>/videos/<video>``. This module is the only place that knows them.
+         ``jobs/<job-id>/videos/<video>``, ``uploads/<upload-id>`` (init images).
+         This module is the only place that knows them.
 """
 
 from __future__ import annotations
@@ -67,3 +68,14 @@ def manifest_key(job_id: str) -> str:
 
 def video_key(job_id: str, name: str) -> str:
     return f"{job_prefix(job_id)}videos/{name}"
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not _JOB_ID.match(upload_id):  # the same form: 32 lowercase hex digits
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return upload_id
+
+
+def upload_key(upload_id: str) -> str:
+    """Where an init image (POST /uploads, or base64 in a job) is stored."""
+    return f"uploads/{check_upload_id(upload_id)}"

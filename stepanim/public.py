@@ -18,6 +18,14 @@ class ProgressPublic(BaseModel):
     step: int = Field(description="Steps captured so far.")
     total: int = Field(description="Steps requested.")
     latest_frame_url: str | None = Field(None, description="Signed URL of the newest frame.")
+    elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.")
+
+
+class ImagePublic(BaseModel):
+    batch_index: int = Field(description="Position in the batch; the frames' second two digits.")
+    seed: int = Field(description="This image's real seed (the job's seed + batch_index).")
+    frames: int = Field(description="Frames captured for this image.")
 
 
 class VideoPublic(BaseModel):
@@ -46,6 +54,9 @@ class AnimationPublic(BaseModel):
     model: str
     seed: int = Field(description="The seed used (chosen by the server when the request had none).")
     progress: ProgressPublic
+    images: list[ImagePublic] = Field(
+        default_factory=list, description="One entry per image of the batch once rendering is done."
+    )
     error: ErrorInfo | None
     video: VideoPublic | None
     urls: JobUrls
@@ -78,9 +89,12 @@ def to_public(job: Job, svc: Services) -> AnimationPublic:
         seed=job.seed,
         progress=ProgressPublic(
             step=job.progress.step,
-            total=job.progress.total or job.request.steps,
+            total=job.progress.total if job.progress.step else job.request.denoising_steps(),
             latest_frame_url=storage.signed_url(latest) if latest else None,
+            elapsed_seconds=job.progress.elapsed_seconds,
+            eta_seconds=job.progress.eta_seconds,
         ),
+        images=[ImagePublic(batch_index=i.batch_index, seed=i.seed, frames=len(i.frames)) for i in job.images],
         error=job.error,
         video=video,
         urls=JobUrls(get=f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}"),

@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     pipeline_cache_size: int = Field(2, ge=1, description="Pipelines kept loaded per render worker process.")
     frame_queue_size: int = Field(8, ge=1, description="Captured steps waiting for decode/upload (backpressure).")
+    taesd_path: Path | None = Field(
+        None,
+        description="Folder of the TAESD weights (AutoencoderTiny, madebyollin/taesd) for SD 1.x/2.x latents; "
+        "default <models_dir>/taesd.",
+    )
+    taesdxl_path: Path | None = Field(
+        None,
+        description="Folder of the TAESDXL weights (madebyollin/taesdxl) for SDXL latents; "
+        "default <models_dir>/taesdxl.",
+    )
 
     # Encoding.
     ffmpeg_path: str | None = Field(None, description="Explicit ffmpeg binary; else PATH.")
@@ -73,6 +83,8 @@ class Settings(BaseSettings):
     max_steps: int = Field(200, ge=1, le=999, description="Frame names hold three step digits.")
     max_pixels: int = Field(1024 * 1024, ge=64 * 64)
     max_prompt_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(10 * 2**20, ge=1024, description="Largest init image file accepted.")
+    max_upload_pixels: int = Field(4096 * 4096, ge=64 * 64, description="Largest init image (width x height).")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

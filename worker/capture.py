@@ -21,6 +21,7 @@ of N inference steps gives exactly N frames.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import SchedulerMixin
 from diffusers.utils.outputs import BaseOutput
 
@@ -87,6 +89,9 @@ class StepCapture:
         original = self._original = self.scheduler.step
         signature = inspect.signature(original)
 
+        # Pipelines look at step()'s signature to decide what to pass (``generator``, ``eta``):
+        # the wrapper must show the original's, or ancestral schedulers would draw unseeded noise.
+        @functools.wraps(original)
         def step(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             wants_dict = bound.arguments.get("return_dict", True)
@@ -202,19 +207,45 @@ def _denoised(scheduler: Any, out: BaseOutput, args: dict[str, Any]) -> torch.Te
     return x0.to(sample.dtype)
 
 
-def decode_approx(latents: torch.Tensor, family: LatentFamily = "sd") -> list[np.ndarray]:
-    """Cheap preview: a linear latent->RGB projection, one HxWx3 uint8 image per batch item, at latent size."""
+def latent_family(pipe: Any) -> LatentFamily:
+    """Which latent space a pipeline samples in, for :func:`decode_approx` and TAESD."""
+    channels = getattr(getattr(pipe, "vae", None), "config", None)
+    if channels is not None and getattr(channels, "latent_channels", 4) != 4:
+        raise ValueError(f"{type(pipe).__name__}: only 4-channel (SD 1.x/2.x, SDXL) latents have preview decoders")
+    return "sdxl" if "XL" in type(pipe).__name__ else "sd"
+
+
+def _to_images(rgb: torch.Tensor, size: tuple[int, int] | None) -> list[np.ndarray]:
+    """``rgb``: Bx3xHxW in [-1, 1] -> HxWx3 uint8 arrays, resized to ``size`` (height, width) when given."""
+    x = rgb.float()
+    if size is not None and tuple(x.shape[-2:]) != size:
+        shrinking = size[0] < x.shape[-2]
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=shrinking, align_corners=False)
+    x = ((x + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return list(x.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def decode_approx(
+    latents: torch.Tensor, family: LatentFamily = "sd", *, size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """Cheap preview: a linear latent->RGB projection, one HxWx3 uint8 image per batch item.
+
+    At latent size (1/8 of the image) unless ``size`` (height, width) asks for another.
+    """
     factors, bias = LATENT_RGB[family]
-    x = latents.detach().float().cpu()
+    x = latents.detach().float()
     if x.ndim == 3:  # a single CxHxW latent
         x = x.unsqueeze(0)
-    rgb = torch.einsum("bchw,cr->bhwr", x, torch.tensor(factors)) + torch.tensor(bias)
-    images = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    return list(images)
+    matrix = torch.tensor(factors, device=x.device)
+    rgb = torch.einsum("bchw,cr->brhw", x, matrix) + torch.tensor(bias, device=x.device).view(1, 3, 1, 1)
+    return _to_images(rgb, size)
 
 
-def decode_full(vae: Any, latents: torch.Tensor) -> list[np.ndarray]:
-    """Decode a batch of latents with the VAE: one HxWx3 uint8 image per batch item, at full size."""
+def decode_full(vae: Any, latents: torch.Tensor, *, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Decode a batch of latents with a VAE (or TAESD's ``AutoencoderTiny``): one HxWx3 uint8 image per item.
+
+    At the decoder's size (8x the latents) unless ``size`` (height, width) asks for another.
+    """
     config = vae.config
     x = latents.detach().to(device=vae.device, dtype=vae.dtype)
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
@@ -228,6 +259,4 @@ def decode_full(vae: Any, latents: torch.Tensor) -> list[np.ndarray]:
         if getattr(config, "shift_factor", None) is not None:
             x = x + config.shift_factor
     with torch.inference_mode():
-        images = vae.decode(x, return_dict=False)[0]
-        images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-        return list(images.permute(0, 2, 3, 1).cpu().numpy())
+        return _to_images(vae.decode(x, return_dict=False)[0], size)

@@ -3,7 +3,7 @@
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
 One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and records progress after each step.
+PNGs, uploads them, and records progress after each batch (each step while it keeps up).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image
 from stepanim.naming import frame_key, frame_name
 from stepanim.storage import Storage
 
-MAX_DECODE_BATCH = 8
+MAX_DECODE_BATCH = 8  # images per decode call (steps x batch size), at least one step
 
 Decoder = Callable[[torch.Tensor], list[np.ndarray]]
 OnFrame = Callable[[int, str], None]
@@ -92,7 +92,7 @@ class FrameWriter:
                 if first is None:
                     return
                 batch = [first]
-                while len(batch) < MAX_DECODE_BATCH:
+                while len(batch) * len(self.seeds) < MAX_DECODE_BATCH:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -114,10 +114,11 @@ class FrameWriter:
         images = self.decode(torch.cat([latents for _, latents in batch]))
         per_step = len(self.seeds)
         for n, (step, _) in enumerate(batch):
-            key = ""
             for index, seed in enumerate(self.seeds):
                 name = frame_name(batch_count=0, batch_index=index, step=step, seed=seed, prompt=self.prompt)
                 key = frame_key(self.job_id, name)
                 self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
                 self.keys[index].append(key)
-            self.on_frame(step, key)
+        # One progress record per decode batch: after every step while the writer keeps up,
+        # and one for the newest step when it catches up (a backlog costs no extra writes).
+        self.on_frame(batch[-1][0], self.keys[0][-1])  # the first image of the batch is shown

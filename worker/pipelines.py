@@ -7,9 +7,11 @@ nothing stateful is shared between runs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -17,12 +19,17 @@ import torch
 
 from stepanim.jobs import SCHEDULERS
 from stepanim.settings import Settings
+from worker.capture import LatentFamily
 
 log = logging.getLogger(__name__)
 
 
 class ModelError(Exception):
     """The model cannot be found or loaded; the job fails, the worker stays up."""
+
+
+class DecoderUnavailable(Exception):
+    """The requested frame decoder cannot be used here (e.g. TAESD weights are not installed)."""
 
 
 def pick_device(setting: str) -> str:
@@ -53,6 +60,34 @@ def make_scheduler(pipe: Any, name: str) -> Any:
     return cls.from_config(pipe.scheduler.config, **overrides)
 
 
+def pipeline_for(base: Any, *, scheduler: Any, img2img: bool) -> Any:
+    """A pipeline for one run sharing ``base``'s weights, with its own scheduler instance.
+
+    ``AutoPipelineFor*.from_pipe`` picks the text-to-image or image-to-image class that
+    matches the loaded one (SD 1.x/2.x, SDXL, ...) without copying any weights.
+    """
+    auto = diffusers.AutoPipelineForImage2Image if img2img else diffusers.AutoPipelineForText2Image
+    try:
+        pipe = auto.from_pipe(base, scheduler=scheduler)
+    except ValueError as e:  # no matching pipeline class for this model
+        kind = "image-to-image" if img2img else "text-to-image"
+        raise ModelError(f"{type(base).__name__} has no {kind} pipeline: {e}") from e
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def decoding_vae(vae: Any) -> Any:
+    """The VAE to decode frames with: ``vae`` itself, or a float32 copy when fp16 would overflow.
+
+    SDXL's VAE (``force_upcast``) produces NaNs in fp16; its pipelines upcast the shared
+    VAE in place around each decode, which the frame thread must not do to a module the
+    sampling thread may use, so it gets its own float32 copy.
+    """
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        return copy.deepcopy(vae).to(torch.float32)
+    return vae
+
+
 class PipelineCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -60,6 +95,46 @@ class PipelineCache:
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._decoding_vaes: dict[int, Any] = {}  # id(pipe.vae) -> decoding_vae(pipe.vae)
+        self._taesd: dict[LatentFamily, Any] = {}
+
+    def full_vae(self, pipe: Any) -> Any:
+        """The VAE that decodes ``pipe``'s frames (see :func:`decoding_vae`), made once per model."""
+        with self._lock:
+            key = id(pipe.vae)
+            if key not in self._decoding_vaes:
+                self._decoding_vaes[key] = decoding_vae(pipe.vae)
+            return self._decoding_vaes[key]
+
+    def taesd_path(self, family: LatentFamily) -> Path:
+        if family == "sdxl":
+            return self.settings.taesdxl_path or self.settings.models_dir / "taesdxl"
+        return self.settings.taesd_path or self.settings.models_dir / "taesd"
+
+    def taesd(self, family: LatentFamily) -> Any:
+        """The tiny autoencoder for ``family`` latents, loaded once from its local folder."""
+        with self._lock:
+            if family in self._taesd:
+                return self._taesd[family]
+            path = self.taesd_path(family)
+            setting = "STEPANIM_TAESDXL_PATH" if family == "sdxl" else "STEPANIM_TAESD_PATH"
+            repo = "madebyollin/taesdxl" if family == "sdxl" else "madebyollin/taesd"
+            if not (path / "config.json").is_file():
+                log.warning("decoder taesd: no weights for %s latents in %s", family, path)
+                raise DecoderUnavailable(
+                    f"decoder 'taesd' is not available on this worker: the TAESD weights for {family} latents "
+                    f"({repo}) are not installed (see {setting}); use decoder 'approx' or 'full'"
+                )
+            try:
+                vae = diffusers.AutoencoderTiny.from_pretrained(path, torch_dtype=self.dtype)  # type: ignore[no-untyped-call]
+            except Exception as e:  # a broken folder: the same answer as a missing one
+                log.exception("decoder taesd: cannot load %s", path)
+                raise DecoderUnavailable(
+                    f"decoder 'taesd' is not available on this worker: its TAESD weights ({repo}) do not load "
+                    f"({type(e).__name__}); use decoder 'approx' or 'full'"
+                ) from e
+            self._taesd[family] = vae.to(self.device).eval()
+            return self._taesd[family]
 
     def get(self, model: str) -> Any:
         """The text-to-image pipeline for ``model``, loaded once and kept warm."""
@@ -70,7 +145,8 @@ class PipelineCache:
             pipe = self._load(model)
             self._pipes[model] = pipe
             while len(self._pipes) > self.settings.pipeline_cache_size:
-                evicted, _ = self._pipes.popitem(last=False)
+                evicted, evicted_pipe = self._pipes.popitem(last=False)
+                self._decoding_vaes.pop(id(evicted_pipe.vae), None)
                 log.info("unloaded model %s", evicted)
                 if self.device == "cuda":
                     torch.cuda.empty_cache()

@@ -1,6 +1,8 @@
 """One render: run the pipeline, capture every step as a frame, write the manifest.
 
-Plain code called by the thin Celery task in ``worker.tasks``.
+Plain code called by the thin Celery task in ``worker.tasks``. Everything that can
+refuse a job (model, scheduler, decoder, init image) is resolved before sampling
+starts, so a refused job leaves no frames.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 import torch
 
 from stepanim import lifecycle
-from stepanim.jobs import Job
+from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, ImageFrames, Job
 from stepanim.naming import manifest_key
 from stepanim.services import Services
-from worker.capture import StepCapture, decode_full
-from worker.frames import FrameWriter
-from worker.pipelines import PipelineCache, make_scheduler
+from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family
+from worker.frames import Decoder, FrameWriter
+from worker.inputs import load_init_image
+from worker.pipelines import DecoderUnavailable, PipelineCache, make_scheduler, pipeline_for
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,37 @@ class RenderCanceled(Exception):
 @dataclass
 class RenderResult:
     frames: list[list[str]]  # frames[batch_index] = frame keys in step order
+    seeds: list[int]  # seeds[batch_index] = that image's real seed
     steps_run: int
+    total: int  # steps the sampler was to run
     seconds: float
 
+    def images(self) -> list[ImageFrames]:
+        pairs = zip(self.seeds, self.frames, strict=True)
+        return [ImageFrames(batch_index=i, seed=seed, frames=keys) for i, (seed, keys) in enumerate(pairs)]
 
-def manifest(job: Job, result: RenderResult) -> dict[str, Any]:
+
+def frame_size(options: CaptureOptions, *, width: int, height: int) -> tuple[int, int]:
+    """(height, width) of the frames: the image's, or a quarter of each side."""
+    if options.resolution == FrameResolution.quarter:
+        return height // 4, width // 4
+    return height, width
+
+
+def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, width: int, height: int) -> Decoder:
+    """The function that turns a batch of captured latents into frames of the requested size."""
+    size = frame_size(options, width=width, height=height)
+    try:
+        family = latent_family(pipe)
+    except ValueError as e:
+        raise DecoderUnavailable(str(e)) from e
+    if options.decoder == FrameDecoder.approx:
+        return lambda latents: decode_approx(latents, family, size=size)
+    vae = pipes.taesd(family) if options.decoder == FrameDecoder.taesd else pipes.full_vae(pipe)
+    return lambda latents: decode_full(vae, latents, size=size)
+
+
+def manifest(job: Job, result: RenderResult, *, complete: bool = True) -> dict[str, Any]:
     req = job.request
     return {
         "job_id": job.id,
@@ -46,12 +75,18 @@ def manifest(job: Job, result: RenderResult) -> dict[str, Any]:
         "height": req.height,
         "steps": req.steps,
         "steps_run": result.steps_run,
+        "total_steps": result.total,
+        "complete": complete,
         "scheduler": req.scheduler,
         "guidance_scale": req.guidance_scale,
         "seed": job.seed,
+        "batch_size": req.batch_size,
+        "capture": req.capture.model_dump(mode="json"),
+        "init_image": req.init_image.upload_id if req.init_image is not None else None,
+        "strength": req.img2img_strength() if req.init_image is not None else None,
         "render_seconds": round(result.seconds, 3),
         "animations": [
-            {"batch_index": i, "seed": job.seed + i, "frames": keys} for i, keys in enumerate(result.frames)
+            {"batch_index": image.batch_index, "seed": image.seed, "frames": image.frames} for image in result.images()
         ],
     }
 
@@ -59,22 +94,38 @@ def manifest(job: Job, result: RenderResult) -> dict[str, Any]:
 def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
     req = job.request
     base = pipes.get(job.model)
+    init_image = None
+    if req.init_image is not None:
+        init_image = load_init_image(req.init_image, svc.storage, svc.settings, width=req.width, height=req.height)
     scheduler = make_scheduler(base, req.scheduler)
-    pipe = type(base)(**{**base.components, "scheduler": scheduler})
-    pipe.set_progress_bar_config(disable=True)
-    capture = StepCapture(scheduler)
-    capture.install()
+    pipe = pipeline_for(base, scheduler=scheduler, img2img=init_image is not None)
+    decode = make_decoder(pipes, pipe, req.capture, width=req.width, height=req.height)
+    seeds = req.seeds(job.seed)
+    total = req.denoising_steps()
+    mode: CaptureMode = "noisy" if req.capture.source == FrameSource.noisy else "denoised"
+    capture = StepCapture(scheduler, mode=mode).install()
+    sampled_at: dict[int, float] = {}  # step -> seconds since sampling started, written by the sampling thread
     started = time.perf_counter()
 
-    def on_frame(step: int, key: str) -> None:
-        lifecycle.record_progress(svc, job.id, step=step, total=req.steps, latest_frame=key)
+    def on_frame(step: int, key: str) -> None:  # the frame thread, after step's frames are stored
+        elapsed = sampled_at.get(step, time.perf_counter() - started)
+        eta = elapsed / step * max(total - step, 0)
+        lifecycle.record_progress(
+            svc,
+            job.id,
+            step=step,
+            total=total,
+            latest_frame=key,
+            elapsed_seconds=round(elapsed, 3),
+            eta_seconds=round(eta, 3),
+        )
 
     writer = FrameWriter(
         storage=svc.storage,
-        decode=lambda latents: decode_full(pipe.vae, latents),
+        decode=decode,
         job_id=job.id,
         prompt=req.prompt,
-        seeds=[job.seed],
+        seeds=seeds,
         on_frame=on_frame,
         queue_size=svc.settings.frame_queue_size,
     )
@@ -83,29 +134,46 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
     def on_step_end(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         nonlocal steps
         latents = capture.pop()
-        if latents is not None:
+        if latents is not None:  # None after the extra model calls of Heun and PNDM
             steps += 1
+            sampled_at[steps] = time.perf_counter() - started
             writer.submit(steps, latents)
         if svc.store.cancel_requested(job.id):
+            # Raising stops the pipeline at once: no further step, no final VAE decode.
             raise RenderCanceled(job.id)
         return kwargs
 
-    try:
-        pipe(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt or None,
-            width=req.width,
-            height=req.height,
-            num_inference_steps=req.steps,
-            guidance_scale=req.guidance_scale,
-            generator=torch.Generator(device="cpu").manual_seed(job.seed),
-            output_type="latent",  # every step is captured; the final VAE decode is not needed
-            callback_on_step_end=on_step_end,
+    inputs: dict[str, Any] = {"image": init_image, "strength": req.img2img_strength()} if init_image is not None else {}
+    if init_image is None:
+        inputs.update(width=req.width, height=req.height)
+
+    def finish(*, complete: bool) -> RenderResult:
+        result = RenderResult(
+            frames=writer.keys, seeds=seeds, steps_run=steps, total=total, seconds=time.perf_counter() - started
         )
-    finally:
-        writer.close()
-    result = RenderResult(frames=writer.keys, steps_run=steps, seconds=time.perf_counter() - started)
-    body = json.dumps(manifest(job, result), indent=2).encode()
-    svc.storage.put_bytes(manifest_key(job.id), body, "application/json")
+        body = json.dumps(manifest(job, result, complete=complete), indent=2).encode()
+        svc.storage.put_bytes(manifest_key(job.id), body, "application/json")
+        return result
+
+    try:
+        try:
+            pipe(
+                prompt=req.prompt,
+                negative_prompt=req.negative_prompt or None,
+                num_inference_steps=req.steps,
+                guidance_scale=req.guidance_scale,
+                num_images_per_prompt=len(seeds),
+                generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+                output_type="latent",  # every step is captured; the final VAE decode is not needed
+                callback_on_step_end=on_step_end,
+                **inputs,
+            )
+        finally:
+            capture.uninstall()
+            writer.close()  # the frames of every sampled step are written, also when canceled
+    except RenderCanceled:
+        finish(complete=False)  # a canceled render keeps a manifest of its partial frames
+        raise
+    result = finish(complete=True)
     log.info("job %s rendered %d steps in %.2fs", job.id, steps, result.seconds)
     return result

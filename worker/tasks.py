@@ -16,7 +16,8 @@ from stepanim.settings import get_settings
 from stepanim.storage import StorageError
 from stepanim.store import JobNotFound
 from worker.app import app
-from worker.pipelines import ModelError, PipelineCache
+from worker.inputs import InputError
+from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache
 from worker.render import RenderCanceled, render
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ def render_task(self: Task, job_id: str) -> None:
     except ModelError as e:
         lifecycle.fail(svc, job_id, "model_error", str(e))
         return
+    except DecoderUnavailable as e:
+        lifecycle.fail(svc, job_id, "decoder_unavailable", str(e))
+        return
+    except InputError as e:
+        lifecycle.fail(svc, job_id, "invalid_input", str(e))
+        return
     except StorageError as e:
         retry_or_fail(self, svc, job_id, e)
         return
@@ -64,5 +71,6 @@ def render_task(self: Task, job_id: str) -> None:
         log.exception("render: job %s failed", job_id)
         lifecycle.fail(svc, job_id, "render_error", f"{type(e).__name__}: {e}")
         return
-    lifecycle.start_encoding(svc, job_id, frames=result.frames[0])
+    # job.frames: the first image's frames (what the encoder reads today); job.images: every image of the batch.
+    lifecycle.start_encoding(svc, job_id, frames=result.frames[0], images=result.images())
     enqueue_encode(svc.celery, job_id)

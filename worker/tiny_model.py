@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS = "<|startoftext|>"
@@ -171,6 +171,27 @@ def build_tiny_model(path: Path, *, seed: int = 0) -> Path:
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def build_taesd(*, seed: int = 0) -> AutoencoderTiny:
+    """A tiny random-weight TAESD (``AutoencoderTiny``): 4 latent channels, 8x upsampling, like madebyollin/taesd."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderTiny(  # type: ignore[no-untyped-call]
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+            latent_channels=4,
+        )
+
+
+def build_tiny_taesd(path: Path, *, seed: int = 0) -> Path:
+    """Write the tiny TAESD to ``path`` (a folder ``AutoencoderTiny.from_pretrained`` reads) and return it."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        build_taesd(seed=seed).save_pretrained(path)  # type: ignore[attr-defined]  # mypy sees a stub class
     return path
 
 

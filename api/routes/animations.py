@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response, status
 
 from api.deps import JobDep, ServicesDep
 from api.errors import ApiError, ErrorResponse
+from api.routes.uploads import prepare_init_image
 from stepanim.jobs import MAX_SEED, AnimationCreate, Job, Progress, utcnow
 from stepanim.public import AnimationPublic, to_public
 from stepanim.queues import enqueue_render
@@ -51,6 +52,7 @@ def create_animation(*, body: AnimationCreate, svc: ServicesDep, response: Respo
     nothing is stored.
     """
     check_limits(body, svc.settings)
+    body = prepare_init_image(body, svc)
     now = utcnow()
     job = Job(
         id=uuid.uuid4().hex,

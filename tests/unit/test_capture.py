@@ -195,3 +195,18 @@ def test_tokenizer_takes_any_prompt(base: Any) -> None:
     assert len(ids) == base.tokenizer.model_max_length
     decoded = base.tokenizer.decode(ids, skip_special_tokens=True)  # no byte is lost to an unknown token
     assert decoded.replace(" ", "") == prompt.lower().replace(" ", "")
+
+
+@pytest.mark.parametrize(("name", "overrides"), [p for p in SCHEDULERS if p.id in {"euler-a", "sde-dpm++"}])
+def test_capture_keeps_stochastic_schedulers_seeded(base: Any, name: str, overrides: dict[str, Any]) -> None:
+    """Pipelines pass ``generator`` only to a step() whose signature takes it: the wrapper must keep it."""
+    _, _, captured = run(make_pipe(base, name, overrides))
+    plain = make_pipe(base, name, overrides)(
+        PROMPT,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    torch.testing.assert_close(captured, plain)

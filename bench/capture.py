@@ -1,0 +1,144 @@
+"""Capture overhead: the same model, seed and steps rendered plainly and with per-step capture.
+
+    python -m bench.capture [--steps 30] [--size 64] [--rounds 7] [--device cpu]
+
+*plain* is what a render costs without this service's capture: one pipeline call with
+the final VAE decode and no step callback. The *capture* variants run ``worker.render``,
+the code the render worker runs: every step captured, decoded off the sampling thread,
+written as PNG to local storage, progress and the cancel flag in a real redis-server.
+Rounds interleave the variants; each figure is the median of its rounds and each ratio
+is capture/plain measured in the same run: wall time (medians, and fastest rounds, the
+least disturbed on a shared machine) and this process's CPU time (all its threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stepanim import lifecycle
+from stepanim.devstack import Stack
+from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.services import Services
+from stepanim.settings import Settings
+from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
+from worker.render import render
+from worker.tiny_model import build_tiny_model
+
+PROMPT = "a photo of a red cat"
+SEED = 1234
+
+
+def plain_run(pipes: PipelineCache, *, steps: int, size: int, scheduler: str) -> None:
+    base = pipes.get("tiny-sd")
+    pipe = pipeline_for(base, scheduler=make_scheduler(base, scheduler), img2img=False)
+    pipe(
+        prompt=PROMPT,
+        num_inference_steps=steps,
+        width=size,
+        height=size,
+        guidance_scale=7.5,
+        generator=[torch.Generator(device="cpu").manual_seed(SEED)],
+        output_type="pil",
+    )
+
+
+def capture_run(svc: Services, pipes: PipelineCache, request: dict[str, Any]) -> None:
+    body = AnimationCreate.model_validate(request)
+    now = utcnow()
+    job = Job(id=uuid.uuid4().hex, request=body, model="tiny-sd", seed=SEED, created_at=now, updated_at=now)
+    svc.store.create(job)
+    render(lifecycle.start_rendering(svc, job.id), svc, pipes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, default=64, help="width and height in pixels (the tiny model's is 64)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--scheduler", default="euler_a")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared machine more threads than free cores make "
+        "OpenMP's spinning threads swamp every figure; 0: torch's default)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+        root = Path(tmp)
+        build_tiny_model(root / "models" / "tiny-sd")
+        stack = Stack(workdir=root / "stack", settings={})
+        stack.start_redis()
+        try:
+            settings = Settings(
+                _env_file=None,
+                redis_url=stack.redis_url,
+                storage_backend="local",
+                local_storage_dir=root / "storage",
+                models_dir=root / "models",
+                device=args.device,
+            )
+            svc = Services.from_settings(settings)
+            pipes = PipelineCache(settings)
+            request = {
+                "prompt": PROMPT,
+                "steps": args.steps,
+                "width": args.size,
+                "height": args.size,
+                "scheduler": args.scheduler,
+                "seed": SEED,
+            }
+            variants: dict[str, Callable[[], None]] = {
+                "plain": lambda: plain_run(pipes, steps=args.steps, size=args.size, scheduler=args.scheduler),
+                "capture approx quarter": lambda: capture_run(
+                    svc, pipes, {**request, "capture": {"decoder": "approx", "resolution": "quarter"}}
+                ),
+                "capture approx full": lambda: capture_run(svc, pipes, {**request, "capture": {"decoder": "approx"}}),
+                "capture full (VAE)": lambda: capture_run(svc, pipes, {**request, "capture": {"decoder": "full"}}),
+            }
+            for run in variants.values():  # warm-up: load the model, fill caches
+                run()
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            cpu: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.rounds):
+                for name, run in variants.items():
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    run()
+                    times[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
+        finally:
+            stack.stop()
+
+    plain, plain_min, plain_cpu = (
+        statistics.median(times["plain"]),
+        min(times["plain"]),
+        statistics.median(cpu["plain"]),
+    )
+    print(
+        f"device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
+        f"size={args.size} scheduler={args.scheduler} rounds={args.rounds}"
+    )
+    print(f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}")
+    for name, values in times.items():
+        median, fastest, used = statistics.median(values), min(values), statistics.median(cpu[name])
+        print(
+            f"{name:<24} {median:9.3f} {fastest:7.3f} {median / plain:12.2f}x {fastest / plain_min:9.2f}x "
+            f"{used / plain_cpu:9.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

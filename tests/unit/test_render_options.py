@@ -1,0 +1,79 @@
+"""The render options of a request (capture, img2img, batch) and their validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from stepanim.jobs import AnimationCreate, FrameDecoder, FrameResolution, FrameSource, Job, utcnow
+
+UPLOAD = "a" * 32
+
+
+def make(**fields: Any) -> AnimationCreate:
+    return AnimationCreate.model_validate({"prompt": "x", **fields})
+
+
+def error_of(**fields: Any) -> str:
+    with pytest.raises(ValidationError) as caught:
+        make(**fields)
+    return str(caught.value)
+
+
+def test_defaults_render_full_size_denoised_frames_with_the_vae() -> None:
+    body = make()
+    assert body.capture.source == FrameSource.denoised
+    assert body.capture.decoder == FrameDecoder.full
+    assert body.capture.resolution == FrameResolution.full
+    assert body.batch_size == 1
+    assert body.init_image is None and body.strength is None
+    assert body.denoising_steps() == body.steps == 20
+    assert body.seeds(7) == [7]
+
+
+def test_capture_block() -> None:
+    body = make(capture={"source": "noisy", "decoder": "approx", "resolution": "quarter"})
+    assert (body.capture.source, body.capture.decoder, body.capture.resolution) == ("noisy", "approx", "quarter")
+    assert "capture.decoder" in error_of(capture={"decoder": "vae"}).replace("\n", ".")
+    assert "capture.bogus" in error_of(capture={"bogus": 1}).replace("\n", ".")
+
+
+def test_batch_seeds_are_consecutive_and_real() -> None:
+    assert make(batch_size=3).seeds(100) == [100, 101, 102]
+    assert "batch_size" in error_of(batch_size=0)
+    assert "batch_size" in error_of(batch_size=9)
+
+
+def test_init_image_needs_exactly_one_form() -> None:
+    assert make(init_image={"upload_id": UPLOAD}).init_image is not None
+    assert make(init_image={"data": "aGVsbG8="}).init_image is not None
+    assert "exactly one of upload_id or data" in error_of(init_image={})
+    assert "exactly one of upload_id or data" in error_of(init_image={"upload_id": UPLOAD, "data": "aGVsbG8="})
+    assert "upload_id" in error_of(init_image={"upload_id": "../../etc/passwd"})
+    assert "init_image.url" in error_of(init_image={"url": "https://example.com/a.png"}).replace("\n", ".")
+
+
+def test_img2img_runs_steps_times_strength() -> None:
+    body = make(steps=10, strength=0.45, init_image={"upload_id": UPLOAD})
+    assert body.denoising_steps() == 4  # int(10 x 0.45), as diffusers
+    assert make(steps=10, init_image={"upload_id": UPLOAD}).denoising_steps() == 7  # default strength 0.75
+    assert make(steps=10, strength=1, init_image={"upload_id": UPLOAD}).denoising_steps() == 10
+
+
+def test_img2img_refusals() -> None:
+    assert "applies to img2img only" in error_of(strength=0.5)
+    assert "must be at least 1" in error_of(steps=2, strength=0.3, init_image={"upload_id": UPLOAD})
+    assert "strength" in error_of(strength=0, init_image={"upload_id": UPLOAD})
+    assert "strength" in error_of(strength=1.5, init_image={"upload_id": UPLOAD})
+    message = error_of(steps=10, strength=0.5, init_image={"upload_id": UPLOAD}, animation={"skip_steps": 5})
+    assert "the 5 steps img2img runs" in message
+
+
+def test_a_stored_job_reads_back() -> None:
+    """Every default must survive the record's JSON round trip (the worker re-reads it)."""
+    for body in [make(), make(batch_size=2, strength=0.5, init_image={"upload_id": UPLOAD})]:
+        now = utcnow()
+        job = Job(id="0" * 32, request=body, model="m", seed=1, created_at=now, updated_at=now)
+        assert Job.model_validate_json(job.model_dump_json()) == job
