@@ -166,7 +166,7 @@ class Stack:
             proc=proc,
         )
 
-    def start_worker(self, role: str, *, concurrency: int = 1) -> Proc:
+    def start_worker(self, role: str, *, concurrency: int = 1, env: dict[str, str] | None = None) -> Proc:
         module, queue = WORKERS[role]
         args = [
             sys.executable,
@@ -186,7 +186,7 @@ class Stack:
             "--without-gossip",
             "--without-mingle",
         ]
-        proc = spawn(role, args, env=self.env(), log_dir=self.workdir / "logs")
+        proc = spawn(role, args, env={**self.env(), **(env or {})}, log_dir=self.workdir / "logs")
         self.procs[role] = proc
         return proc
 

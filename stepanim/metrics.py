@@ -112,13 +112,13 @@ def install_celery_hooks(settings: Settings) -> None:
 
     store: list[JobStore] = []  # built on first use, in the process that runs the task
 
-    def on_retry(*, request: Any = None, reason: Any = None, **_: Any) -> None:
+    def on_retry(*, sender: Any = None, reason: Any = None, **_: Any) -> None:
         if not store:
             store.append(JobStore.from_url(settings.redis_url, prefix=settings.key_prefix))
-        task = str(getattr(request, "task", "") or "")
+        task = str(getattr(sender, "name", "") or "")
         short = task.removeprefix("stepanim.")
         count(store[0], "stepanim_task_retries", task=short)
-        if isinstance(reason, StorageError):
+        if isinstance(getattr(reason, "exc", reason), StorageError):  # reason: celery's Retry, .exc the cause
             count(store[0], "stepanim_storage_errors", task=short)
         if task == NOTIFY_TASK:
             count(store[0], "stepanim_webhook_failures")

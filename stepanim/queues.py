@@ -46,21 +46,18 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         # limit raises in the task, the hard one a minute later ends the process.
         task_soft_time_limit=settings.task_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds + 60,
-        # SIGTERM (remapped to SIGQUIT by REMAP_SIGTERM=SIGQUIT, see docker-compose.yml): let the
-        # current job finish for this long, then cancel it; it goes back to the queue.
-        worker_soft_shutdown_timeout=settings.shutdown_timeout_seconds,
     )
     _install_hooks(settings, service=include[0].split(".")[0] if include else "api")
     return app
 
 
 def _install_hooks(settings: Settings, *, service: str) -> None:
-    """JSON logs with job ids, shared metrics and job leases in every worker process."""
+    """JSON logs with job ids, shared metrics, job leases and the shutdown timeout in every worker."""
     from stepanim import logs, metrics, reconcile
 
     logs.install_celery_hooks(service=service, level=settings.log_level, fmt=settings.log_format)
     metrics.install_celery_hooks(settings)
-    reconcile.install_celery_hooks()
+    reconcile.install_celery_hooks(shutdown_timeout=settings.shutdown_timeout_seconds)
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:

@@ -272,11 +272,33 @@ def _on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str
         log.warning("job %s: could not release lease: %s", lease.job_id, e)
 
 
-def install_celery_hooks() -> None:
-    """Release (or hand over) a task's lease when it ends. Called by ``make_celery``."""
-    from celery.signals import task_postrun
+def install_celery_hooks(*, shutdown_timeout: float) -> None:
+    """Release (or hand over) a task's lease when it ends, and bound a warm shutdown.
+
+    SIGTERM makes a Celery worker stop taking tasks and wait for the running ones (warm
+    shutdown). If they still run ``shutdown_timeout`` seconds later, the worker turns it
+    into a cold shutdown (SIGQUIT to itself): the running task is terminated and its
+    message requeued; the job's lease runs out and the reconciler hands it to another
+    worker. Called by ``make_celery``.
+    """
+    from celery.signals import task_postrun, worker_shutting_down
 
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="stepanim.reconcile.postrun")
+
+    def on_shutting_down(*, how: str | None = None, **_: Any) -> None:
+        if how != "Warm" or shutdown_timeout <= 0:
+            return
+        log.warning("warm shutdown: running tasks get %.0fs to finish, then go back to the queue", shutdown_timeout)
+        timer = threading.Timer(shutdown_timeout, _hand_back)
+        timer.daemon = True
+        timer.start()
+
+    worker_shutting_down.connect(on_shutting_down, weak=False, dispatch_uid="stepanim.reconcile.shutdown")
+
+
+def _hand_back() -> None:
+    log.warning("shutdown timeout: handing the running tasks back (cold shutdown)")
+    os.kill(os.getpid(), signal.SIGQUIT)
 
 
 # The loop ---------------------------------------------------------------------------
