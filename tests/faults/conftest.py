@@ -96,7 +96,8 @@ class Service:
 
     def keys(self, prefix: str) -> list[str]:
         if self.s3 is not None:
-            return [k for k in self.s3.keys() if k.startswith(prefix)]
+            stored = self.s3.keys()
+            return [k for k in stored if k.startswith(prefix)]
         assert self.storage_dir is not None
         folder = self.storage_dir / prefix
         return sorted(p.relative_to(self.storage_dir).as_posix() for p in folder.rglob("*") if p.is_file())
