@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 
 from api import errors
 from api.routes import animations, files, health, uploads
+from api.routes import metrics as metrics_routes
+from stepanim.logs import setup_logging
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
 
@@ -29,5 +29,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(uploads.router)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    metrics_routes.install(app)  # /metrics and the JSON access log
+    setup_logging(service="api", level=settings.log_level, fmt=settings.log_format)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 
 from celery import Task
@@ -10,7 +11,7 @@ from celery import Task
 from encoder.app import app
 from encoder.ffmpeg import FfmpegError
 from encoder.job import encode_job
-from stepanim import lifecycle
+from stepanim import lifecycle, metrics, reconcile
 from stepanim.jobs import JobStatus
 from stepanim.queues import ENCODE_TASK
 from stepanim.retries import retry_or_fail
@@ -37,6 +38,9 @@ def encode_task(self: Task, job_id: str) -> None:
         return
     if job.status != JobStatus.encoding:
         return  # finished, canceled, or a duplicate delivery
+    if not reconcile.acquire_lease(svc, job_id, stage="encode", task=self):
+        return  # another live worker encodes this job (ops: lease, see stepanim/reconcile.py)
+    started = time.monotonic()
     try:
         video = encode_job(job, svc)
     except (FfmpegError, NotFound, ValueError) as e:
@@ -46,4 +50,5 @@ def encode_task(self: Task, job_id: str) -> None:
     except StorageError as e:
         retry_or_fail(self, svc, job_id, e)
         return
+    metrics.encode_finished(svc.store, seconds=time.monotonic() - started)  # ops: /metrics
     lifecycle.succeed(svc, job_id, video)

@@ -1,5 +1,5 @@
-"""Start the whole service as local processes: a private redis-server, the API, and the
-render, encode and notify workers. Used by ``make demo``, ``make serve`` and the tests,
+"""Start the whole service as local processes: a private redis-server, the API, the
+render, encode and notify workers, and the reconciler. Used by ``make demo``, ``make serve`` and the tests,
 so all three run the service the same way.
 """
 
@@ -95,6 +95,7 @@ class Stack:
     api_port: int = 0
     redis_port: int = 0
     procs: dict[str, Proc] = field(default_factory=dict)
+    redis_appendonly: bool = False
 
     @property
     def api_url(self) -> str:
@@ -112,6 +113,7 @@ class Stack:
         return env
 
     def start_redis(self, *, appendonly: bool = False) -> None:
+        self.redis_appendonly = appendonly
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found; install it (apt-get install redis-server)")
@@ -153,6 +155,8 @@ class Stack:
             str(self.api_port),
             "--log-level",
             "warning",
+            "--timeout-graceful-shutdown",
+            "10",
         ]
         self.procs["api"] = proc = spawn("api", args, env=self.env(), log_dir=self.workdir / "logs")
         wait_until(
@@ -162,7 +166,7 @@ class Stack:
             proc=proc,
         )
 
-    def start_worker(self, role: str, *, concurrency: int = 1) -> Proc:
+    def start_worker(self, role: str, *, concurrency: int = 1, env: dict[str, str] | None = None) -> Proc:
         module, queue = WORKERS[role]
         args = [
             sys.executable,
@@ -182,15 +186,33 @@ class Stack:
             "--without-gossip",
             "--without-mingle",
         ]
-        proc = spawn(role, args, env=self.env(), log_dir=self.workdir / "logs")
+        proc = spawn(role, args, env={**self.env(), **(env or {})}, log_dir=self.workdir / "logs")
         self.procs[role] = proc
         return proc
+
+    def start_reconciler(self) -> Proc:
+        """The loop that re-enqueues jobs whose worker was lost (stepanim/reconcile.py)."""
+        proc = spawn(
+            "reconciler", [sys.executable, "-m", "stepanim.reconcile"], env=self.env(), log_dir=self.workdir / "logs"
+        )
+        self.procs["reconciler"] = proc
+        return proc
+
+    def restart_redis(self, *, kill: bool = True) -> None:
+        """Stop redis-server (``kill -9`` by default) and start it again on the same port and data."""
+        old = self.procs["redis"]
+        if kill:
+            old.kill()
+        else:
+            old.stop()
+        self.start_redis(appendonly=self.redis_appendonly)
 
     def start(self) -> Stack:
         self.start_redis()
         self.start_api()
         for role in WORKERS:
             self.start_worker(role)
+        self.start_reconciler()
         return self
 
     def stop(self) -> None:

@@ -45,9 +45,21 @@ def transition(svc: Services, job_id: str, target: JobStatus, *, change: Callabl
         return job
 
     job = svc.store.update(job_id, apply, event={"type": "status", "status": target.value})
+    if changed and target.is_terminal():
+        _closed(svc, job)
     if changed and target.is_terminal() and job.request.webhook is not None:
         enqueue_notify(svc.celery, job_id, f"animation.{target.value}")
     return job
+
+
+def _closed(svc: Services, job: Job) -> None:
+    """A job just became terminal: out of the reconciler's open set, into the counters."""
+    from stepanim import metrics
+
+    svc.store.mark_closed(job.id)
+    metrics.count(svc.store, "stepanim_jobs_finished", status=job.status.value)
+    if job.error is not None:
+        metrics.count(svc.store, "stepanim_job_errors", code=job.error.code)
 
 
 def start_rendering(svc: Services, job_id: str) -> Job:

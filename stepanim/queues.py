@@ -42,8 +42,22 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         task_serializer="json",
         accept_content=["json"],
+        # Bound the longest task (settings check it stays below visibility_timeout); the soft
+        # limit raises in the task, the hard one a minute later ends the process.
+        task_soft_time_limit=settings.task_time_limit_seconds,
+        task_time_limit=settings.task_time_limit_seconds + 60,
     )
+    _install_hooks(settings, service=include[0].split(".")[0] if include else "api")
     return app
+
+
+def _install_hooks(settings: Settings, *, service: str) -> None:
+    """JSON logs with job ids, shared metrics, job leases and the shutdown timeout in every worker."""
+    from stepanim import logs, metrics, reconcile
+
+    logs.install_celery_hooks(service=service, level=settings.log_level, fmt=settings.log_format)
+    metrics.install_celery_hooks(settings)
+    reconcile.install_celery_hooks(shutdown_timeout=settings.shutdown_timeout_seconds)
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:

