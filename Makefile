@@ -18,6 +18,7 @@ help:
 	@echo "make test     run the whole test suite (unit, integration, end-to-end)"
 	@echo "make lint     ruff + mypy + openapi.yaml drift check"
 	@echo "make openapi  regenerate openapi.yaml from the app"
+	@echo "make model    train the digits demo model into models/digits (long: see digits/train.py)"
 
 system-deps:
 	@missing=""; \
@@ -68,6 +69,9 @@ fmt: venv
 
 openapi: venv
 	$(PY) -m api openapi > openapi.yaml
+
+model: venv
+	$(PY) -m digits.train models/digits
 
 clean:
 	rm -rf .cache out data .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,19 @@ WORDS = (
     *("cat", "dog", "city", "sky", "sunset", "forest", "mountain", "red", "blue", "green", "light", "dark"),
 )
 
+# Stable Diffusion 1.5's scheduler config; clip_sample is unused by PNDM but read by
+# DDIM/DDPM when a scheduler is made with from_config(pipe.scheduler.config).
+SD15_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "skip_prk_steps": True,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "clip_sample": False,
+}
+
 
 def _byte_chars() -> list[str]:
     """The 256 printable characters CLIP's byte-level BPE uses for raw bytes."""
@@ -44,7 +57,7 @@ def _byte_chars() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def tiny_vocab(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A CLIP-style BPE vocabulary and merge list: every byte, a few words, and the special tokens.
 
     Every byte has a token (alone and word-final), so any text, including emoji and
@@ -53,7 +66,7 @@ def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     bytes_ = _byte_chars()
     tokens = [*bytes_, *(c + "</w>" for c in bytes_)]
     merges: list[tuple[str, str]] = []
-    for word in WORDS:
+    for word in words:
         symbols = [*word[:-1], word[-1] + "</w>"]
         while len(symbols) > 1:
             merge = (symbols[0], symbols[1])
@@ -110,20 +123,7 @@ def build_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
             layers_per_block=1,
             norm_num_groups=8,
         )
-    # Stable Diffusion 1.5's scheduler config; clip_sample is unused by PNDM but read by
-    # DDIM/DDPM when a scheduler is made with from_config(pipe.scheduler.config).
-    scheduler = PNDMScheduler.from_config(  # type: ignore[no-untyped-call]
-        {
-            "num_train_timesteps": 1000,
-            "beta_start": 0.00085,
-            "beta_end": 0.012,
-            "beta_schedule": "scaled_linear",
-            "skip_prk_steps": True,
-            "set_alpha_to_one": False,
-            "steps_offset": 1,
-            "clip_sample": False,
-        }
-    )
+    scheduler = PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)  # type: ignore[no-untyped-call]
     return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
         vae=vae,
         text_encoder=text_encoder,
