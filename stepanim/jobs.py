@@ -74,6 +74,11 @@ SchedulerName = Literal["euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmp
 
 MAX_SEED = 2**32 - 1
 
+WebhookEvent = Literal[
+    "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
+]
+TERMINAL_WEBHOOK_EVENTS: list[WebhookEvent] = ["animation.succeeded", "animation.failed", "animation.canceled"]
+
 
 class AnimationOptions(BaseModel):
     """How the captured steps become a video."""
@@ -126,6 +131,14 @@ class AnimationCreate(BaseModel):
     )
     animation: AnimationOptions = Field(default_factory=AnimationOptions)
     webhook: AnyHttpUrl | None = Field(None, description="Receives a POST with the job when it ends.")
+    webhook_events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(TERMINAL_WEBHOOK_EVENTS),
+        min_length=1,
+        max_length=5,
+        description="Which events are sent to `webhook`: started, progress (throttled, best effort) and the "
+        "terminal ones (retried for at least 24 h). Default: the terminal events.",
+        examples=[["animation.started", "animation.succeeded", "animation.failed", "animation.canceled"]],
+    )
 
     @model_validator(mode="after")
     def _skip_leaves_a_frame(self) -> AnimationCreate:
@@ -173,6 +186,8 @@ class Job(BaseModel):
     error: ErrorInfo | None = None
     frames: list[str] = Field(default_factory=list, description="Storage keys of the captured frames.")
     video: VideoInfo | None = None
+    tenant: str | None = Field(None, description="Owner: the tenant of the API key that created the job.")
+    key_id: str | None = Field(None, description="The API key that created the job (quota, webhook secret).")
 
 
 def utcnow() -> datetime:
