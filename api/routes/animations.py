@@ -284,7 +284,7 @@ def encode_cursor(cursor: tuple[int, str]) -> str:
 
 def decode_cursor(text: str) -> tuple[int, str]:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode()
         millis, job_id = raw.split(":", 1)
         if not millis.isdigit() or not job_id.isalnum():
             raise ValueError(raw)
