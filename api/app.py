@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.limits import BodySizeLimit
 from api.routes import animations, events, files, health, webhooks
 from stepanim.services import Services
@@ -31,8 +31,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Blocking reads (live events, Prefer: wait) wait up to 15 s: the socket timeout is above that.
         app.state.async_redis = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, health_check_interval=30
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
         )
         try:
             yield
@@ -49,5 +50,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(health.router)
     app.include_router(files.router)
     webhooks.document_webhooks(app)
+    openapi.install(app)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return app

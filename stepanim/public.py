@@ -99,7 +99,8 @@ class AnimationList(BaseModel):
 
     data: list[AnimationPublic] = Field(description="The animations on this page.")
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page.", examples=["MTc2NzMyMzQ0NTY3ODo0ZjBj"]
+        description="Pass as `cursor` for the next page; null on the last page.",
+        examples=["1767323445678_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"],
     )
 
 

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(10, ge=1, description="Unfinished jobs per API key.")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body (413 above).")
     max_wait_seconds: int = Field(60, ge=0, le=300, description="Longest `Prefer: wait=N` that is honoured.")
+    events_max_seconds: float = Field(
+        600.0, gt=0, description="Longest life of one live-events connection; clients resume with Last-Event-ID."
+    )
     idempotency_ttl_seconds: int = Field(
         24 * 3600, ge=24 * 3600, description="How long an Idempotency-Key is remembered."
     )

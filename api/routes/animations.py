@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
+import re
 import secrets
 import uuid
 from typing import Annotated, Any
@@ -218,6 +217,7 @@ CREATE_EXAMPLE = {
             "description": "Accepted: the job is queued (or, for a repeated Idempotency-Key, the job it made).",
             "headers": {"Location": {"description": "URL of the job.", "schema": {"type": "string"}}},
         },
+        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
         409: {"model": ErrorResponse, "description": "A request with this Idempotency-Key is still being processed."},
         413: {"model": ErrorResponse, "description": "The body is larger than the server's limit."},
         422: {
@@ -278,24 +278,24 @@ async def create_animation(
     return public
 
 
+CURSOR_PATTERN = r"^[0-9]{1,15}_[0-9a-f]{32}$"
+
+
 def encode_cursor(cursor: tuple[int, str]) -> str:
-    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode().rstrip("=")
+    """A keyset cursor: ``<creation millis>_<id>`` of the last job on the page (any such value is a position)."""
+    return f"{cursor[0]}_{cursor[1]}"
 
 
 def decode_cursor(text: str) -> tuple[int, str]:
-    try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode()
-        millis, job_id = raw.split(":", 1)
-        if not millis.isdigit() or not job_id.isalnum():
-            raise ValueError(raw)
-        return int(millis), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as e:
+    if re.fullmatch(CURSOR_PATTERN, text) is None:
         raise ApiError(
             422,
             "invalid_request",
             "cursor: not a cursor this server returned",
             details=[{"field": "cursor", "message": "not a cursor this server returned"}],
-        ) from e
+        )
+    millis, job_id = text.split("_", 1)
+    return int(millis), job_id
 
 
 @router.get(
@@ -316,9 +316,9 @@ def list_animations(
     cursor: Annotated[
         str | None,
         Query(
-            max_length=200,
+            pattern=CURSOR_PATTERN,
             description="`next_cursor` of the previous page; omit for the first.",
-            examples=["MTc2NzMyMzQ0NTY3ODo0ZjBj"],
+            examples=["1767323445678_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"],
         ),
     ] = None,
 ) -> AnimationList:

@@ -7,10 +7,13 @@ The stream ends after the terminal status event.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +25,7 @@ from stepanim.public import to_public
 from stepanim.services import Services
 from stepanim.store import AsyncEvents, JobNotFound
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["animations"])
 
 KEEPALIVE_SECONDS = 15.0
@@ -34,6 +38,24 @@ EXAMPLE = (
     "id: 1767323452310-0\nevent: status\n"
     'data: {"status": "succeeded", "animation": {"...": "..."}}\n\n'
 )
+
+
+# The schema of one event of the stream (what an EventSource hands its listeners).
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event.",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "description": "Stream id: send it back as Last-Event-ID to resume."},
+        "event": {
+            "type": "string",
+            "description": "`status` (data: `status` and the job as `animation`), `progress` (data: `step`, "
+            "`total`, `latest_frame_url`), or another update such as a rendition.",
+        },
+        "data": {"type": "string", "contentMediaType": "application/json", "description": "The event as JSON."},
+        "retry": {"type": "integer", "description": "Reconnection delay in milliseconds."},
+    },
+}
 
 
 def sse(event_id: str | None, name: str, data: dict[str, Any]) -> str:
@@ -65,12 +87,25 @@ def is_final(event: dict[str, Any]) -> bool:
 
 
 async def stream(request: Request, svc: Services, job: Job, after: str) -> AsyncIterator[str]:
-    reader = AsyncEvents(request.app.state.async_redis, svc.store)
     yield "retry: 2000\n\n"
+    try:
+        async for chunk in _events(request, svc, job, after):
+            yield chunk
+    except redis.RedisError as e:  # the client reconnects with Last-Event-ID and loses nothing
+        log.warning("event stream of job %s ended early: %s", job.id, e)
+
+
+async def _events(request: Request, svc: Services, job: Job, after: str) -> AsyncIterator[str]:
+    reader = AsyncEvents(request.app.state.async_redis, svc.store)
     if job.status.is_terminal() and not await run_in_threadpool(svc.store.events, job.id, after):
         return  # nothing was missed and nothing more will come
+    loop = asyncio.get_running_loop()
+    closes_at = loop.time() + svc.settings.events_max_seconds
     while True:
-        events = await reader.read(job.id, after, block_ms=int(KEEPALIVE_SECONDS * 1000))
+        remaining = closes_at - loop.time()
+        if remaining <= 0:
+            return  # a bounded connection: the client reconnects with Last-Event-ID
+        events = await reader.read(job.id, after, block_ms=int(min(KEEPALIVE_SECONDS, remaining) * 1000))
         if not events:
             yield ": keep-alive\n\n"
             current = await run_in_threadpool(svc.store.get, job.id)
@@ -93,7 +128,7 @@ async def stream(request: Request, svc: Services, job: Job, after: str) -> Async
         200: {
             "description": "A `text/event-stream`: `status` events (with the job), `progress` events (with the "
             "newest frame's URL) and rendition updates, each with its `id`; it ends after the final status.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": EXAMPLE}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA, "example": EXAMPLE}},
         },
         404: {"model": ErrorResponse, "description": "No such animation for this tenant."},
         422: {"model": ErrorResponse, "description": "A malformed Last-Event-ID."},
@@ -108,7 +143,7 @@ async def animation_events(
     last_event_id: Annotated[
         str | None,
         Header(
-            pattern=r"^\d{1,20}-\d{1,20}$",
+            pattern=r"^\d{1,20}(-\d{1,20})?$",
             description="Resume after this event id (browsers send it when they reconnect).",
             examples=["1767323446001-0"],
         ),
@@ -117,7 +152,8 @@ async def animation_events(
     """Server-sent events of one job, from its start (or after `Last-Event-ID`) to its end.
 
     Every past event is replayed first, so nothing is lost between a POST and the
-    first GET, or across a reconnect with `Last-Event-ID`.
+    first GET, or across a reconnect with `Last-Event-ID`. A connection lasts at most
+    `events_max_seconds` (10 minutes by default); an EventSource reconnects by itself.
     """
     return StreamingResponse(
         stream(request, svc, job, last_event_id or "0-0"),

@@ -102,14 +102,21 @@ def document_webhooks(app: FastAPI) -> None:
         def receiver(
             body: WebhookPayload,
             webhook_id: Annotated[
-                str, Header(description="Message id; the same on every attempt (deduplicate on it).")
+                str,
+                Header(
+                    description="Message id; the same on every attempt (deduplicate on it).",
+                    examples=["msg_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b_animation.succeeded"],
+                ),
             ],
-            webhook_timestamp: Annotated[str, Header(description="Unix seconds when this attempt was signed.")],
+            webhook_timestamp: Annotated[
+                str, Header(description="Unix seconds when this attempt was signed.", examples=["1767323452"])
+            ],
             webhook_signature: Annotated[
                 str,
                 Header(
                     description='Space-separated `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`; one per valid '
-                    "secret (two during a rotation)."
+                    "secret (two during a rotation).",
+                    examples=["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="],
                 ),
             ],
         ) -> None:
