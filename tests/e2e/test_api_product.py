@@ -79,6 +79,7 @@ def product(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
         "STEPANIM_API_KEYS": json.dumps(keys),
         "STEPANIM_WEBHOOK_PROGRESS_INTERVAL_SECONDS": "0.2",
+        "STEPANIM_VISIBILITY_TIMEOUT": "60",  # the shortest allowed: webhook waits hop every 15 s
         **RECEIVER_SETTINGS,
     }
     stack = Stack(workdir=workdir, settings=settings)
@@ -116,6 +117,23 @@ def test_deliveries_are_signed_retried_with_the_same_id_and_shown_on_the_job(
     assert {a["webhook_id"] for a in attempts} == ids
     time.sleep(1.5)
     assert len(webhook_receiver.deliveries) == 3  # delivered: no more attempts
+
+
+@pytest.mark.slow
+def test_a_long_wait_hops_and_still_delivers_once(product: Product, webhook_receiver: WebhookReceiver) -> None:
+    """A wait longer than a hop (a quarter of the visibility timeout: 15 s here) is a chain of
+    short countdowns; the attempt still comes once, after the whole wait."""
+    webhook_receiver.statuses = [(503, {"retry-after": "20"})]
+    job_id = product.post({**SMALL, "prompt": "hop", "model": "no-such-model", "webhook": webhook_receiver.url}).json()[
+        "id"
+    ]
+    first, second = webhook_receiver.wait_for(2, timeout=90)
+    assert second.at - first.at >= 19.5
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    attempts = wait_for_attempts(product, job_id, 2)
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "retrying"), (2, "delivered")]
+    time.sleep(1)
+    assert len(webhook_receiver.deliveries) == 2
 
 
 def test_410_stops_retries(product: Product, webhook_receiver: WebhookReceiver) -> None:

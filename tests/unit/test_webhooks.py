@@ -144,3 +144,11 @@ def test_payload_is_the_standard_shape() -> None:
 
     body = webhooks.payload("animation.succeeded", Fake(), at=when)  # type: ignore[arg-type]
     assert body == b'{"type":"animation.succeeded","timestamp":"2026-01-02T03:04:05Z","data":{"id":"j"}}'
+
+
+def test_retry_waits_hop_well_inside_the_visibility_timeout() -> None:
+    from notify.tasks import hop_seconds
+
+    assert hop_seconds(3 * 3600) == 2700  # a quarter of the default visibility timeout
+    assert hop_seconds(24 * 3600) == 3600  # never more than an hour
+    assert hop_seconds(60) == 15
