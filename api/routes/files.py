@@ -28,9 +28,19 @@ def download(
     key: Annotated[
         str, Path(description="Storage key of the file.", examples=["jobs/4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b/video.mp4"])
     ],
-    expires: Annotated[str, Query(description="Unix time after which the link is refused.", examples=["1767326045"])],
+    expires: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9]{1,12}$", description="Unix time after which the link is refused.", examples=["1767326045"]
+        ),
+    ],
     signature: Annotated[
-        str, Query(description="HMAC-SHA256 of the key and expiry.", examples=["3f1c0e5b9a7d2c4e6f8a0b1c2d3e4f5a"])
+        str,
+        Query(
+            pattern=r"^[0-9a-f]{64}$",
+            description="Hex HMAC-SHA256 of the key and expiry.",
+            examples=["3f1c0e5b9a7d2c4e6f8a0b1c2d3e4f5a3f1c0e5b9a7d2c4e6f8a0b1c2d3e4f5a"],
+        ),
     ],
     svc: ServicesDep,
 ) -> FileResponse:

@@ -391,3 +391,15 @@ def test_a_job_shows_its_links_and_status_fields(api: Api) -> None:
     assert job["webhook_deliveries"] == [] and job["cancel_requested"] is False
     assert job["request"]["webhook_events"] == ["animation.succeeded", "animation.failed", "animation.canceled"]
     assert JobStatus(job["status"]) == JobStatus.queued
+
+
+def test_malformed_download_links_are_4xx_not_500(api: Api) -> None:
+    """Found by schemathesis: a non-ASCII signature used to crash the HMAC comparison."""
+    for params in [
+        {"expires": "1767326045", "signature": "*õ葧%ö"},
+        {"expires": "soon", "signature": "0" * 64},
+        {"expires": "1767326045", "signature": "0" * 64},
+    ]:
+        response = api.client.get("/files/jobs/x/video.mp4", params=params)
+        assert response.status_code in (403, 422), (params, response.text)
+        assert set(response.json()["error"]) == {"code", "message", "details"}
