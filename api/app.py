@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio
 from fastapi import FastAPI
 
-from api import errors
-from api.routes import animations, files, health, uploads
+from api import errors, openapi
+from api.limits import BodySizeLimit
+from api.routes import animations, events, files, health, uploads, webhooks
 from api.routes import metrics as metrics_routes
 from stepanim.logs import setup_logging
 from stepanim.services import Services
@@ -14,21 +19,40 @@ from stepanim.settings import Settings, get_settings
 DESCRIPTION = """\
 Turns the denoising steps of a diffusion run into a short video.
 
-Post a job to `/animations`; poll `/animations/{id}` until it is `succeeded`, then
-download the video from its signed URL. Errors share one shape:
-`{"error": {"code", "message", "details"}}`.
+Post a job to `/animations` with an API key (`Authorization: Bearer ...`); follow it
+with `GET /animations/{id}`, its server-sent events (`/animations/{id}/events`) or a
+signed webhook; download the video from its signed URL. Jobs belong to the key's
+tenant. Errors share one shape: `{"error": {"code", "message", "details"}}`; 429
+answers carry `Retry-After`.
 """
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Steps Animation Service", version="0.1.0", description=DESCRIPTION)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Blocking reads (live events, Prefer: wait) wait up to 15 s: the socket timeout is above that.
+        app.state.async_redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
+        )
+        try:
+            yield
+        finally:
+            await app.state.async_redis.aclose()
+
+    app = FastAPI(title="Steps Animation Service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(animations.router)
+    app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(uploads.router)
     metrics_routes.install(app)  # /metrics and the JSON access log
+    webhooks.document_webhooks(app)
+    openapi.install(app)
     setup_logging(service="api", level=settings.log_level, fmt=settings.log_format)
     return app

@@ -1,11 +1,15 @@
-"""FastAPI dependencies: the process's services and the job named in the path."""
+"""FastAPI dependencies: the process's services, the caller, and the job named in the path."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.errors import ApiError
+from stepanim import auth
 from stepanim.jobs import Job
 from stepanim.naming import check_job_id
 from stepanim.services import Services
@@ -19,18 +23,58 @@ def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
+# Declares the scheme in the OpenAPI document; the header itself is read in get_principal.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`).",
+)
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def get_principal(
+    request: Request,
+    svc: ServicesDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> auth.Principal:
+    """The caller, from its API key (or the development tenant when that mode is on); rate limited per key."""
+    try:
+        principal = auth.authenticate(svc.settings, auth.parse_bearer(request.headers.get("authorization")))
+    except auth.AuthError as e:
+        raise ApiError(401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="stepanim"'}) from e
+    wait = svc.store.hit_rate(principal.key_id, "all", limit=svc.settings.rate_limit_per_minute)
+    if wait is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"more than {svc.settings.rate_limit_per_minute} requests a minute for this API key",
+            headers=retry_after(wait),
+        )
+    return principal
+
+
+PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
 
 def get_job(
     svc: ServicesDep,
+    principal: PrincipalDep,
     animation_id: Annotated[
         str, Path(description="The animation's id.", examples=["4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"])
     ],
 ) -> Job:
+    """The job in the path, if it belongs to the caller's tenant (another tenant's job is 404)."""
     try:
         check_job_id(animation_id)
     except ValueError as e:
         raise JobNotFound(animation_id) from e
-    return svc.store.get(animation_id)
+    job = svc.store.get(animation_id)
+    if (job.tenant or auth.ANONYMOUS.tenant) != principal.tenant:
+        raise JobNotFound(animation_id)
+    return job
 
 
 JobDep = Annotated[Job, Depends(get_job)]

@@ -12,8 +12,9 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from stepanim.storage import StorageError
 from stepanim.store import JobNotFound
@@ -22,22 +23,61 @@ log = logging.getLogger(__name__)
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: list[dict[str, Any]] = []
+    code: str = Field(description="Stable, machine-readable error code.", examples=["invalid_request"])
+    message: str = Field(
+        description="What went wrong, for a person; names the field or limit.",
+        examples=["steps: 300 is above this server's limit of 200"],
+    )
+    details: list[dict[str, Any]] = Field(
+        [], description="One entry per problem (`field`, `message`), when there are several.", examples=[[]]
+    )
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    """The one shape of every error response."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "not_found", "message": "no animation with id 'x'", "details": []}}]
+        }
+    )
+
+    error: ErrorBody = Field(description="The error.")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.details = details
+
+
+def error_content(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON body of an error (for the few places that answer without an exception handler)."""
+    return ErrorResponse(error=ErrorBody(code=code, message=message, details=details or [])).model_dump()
+
+
+# Responses every authenticated operation may give, for the OpenAPI document.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many requests for this API key (or too many unfinished jobs); see `Retry-After`.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    },
+    503: {"model": ErrorResponse, "description": "Redis, storage or the queue is unavailable; try again."},
+}
 
 
 def _response(
@@ -64,6 +104,16 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return f"{path}: {message}{more}"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first matching route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,7 +126,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _response(exc.status, exc.code, exc.message, headers=exc.headers)
+        return _response(exc.status, exc.code, exc.message, exc.details, headers=exc.headers)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -84,8 +134,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return _response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:

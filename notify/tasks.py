@@ -1,20 +1,30 @@
-"""The notify task: one webhook delivery attempt, retried with backoff on failure."""
+"""The notify task: one webhook attempt, and the hand-off to the next one.
+
+Why retries hop instead of using one long countdown: Celery keeps a task with an ETA
+unacknowledged in the worker's memory until it is due, and the Redis transport hands
+any message unacknowledged for longer than ``visibility_timeout`` to a worker again,
+so a 10-hour countdown (the retry schedule runs for about 27 hours) would run twice,
+or more. So a retry is a chain of short hops: a task that is not due yet enqueues
+itself again with a countdown of at most :func:`hop_seconds` (a quarter of the
+visibility timeout, at most an hour) and the same due time. A restarted worker loses
+nothing (the hop is acknowledged late and redelivered), and a duplicated hop does no
+harm: the attempts made of each message are counted in Redis, and only the task that
+records attempt n schedules attempt n + 1 (``notify.delivery``).
+"""
 
 from __future__ import annotations
 
 import logging
-import random
+import time
 from functools import cache
 
 from celery import Task
 
 from notify.app import app
-from stepanim import webhooks
-from stepanim.public import to_public
-from stepanim.queues import NOTIFY_TASK
+from notify.delivery import deliver_job_event
+from stepanim.queues import NOTIFY_QUEUE, NOTIFY_TASK
 from stepanim.services import Services
 from stepanim.settings import get_settings
-from stepanim.store import JobNotFound
 
 log = logging.getLogger(__name__)
 
@@ -24,34 +34,24 @@ def services() -> Services:
     return Services.from_settings(get_settings(), celery=app)
 
 
-def backoff(retries: int, *, base: float = 5.0, cap: float = 3600.0) -> float:
-    """Exponential backoff with full jitter: up to base * 2**retries seconds, at most cap."""
-    return random.uniform(0, min(cap, base * 2**retries))
+def hop_seconds(visibility_timeout: float) -> float:
+    """Longest countdown of one hop: well inside the visibility timeout."""
+    return max(1.0, min(3600.0, visibility_timeout / 4))
 
 
-@app.task(name=NOTIFY_TASK, bind=True, max_retries=None)
-def notify_task(self: Task, job_id: str, event: str) -> None:
+@app.task(name=NOTIFY_TASK, bind=True, ignore_result=True)
+def notify_task(self: Task, job_id: str, event: str, attempt: int = 1, due: float | None = None) -> None:
     svc = services()
-    try:
-        job = svc.store.get(job_id)
-    except JobNotFound:
+    if due is not None and time.time() < due:
+        schedule(job_id, event, attempt, due, hop=hop_seconds(svc.settings.visibility_timeout))
         return
-    if job.request.webhook is None:
-        return
-    body = webhooks.payload(event, to_public(job, svc))
-    attempt = webhooks.deliver(
-        str(job.request.webhook),
-        body,
-        msg_id=f"msg_{job_id}_{event}",
-        secret=svc.settings.webhook_secret,
-        timeout=svc.settings.webhook_timeout_seconds,
+    next_at = deliver_job_event(svc, job_id, event, attempt)
+    if next_at is not None:
+        schedule(job_id, event, attempt + 1, next_at, hop=hop_seconds(svc.settings.visibility_timeout))
+
+
+def schedule(job_id: str, event: str, attempt: int, due: float, *, hop: float) -> None:
+    countdown = max(0.0, min(due - time.time(), hop))
+    notify_task.apply_async(
+        args=[job_id, event], kwargs={"attempt": attempt, "due": due}, countdown=countdown, queue=NOTIFY_QUEUE
     )
-    if attempt.delivered:
-        log.info("webhook %s for job %s delivered", event, job_id)
-        return
-    attempts = self.request.retries + 1
-    if attempt.retryable and attempts < svc.settings.webhook_max_attempts:
-        delay = attempt.retry_after if attempt.retry_after is not None else backoff(self.request.retries)
-        log.warning("webhook %s for job %s failed (%s); retry in %.0fs", event, job_id, attempt.error, delay)
-        raise self.retry(countdown=delay)
-    log.error("webhook %s for job %s given up after %d attempts: %s", event, job_id, attempts, attempt.error)

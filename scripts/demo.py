@@ -33,6 +33,7 @@ def main() -> int:
         "STEPANIM_STORAGE_BACKEND": "local",
         "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
         "STEPANIM_MODELS_DIR": str(MODELS),
+        "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key needed
         "STEPANIM_DEFAULT_MODEL": "tiny-sd",
     }
     print(f"starting redis, api and workers (logs in {workdir / 'logs'}) ...", flush=True)

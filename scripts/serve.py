@@ -28,6 +28,7 @@ def main() -> int:
         "STEPANIM_STORAGE_BACKEND": "local",
         "STEPANIM_LOCAL_STORAGE_DIR": str(args.data / "storage"),
         "STEPANIM_MODELS_DIR": str(MODELS),
+        "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key needed
     }
     stack = Stack(workdir=args.data, settings=settings, api_port=args.port)
 

@@ -13,6 +13,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, f
 
 
 class JobStatus(StrEnum):
+    """Where a job is: queued → rendering → encoding → succeeded, or failed / canceled."""
+
     queued = "queued"
     rendering = "rendering"
     encoding = "encoding"
@@ -42,6 +44,8 @@ def can_transition(current: JobStatus, target: JobStatus) -> bool:
 
 
 class Codec(StrEnum):
+    """Video codec (the extension's table; gif is an animated GIF)."""
+
     h264 = "h264"
     h265 = "h265"
     vp9 = "vp9"
@@ -51,6 +55,8 @@ class Codec(StrEnum):
 
 
 class Interpolation(StrEnum):
+    """How frames between steps are made: none (hold), blend (cross-fade), mci (motion compensated)."""
+
     none = "none"
     blend = "blend"
     mci = "mci"
@@ -74,20 +80,27 @@ SchedulerName = Literal["euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmp
 
 MAX_SEED = 2**32 - 1
 
+WebhookEvent = Literal[
+    "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
+]
+TERMINAL_WEBHOOK_EVENTS: list[WebhookEvent] = ["animation.succeeded", "animation.failed", "animation.canceled"]
+
 
 class AnimationOptions(BaseModel):
     """How the captured steps become a video."""
 
     model_config = ConfigDict(extra="forbid")
 
-    duration: float = Field(5.0, ge=0.5, le=120, description="Length of the step animation in seconds.")
-    fps: int = Field(30, ge=1, le=60, description="Output frames per second.")
+    duration: float = Field(5.0, ge=0.5, le=120, description="Length of the step animation in seconds.", examples=[3])
+    fps: int = Field(30, ge=1, le=60, description="Output frames per second.", examples=[30])
     codec: Codec = Field(Codec.h264, description="Video codec; see GET /capabilities.")
     interpolation: Interpolation = Field(
         Interpolation.none, description="none holds each step; blend cross-fades; mci is motion compensated."
     )
-    skip_steps: int = Field(0, ge=0, description="Leave out this many initial (noisiest) steps.")
-    hold_last: float = Field(0.0, ge=0, le=30, description="Seconds the final frame is held after the animation.")
+    skip_steps: int = Field(0, ge=0, description="Leave out this many initial (noisiest) steps.", examples=[0])
+    hold_last: float = Field(
+        0.0, ge=0, le=30, description="Seconds the final frame is held after the animation.", examples=[1]
+    )
 
 
 class FrameSource(StrEnum):
@@ -169,24 +182,41 @@ class AnimationCreate(BaseModel):
         },
     )
 
-    prompt: str = Field(min_length=1, description="What to draw.")
-    negative_prompt: str = Field("", description="What to steer away from.")
+    prompt: str = Field(min_length=1, description="What to draw.", examples=["a lighthouse on a cliff at dawn"])
+    negative_prompt: str = Field("", description="What to steer away from.", examples=["blurry"])
     model: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
         max_length=200,
         description="A model in the workers' models folder, or a hub id (org/name); the server default when omitted.",
+        examples=["tiny-sd"],
     )
-    width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image width in pixels.")
-    height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image height in pixels.")
-    steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.")
-    scheduler: SchedulerName = Field("euler_a", description="Sampler, by stable name.")
-    guidance_scale: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.")
+    width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image width in pixels.", examples=[512])
+    height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image height in pixels.", examples=[512])
+    steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
+    scheduler: SchedulerName = Field("euler_a", description="Sampler, by stable name.", examples=["euler_a"])
+    guidance_scale: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.", examples=[7.5])
     seed: int | None = Field(
-        None, ge=0, le=MAX_SEED, description="Random seed; chosen by the server (and reported) when omitted."
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Random seed; chosen by the server (and reported) when omitted.",
+        examples=[1234],
     )
-    animation: AnimationOptions = Field(default_factory=AnimationOptions)
-    webhook: AnyHttpUrl | None = Field(None, description="Receives a POST with the job when it ends.")
+    animation: AnimationOptions = Field(default_factory=AnimationOptions, description="How the steps become a video.")
+    webhook: AnyHttpUrl | None = Field(
+        None,
+        description="Receives signed POSTs (Standard Webhooks) for `webhook_events`; must be a public http(s) URL.",
+        examples=["https://example.com/hooks/stepanim"],
+    )
+    webhook_events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(TERMINAL_WEBHOOK_EVENTS),
+        min_length=1,
+        max_length=5,
+        description="Which events are sent to `webhook`: started, progress (throttled, best effort) and the "
+        "terminal ones (retried for at least 24 h). Default: the terminal events.",
+        examples=[["animation.started", "animation.succeeded", "animation.failed", "animation.canceled"]],
+    )
     capture: CaptureOptions = Field(default_factory=CaptureOptions)
     init_image: InitImage | None = Field(None, description="Start from this image (img2img) instead of noise.")
     strength: float | None = Field(
@@ -255,8 +285,10 @@ class Progress(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    code: str
-    message: str
+    """Why a job failed."""
+
+    code: str = Field(description="Stable error code.", examples=["model_error"])
+    message: str = Field(description="What went wrong.", examples=["no model 'x' in the models folder"])
 
 
 class VideoInfo(BaseModel):
@@ -296,6 +328,8 @@ class Job(BaseModel):
         default_factory=list, description="One entry per image of the batch: its seed and frame keys."
     )
     video: VideoInfo | None = None
+    tenant: str | None = Field(None, description="Owner: the tenant of the API key that created the job.")
+    key_id: str | None = Field(None, description="The API key that created the job (quota, webhook secret).")
 
 
 def utcnow() -> datetime:

@@ -1,8 +1,11 @@
 """Job status transitions: the one place that changes a job's status.
 
 Each transition checks that it is allowed, records timestamps, appends an event to
-the job's stream and, for terminal states, enqueues the webhook. A transition to the
-status the job already has is a no-op (tasks may run twice), so callers can retry.
+the job's stream and enqueues the webhook the client asked for (``animation.started``,
+the terminal events; progress is throttled in :func:`record_progress`). A terminal
+transition also frees the job's place in its API key's concurrent-job quota. A
+transition to the status the job already has is a no-op (tasks may run twice), so
+callers can retry.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ def transition(svc: Services, job_id: str, target: JobStatus, *, change: Callabl
     job = svc.store.update(job_id, apply, event={"type": "status", "status": target.value})
     if changed and target.is_terminal():
         _closed(svc, job)
-    if changed and target.is_terminal() and job.request.webhook is not None:
-        enqueue_notify(svc.celery, job_id, f"animation.{target.value}")
+    if changed and target.is_terminal() and job.key_id is not None:
+        svc.store.release_active(job.key_id, job_id)
+    if changed and target in WEBHOOK_EVENT_OF:
+        _notify(svc, job, WEBHOOK_EVENT_OF[target])
     return job
 
 
@@ -60,6 +65,20 @@ def _closed(svc: Services, job: Job) -> None:
     metrics.count(svc.store, "stepanim_jobs_finished", status=job.status.value)
     if job.error is not None:
         metrics.count(svc.store, "stepanim_job_errors", code=job.error.code)
+
+
+# The webhook event of each status change that has one.
+WEBHOOK_EVENT_OF = {
+    JobStatus.rendering: "animation.started",
+    JobStatus.succeeded: "animation.succeeded",
+    JobStatus.failed: "animation.failed",
+    JobStatus.canceled: "animation.canceled",
+}
+
+
+def _notify(svc: Services, job: Job, event: str) -> None:
+    if job.request.webhook is not None and event in job.request.webhook_events:
+        enqueue_notify(svc.celery, job.id, event)
 
 
 def start_rendering(svc: Services, job_id: str) -> Job:
@@ -103,9 +122,15 @@ def record_progress(
     elapsed_seconds: float | None = None,
     eta_seconds: float | None = None,
 ) -> Job:
-    """Record that ``step`` of ``total`` steps is captured. Never moves progress backwards."""
+    """Record that ``step`` of ``total`` steps is captured. Never moves progress backwards.
+
+    Sends the ``animation.progress`` webhook when asked for, at most once per
+    ``settings.webhook_progress_interval_seconds`` per job (best effort, not retried).
+    """
+    changed = False
 
     def apply(job: Job) -> Job | None:
+        nonlocal changed
         if job.status != JobStatus.rendering or step <= job.progress.step:
             return None
         job.progress = Progress(
@@ -116,6 +141,16 @@ def record_progress(
             eta_seconds=eta_seconds,
         )
         job.updated_at = utcnow()
+        changed = True
         return job
 
-    return svc.store.update(job_id, apply, event={"type": "progress", "step": step, "total": total})
+    event = {"type": "progress", "step": step, "total": total, "latest_frame": latest_frame}
+    job = svc.store.update(job_id, apply, event=event)
+    if (
+        changed
+        and job.request.webhook is not None
+        and "animation.progress" in job.request.webhook_events
+        and svc.store.throttle(job_id, "progress-webhook", svc.settings.webhook_progress_interval_seconds)
+    ):
+        enqueue_notify(svc.celery, job_id, "animation.progress")
+    return job

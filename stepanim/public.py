@@ -7,60 +7,112 @@ time so that a URL handed out is always fresh.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stepanim.jobs import AnimationCreate, Codec, ErrorInfo, Job, JobStatus
 from stepanim.services import Services
 
+_ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
+_BASE = "https://api.example.com"
+_WHEN = "2026-01-02T03:04:05.678901Z"
+
 
 class ProgressPublic(BaseModel):
-    step: int = Field(description="Steps captured so far.")
-    total: int = Field(description="Steps requested.")
-    latest_frame_url: str | None = Field(None, description="Signed URL of the newest frame.")
-    elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.")
-    eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.")
+    step: int = Field(description="Steps captured so far.", examples=[12])
+    total: int = Field(description="Steps requested.", examples=[30])
+    latest_frame_url: str | None = Field(
+        None, description="Signed URL of the newest frame.", examples=[f"{_BASE}/files/jobs/{_ID}/frames/x.png"]
+    )
+    elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.", examples=[4.2])
+    eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.", examples=[6.3])
 
 
 class ImagePublic(BaseModel):
-    batch_index: int = Field(description="Position in the batch; the frames' second two digits.")
-    seed: int = Field(description="This image's real seed (the job's seed + batch_index).")
-    frames: int = Field(description="Frames captured for this image.")
+    batch_index: int = Field(description="Position in the batch; the frames' second two digits.", examples=[0])
+    seed: int = Field(description="This image's real seed (the job's seed + batch_index).", examples=[1234])
+    frames: int = Field(description="Frames captured for this image.", examples=[30])
 
 
 class VideoPublic(BaseModel):
-    url: str = Field(description="Signed, expiring download URL.")
-    filename: str
-    content_type: str
-    codec: Codec
-    size_bytes: int
-    duration: float = Field(description="Seconds, as measured by ffprobe.")
-    frames: int = Field(description="Frames in the video, as measured by ffprobe.")
+    url: str = Field(description="Signed, expiring download URL.", examples=[f"{_BASE}/files/jobs/{_ID}/video.mp4"])
+    filename: str = Field(description="File name: `<seed>-<prompt>.<ext>`.", examples=["1234-a lighthouse.mp4"])
+    content_type: str = Field(description="MIME type of the video.", examples=["video/mp4"])
+    codec: Codec = Field(description="Codec of the video.", examples=["h264"])
+    size_bytes: int = Field(description="Size of the file in bytes.", examples=[183_204])
+    duration: float = Field(description="Seconds, as measured by ffprobe.", examples=[3.0])
+    frames: int = Field(description="Frames in the video, as measured by ffprobe.", examples=[90])
 
 
 class JobUrls(BaseModel):
-    get: str
+    get: str = Field(description="This job (GET).", examples=[f"{_BASE}/animations/{_ID}"])
+    cancel: str = Field(description="Cancel it (POST).", examples=[f"{_BASE}/animations/{_ID}/cancel"])
+    stream: str = Field(
+        description="Its live events (GET, server-sent events).", examples=[f"{_BASE}/animations/{_ID}/events"]
+    )
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One attempt to deliver one webhook message."""
+
+    webhook_id: str = Field(
+        description="The message's `webhook-id` header; the same on every attempt.",
+        examples=[f"msg_{_ID}_animation.succeeded"],
+    )
+    event: str = Field(description="Event type.", examples=["animation.succeeded"])
+    attempt: int = Field(description="1 for the first attempt.", examples=[1])
+    at: datetime = Field(description="When the attempt was made.", examples=[_WHEN])
+    status_code: int | None = Field(description="The receiver's HTTP status; null when none came.", examples=[200])
+    error: str | None = Field(description="What went wrong, when it did.", examples=[None, "HTTP 503"])
+    duration_ms: float = Field(description="How long the request took.", examples=[35.2])
+    outcome: Literal["delivered", "retrying", "failed", "gone"] = Field(
+        description="delivered (2xx); retrying (another attempt is scheduled); failed (no more attempts); "
+        "gone (the receiver answered 410 and is not called again).",
+        examples=["delivered"],
+    )
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due.", examples=[None])
 
 
 class AnimationPublic(BaseModel):
     """An animation job as the API returns it."""
 
-    id: str
-    status: JobStatus
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    model: str
-    seed: int = Field(description="The seed used (chosen by the server when the request had none).")
-    progress: ProgressPublic
+    id: str = Field(description="The job's id.", examples=[_ID])
+    status: JobStatus = Field(
+        description="queued → rendering → encoding → succeeded, or failed / canceled.", examples=["rendering"]
+    )
+    created_at: datetime = Field(description="When the job was accepted.", examples=[_WHEN])
+    updated_at: datetime = Field(description="Last change of status or progress.", examples=[_WHEN])
+    started_at: datetime | None = Field(description="When rendering started.", examples=[_WHEN])
+    finished_at: datetime | None = Field(description="When the job reached its final status.", examples=[None])
+    model: str = Field(description="The model that renders it.", examples=["tiny-sd"])
+    seed: int = Field(description="The seed used (chosen by the server when the request had none).", examples=[1234])
+    progress: ProgressPublic = Field(description="Steps captured so far, and the newest frame.")
     images: list[ImagePublic] = Field(
         default_factory=list, description="One entry per image of the batch once rendering is done."
     )
-    error: ErrorInfo | None
-    video: VideoPublic | None
-    urls: JobUrls
-    request: AnimationCreate
+    error: ErrorInfo | None = Field(description="Why the job failed; null otherwise.")
+    video: VideoPublic | None = Field(description="The finished video; null until the job succeeded.")
+    urls: JobUrls = Field(description="Where to get, cancel and follow this job.")
+    cancel_requested: bool = Field(
+        False, description="A cancel was asked for; the job ends `canceled` within one step.", examples=[False]
+    )
+    webhook_deliveries: list[WebhookDeliveryPublic] = Field(
+        default_factory=list, description="Attempts to deliver this job's webhooks, oldest first."
+    )
+    request: AnimationCreate = Field(description="The request, as accepted.")
+
+
+class AnimationList(BaseModel):
+    """One page of the caller's animations, newest first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"data": [], "next_cursor": None}]})
+
+    data: list[AnimationPublic] = Field(description="The animations on this page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page.",
+        examples=["1767323445678_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"],
+    )
 
 
 def to_public(job: Job, svc: Services) -> AnimationPublic:
@@ -97,6 +149,18 @@ def to_public(job: Job, svc: Services) -> AnimationPublic:
         images=[ImagePublic(batch_index=i.batch_index, seed=i.seed, frames=len(i.frames)) for i in job.images],
         error=job.error,
         video=video,
-        urls=JobUrls(get=f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}"),
+        urls=job_urls(svc, job.id),
+        cancel_requested=svc.store.cancel_requested(job.id),
+        webhook_deliveries=deliveries_of(svc, job.id),
         request=job.request,
     )
+
+
+def job_urls(svc: Services, job_id: str) -> JobUrls:
+    base = f"{svc.settings.public_base_url.rstrip('/')}/animations/{job_id}"
+    return JobUrls(get=base, cancel=f"{base}/cancel", stream=f"{base}/events")
+
+
+def deliveries_of(svc: Services, job_id: str) -> list[WebhookDeliveryPublic]:
+    records: list[dict[str, Any]] = svc.store.deliveries(job_id)
+    return [WebhookDeliveryPublic.model_validate(r) for r in records]

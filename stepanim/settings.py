@@ -11,11 +11,34 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-signing-secret"  # noqa: S105 (refused in production)
 DEV_WEBHOOK_SECRET = "whsec_ZGV2LWluc2VjdXJlLXdlYmhvb2stc2VjcmV0"  # noqa: S105 (refused in production)
+ANONYMOUS_KEY_ID = "dev"  # the key id and tenant of requests without a key, in development mode only
+
+# Standard Webhooks' suggested schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.6 h in all).
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class ApiKeyConfig(BaseModel):
+    """One API key, as configured: only the SHA-256 of the key is kept (``python -m stepanim.auth new-key``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Public name of the key (in logs).")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Owner of the key's jobs.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the secret key.")
+    webhook_secret: str | None = Field(
+        None, description="Initial whsec_ secret that signs this key's webhooks; generated on first use when unset."
+    )
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> ApiKeyConfig:
+        if self.id == ANONYMOUS_KEY_ID:
+            raise ValueError(f"API key id {ANONYMOUS_KEY_ID!r} is reserved for development mode")
+        return self
 
 
 class Settings(BaseSettings):
@@ -77,7 +100,45 @@ class Settings(BaseSettings):
     # Webhooks.
     webhook_secret: str = Field(DEV_WEBHOOK_SECRET, description="Standard Webhooks signing secret (whsec_...).")
     webhook_timeout_seconds: float = Field(10.0, gt=0)
-    webhook_max_attempts: int = Field(5, ge=1)
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_RETRY_SCHEDULE),
+        description="Seconds before each retry of a terminal event (the Standard Webhooks schedule: ~27.6 h).",
+    )
+    webhook_retry_jitter: float = Field(0.2, ge=0, le=1, description="Each delay is stretched by up to this share.")
+    webhook_max_retry_after: float = Field(
+        24 * 3600.0, gt=0, description="Longest Retry-After of a receiver that is honoured."
+    )
+    webhook_progress_interval_seconds: float = Field(
+        2.0, ge=0, description="At most one animation.progress webhook per job in this many seconds."
+    )
+    webhook_secret_grace_seconds: int = Field(
+        24 * 3600, ge=0, description="After a rotation, the old secret also signs deliveries for this long."
+    )
+
+    # Outbound calls (webhooks, init images): the SSRF guard's allow-list.
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts, addresses or networks (CIDR) that may be called although not public (development, tests).",
+    )
+
+    # API keys and tenants.
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list, description="Bearer API keys (JSON list).")
+    allow_anonymous: bool = Field(
+        False, description="Development mode: requests without a key act as tenant 'dev'. Refused in production."
+    )
+
+    # Per-key rate limit and quota; request size; synchronous wait; idempotency.
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per API key per minute.")
+    create_rate_limit_per_minute: int = Field(60, ge=1, description="POST /animations per API key per minute.")
+    max_active_jobs: int = Field(10, ge=1, description="Unfinished jobs per API key.")
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_wait_seconds: int = Field(60, ge=0, le=300, description="Longest `Prefer: wait=N` that is honoured.")
+    events_max_seconds: float = Field(
+        600.0, gt=0, description="Longest life of one live-events connection; clients resume with Last-Event-ID."
+    )
+    idempotency_ttl_seconds: int = Field(
+        24 * 3600, ge=24 * 3600, description="How long an Idempotency-Key is remembered."
+    )
 
     # Request limits.
     max_steps: int = Field(200, ge=1, le=999, description="Frame names hold three step digits.")
@@ -104,6 +165,7 @@ class Settings(BaseSettings):
     # Logs.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="One JSON object per line, with job_id.")
+    max_duration_seconds: float = Field(120.0, gt=0, description="Longest animation.duration accepted.")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -118,6 +180,10 @@ class Settings(BaseSettings):
                 f"STEPANIM_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
                 f"STEPANIM_TASK_TIME_LIMIT_SECONDS ({self.task_time_limit_seconds}) by more than 60 seconds"
             )
+        if self.env == "production" and self.allow_anonymous:
+            raise ValueError("STEPANIM_ALLOW_ANONYMOUS (development mode without keys) is refused in production")
+        if any(d < 0 for d in self.webhook_retry_schedule):
+            raise ValueError("webhook_retry_schedule: delays must not be negative")
         return self
 
 

@@ -11,6 +11,15 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:metrics``          hash of counters every process adds to (``stepanim.metrics``)
 - ``<p>:reconcile:lock``   held by the one reconciler that acts in a period
 
+- ``<p>:job:<id>:deliveries``  the job's webhook delivery attempts (a capped list)
+- ``<p>:job:<id>:throttle:<name>``  set while a throttled action (progress webhook) must wait
+- ``<p>:tenant:<t>:jobs``  the tenant's job ids, scored by creation time (listing)
+- ``<p>:apikey:<k>:active``  ids of the key's unfinished jobs (concurrent-job quota)
+- ``<p>:apikey:<k>:rate:<bucket>:<window>``  request counter of one rate-limit window
+- ``<p>:apikey:<k>:webhook-secrets``  the key's webhook secrets, newest first, with expiry
+- ``<p>:idempotency:<t>:<sha256 of the key>``  what an Idempotency-Key produced
+- ``<p>:delivery:<webhook-id>``  attempts made of one webhook message (one scheduler per attempt)
+
 Celery's Redis transport keeps its own keys in the same database: one list per queue
 (named after the queue) and ``unacked`` / ``unacked_index`` for delivered messages not
 yet acknowledged; :meth:`JobStore.broker_messages` reads them for the reconciler.
@@ -21,14 +30,17 @@ update from the worker and a cancel from the API never overwrite each other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
-from stepanim.jobs import Job
+from stepanim.jobs import Job, JobStatus
 
 
 class JobNotFound(Exception):
@@ -73,15 +85,57 @@ class JobStore:
     def _lock_key(self, name: str) -> str:
         return f"{self.prefix}:{name}:lock"
 
+    def _deliveries_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:deliveries"
+
+    def _throttle_key(self, job_id: str, name: str) -> str:
+        return f"{self.prefix}:job:{job_id}:throttle:{name}"
+
+    def _tenant_jobs_key(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def _active_key(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:{key_id}:active"
+
+    def _rate_key(self, key_id: str, bucket: str, window: int) -> str:
+        return f"{self.prefix}:apikey:{key_id}:rate:{bucket}:{window}"
+
+    def _secrets_key(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:{key_id}:webhook-secrets"
+
+    def _idempotency_key(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def _delivery_key(self, msg_id: str) -> str:
+        return f"{self.prefix}:delivery:{msg_id}"
+
     # Records ----------------------------------------------------------------------
-    def create(self, job: Job) -> None:
-        """Store a new job; refuses to overwrite an existing id."""
-        with self.redis.pipeline() as pipe:  # MULTI: the record and its place in the open set, or neither
+    def create(self, job: Job, *, event: dict[str, Any] | None = None) -> None:
+        """Store a new job; refuses to overwrite an existing id.
+
+        In one transaction: the record, its place in the open set (for the reconciler),
+        in the tenant's listing, and ``event`` (the ``queued`` status) starting its stream.
+        """
+        with self.redis.pipeline() as pipe:
             pipe.set(self._job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_seconds)
             pipe.zadd(self._open_key(), {job.id: job.created_at.timestamp()}, nx=True)
-            created, _ = pipe.execute()
+            if job.tenant is not None:
+                index = self._tenant_jobs_key(job.tenant)
+                pipe.zadd(index, {job.id: _millis(job.created_at.timestamp())})
+                pipe.expire(index, self.ttl_seconds)
+            if event is not None:
+                self._append_event(pipe, job.id, event)
+            created = pipe.execute()[0]
         if not created:
             raise ValueError(f"job {job.id} already exists")
+
+    def discard(self, job: Job) -> None:
+        """Take back a job that was never handed to a worker (the queue refused it)."""
+        self.delete(job.id)
+        if job.tenant is not None:
+            self.redis.zrem(self._tenant_jobs_key(job.tenant), job.id)
+        if job.key_id is not None:
+            self.release_active(job.key_id, job.id)
 
     def get(self, job_id: str) -> Job:
         raw = self.redis.get(self._job_key(job_id))
@@ -97,6 +151,7 @@ class JobStore:
             self._lease_key(job_id, "render"),
             self._lease_key(job_id, "encode"),
             self._requeues_key(job_id),
+            self._deliveries_key(job_id),
         )
         self.redis.zrem(self._open_key(), job_id)
 
@@ -272,6 +327,252 @@ class JobStore:
         unacked: dict[bytes, bytes] = self.redis.hgetall("unacked")  # type: ignore[assignment]
         now = time.time()
         return waiting, [(raw, delivered_at.get(tag, now)) for tag, raw in unacked.items()]
+
+    # Listing ----------------------------------------------------------------------
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        cursor: tuple[int, str] | None = None,
+        statuses: frozenset[JobStatus] | None = None,
+        scan_limit: int = 1000,
+    ) -> tuple[list[Job], tuple[int, str] | None]:
+        """The tenant's jobs, newest first, after ``cursor`` (creation millis, id).
+
+        Returns the page and the cursor of the next one (None at the end). At most
+        ``scan_limit`` index entries are examined per call, so a rare status filter
+        returns a short (even empty) page with a cursor rather than scanning everything.
+        """
+        index = self._tenant_jobs_key(tenant)
+        self.redis.zremrangebyscore(index, "-inf", _millis(time.time() - self.ttl_seconds))
+        page: list[Job] = []
+        vanished: list[str] = []
+        last: tuple[int, str] | None = None
+        max_score: int | str = "+inf" if cursor is None else cursor[0]
+        offset = examined = 0
+        more = False
+        while examined < scan_limit:
+            batch: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                index, max_score, "-inf", start=offset, num=100, withscores=True
+            )
+            if not batch:
+                break
+            offset += len(batch)
+            entries = [(int(score), _text(member)) for member, score in batch]
+            if cursor is not None:  # equal scores come in descending id order: skip what was already returned
+                entries = [e for e in entries if e[0] < cursor[0] or e[1] < cursor[1]]
+            raws = self.redis.mget([self._job_key(job_id) for _, job_id in entries]) if entries else []
+            for (score, job_id), raw in zip(entries, raws, strict=True):
+                if len(page) == limit or examined >= scan_limit:
+                    more = True
+                    break
+                examined += 1
+                last = (score, job_id)
+                if raw is None:
+                    vanished.append(job_id)
+                    continue
+                job = Job.model_validate_json(raw)
+                if statuses is None or job.status in statuses:
+                    page.append(job)
+            if more:
+                break
+            if len(page) == limit:
+                more = bool(self.redis.zrevrangebyscore(index, max_score, "-inf", start=offset, num=1))
+                break
+        if vanished:
+            self.redis.zrem(index, *vanished)
+        if examined >= scan_limit and not more:
+            more = True
+        return page, (last if more and last is not None else None)
+
+    # Concurrent-job quota -----------------------------------------------------------
+    _ACQUIRE_ACTIVE = """
+    if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+        redis.call('SADD', KEYS[1], ARGV[1])
+        redis.call('EXPIRE', KEYS[1], ARGV[3])
+        return 1
+    end
+    return redis.call('SISMEMBER', KEYS[1], ARGV[1])
+    """
+
+    def acquire_active(self, key_id: str, job_id: str, *, limit: int) -> bool:
+        """Count ``job_id`` among the key's unfinished jobs unless ``limit`` are running already."""
+        key = self._active_key(key_id)
+        if self.redis.eval(self._ACQUIRE_ACTIVE, 1, key, job_id, limit, self.ttl_seconds):
+            return True
+        # Forget jobs that finished without releasing (or expired), then try once more.
+        members = [_text(m) for m in self.redis.smembers(key)]
+        raws = self.redis.mget([self._job_key(m) for m in members]) if members else []
+        stale = [m for m, raw in zip(members, raws, strict=True) if raw is None or _is_terminal(raw)]
+        if not stale:
+            return False
+        self.redis.srem(key, *stale)
+        return bool(self.redis.eval(self._ACQUIRE_ACTIVE, 1, key, job_id, limit, self.ttl_seconds))
+
+    def release_active(self, key_id: str, job_id: str) -> None:
+        self.redis.srem(self._active_key(key_id), job_id)
+
+    def active_jobs(self, key_id: str) -> set[str]:
+        return {_text(m) for m in self.redis.smembers(self._active_key(key_id))}
+
+    # Rate limit -----------------------------------------------------------------------
+    def hit_rate(self, key_id: str, bucket: str, *, limit: int, window: int = 60) -> float | None:
+        """Count one request in the current fixed window; seconds to wait when over ``limit``, else None."""
+        now = time.time()
+        number = int(now // window)
+        key = self._rate_key(key_id, bucket, number)
+        with self.redis.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window + 5)
+            count, _ = pipe.execute()
+        if int(count) > limit:
+            return max(0.001, (number + 1) * window - now)
+        return None
+
+    # Idempotency keys -------------------------------------------------------------------
+    def claim_idempotency(
+        self, tenant: str, key: str, fingerprint: str, *, pending_ttl: int = 60
+    ) -> IdempotencyRecord | None:
+        """Claim ``key`` for a new request: None when claimed; else what the key already holds.
+
+        A claim is pending (no job id) until :meth:`complete_idempotency`; it lapses after
+        ``pending_ttl`` seconds if the claiming request died.
+        """
+        redis_key = self._idempotency_key(tenant, key)
+        pending = json.dumps({"fingerprint": fingerprint, "job_id": None})
+        while True:
+            if self.redis.set(redis_key, pending, nx=True, ex=pending_ttl):
+                return None
+            raw = self.redis.get(redis_key)
+            if raw is not None:
+                data = json.loads(raw)
+                return IdempotencyRecord(fingerprint=data["fingerprint"], job_id=data["job_id"])
+
+    def complete_idempotency(self, tenant: str, key: str, fingerprint: str, job_id: str, *, ttl: int) -> None:
+        value = json.dumps({"fingerprint": fingerprint, "job_id": job_id})
+        self.redis.set(self._idempotency_key(tenant, key), value, ex=ttl)
+
+    def release_idempotency(self, tenant: str, key: str) -> None:
+        self.redis.delete(self._idempotency_key(tenant, key))
+
+    # Webhook secrets ----------------------------------------------------------------------
+    def webhook_secrets(self, key_id: str, *, initial: Callable[[], str]) -> list[tuple[str, float | None]]:
+        """The key's valid secrets, newest first, with their expiry (None: current).
+
+        The first read stores ``initial()`` (set-if-absent, so every process agrees).
+        """
+        key = self._secrets_key(key_id)
+        raw = self.redis.get(key)
+        if raw is None:
+            self.redis.set(key, json.dumps([{"secret": initial(), "expires_at": None}]), nx=True)
+            raw = self.redis.get(key)
+        return _valid_secrets(json.loads(raw or "[]"))
+
+    def rotate_webhook_secret(
+        self, key_id: str, *, new_secret: str, grace_seconds: int, initial: Callable[[], str]
+    ) -> list[tuple[str, float | None]]:
+        """Make ``new_secret`` current; the previous one stays valid for ``grace_seconds``."""
+        self.webhook_secrets(key_id, initial=initial)
+        key = self._secrets_key(key_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    now = time.time()
+                    valid = _valid_secrets(json.loads(pipe.get(key) or "[]"))
+                    entries: list[dict[str, Any]] = [{"secret": new_secret, "expires_at": None}]
+                    if grace_seconds > 0:
+                        entries += [
+                            {"secret": s, "expires_at": now + grace_seconds if exp is None else exp} for s, exp in valid
+                        ]
+                    pipe.multi()
+                    pipe.set(key, json.dumps(entries))
+                    pipe.execute()
+                    return _valid_secrets(entries)
+                except redis.WatchError:
+                    continue
+
+    # Webhook deliveries ---------------------------------------------------------------------
+    def record_delivery(self, job_id: str, attempt: dict[str, Any], *, keep: int = 100) -> None:
+        """Append one delivery attempt to the job's list (the newest ``keep`` are kept)."""
+        key = self._deliveries_key(job_id)
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(key, json.dumps(attempt, default=str))
+            pipe.ltrim(key, -keep, -1)
+            pipe.expire(key, self.ttl_seconds)
+            pipe.execute()
+
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(self._deliveries_key(job_id), 0, -1)]
+
+    def delivery_attempts(self, msg_id: str) -> int:
+        """Attempts already made of the message with this webhook-id."""
+        raw = self.redis.get(self._delivery_key(msg_id))
+        return int(raw) if raw is not None else 0
+
+    _ADVANCE = """
+    local done = tonumber(redis.call('GET', KEYS[1]) or '0')
+    if done == tonumber(ARGV[1]) - 1 then
+        redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+        return 1
+    end
+    return 0
+    """
+
+    def advance_delivery(self, msg_id: str, attempt: int) -> bool:
+        """Record that attempt number ``attempt`` was made; False if someone recorded it first."""
+        key = self._delivery_key(msg_id)
+        return bool(self.redis.eval(self._ADVANCE, 1, key, attempt, self.ttl_seconds))
+
+    # Throttles ---------------------------------------------------------------------------
+    def throttle(self, job_id: str, name: str, seconds: float) -> bool:
+        """True at most once per ``seconds`` for (job, name): the caller may act now."""
+        if seconds <= 0:
+            return True
+        millis = max(1, int(seconds * 1000))
+        return bool(self.redis.set(self._throttle_key(job_id, name), "1", nx=True, px=millis))
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    fingerprint: str
+    job_id: str | None  # None while the first request is still creating the job
+
+
+class AsyncEvents:
+    """Blocking reads of a job's event stream for async code (live events, synchronous wait)."""
+
+    def __init__(self, client: redis.asyncio.Redis, store: JobStore) -> None:
+        self.client = client
+        self.store = store
+
+    async def read(
+        self, job_id: str, after: str, *, block_ms: int, count: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Events after ``after`` (a stream id; ``0-0`` for all), waiting up to ``block_ms`` for one."""
+        key = self.store._events_key(job_id)
+        reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await self.client.xread(  # type: ignore[assignment]
+            {key: after}, count=count, block=max(1, block_ms)
+        )
+        events: list[tuple[str, dict[str, Any]]] = []
+        for _stream, entries in reply or []:
+            for eid, fields in entries:
+                events.append((_text(eid), json.loads(fields[b"data"])))
+        return events
+
+
+def _valid_secrets(entries: list[dict[str, Any]]) -> list[tuple[str, float | None]]:
+    now = time.time()
+    return [(e["secret"], e["expires_at"]) for e in entries if e["expires_at"] is None or e["expires_at"] > now]
+
+
+def _is_terminal(raw: bytes | str) -> bool:
+    return JobStatus(json.loads(raw)["status"]).is_terminal()
+
+
+def _millis(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def _text(value: bytes | str) -> str:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ from stepanim.devstack import Stack, free_port, spawn, wait_until
 from stepanim.settings import Settings
 
 S3_KEY = "testing"
+
+# Webhook receivers listen on 127.0.0.2, the one loopback address the test stacks allow
+# the SSRF guard to call: 127.0.0.1, localhost and the rest of the SSRF table stay refused.
+RECEIVER_HOST = "127.0.0.2"
+RECEIVER_SETTINGS = {
+    "STEPANIM_OUTBOUND_ALLOW": json.dumps([RECEIVER_HOST]),
+    "STEPANIM_WEBHOOK_RETRY_SCHEDULE": "[0.5, 0.5, 0.5]",  # fast retries in tests
+    "STEPANIM_WEBHOOK_RETRY_JITTER": "0",
+}
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +136,7 @@ class Delivery:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() when it arrived
 
     def json(self) -> dict:  # type: ignore[type-arg]
         return json.loads(self.body)  # type: ignore[no-any-return]
@@ -135,7 +146,8 @@ class Delivery:
 class WebhookReceiver:
     url: str
     deliveries: list[Delivery] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)  # responses to give, in order; then 200
+    # Responses to give, in order (a status, or a status and headers); then 200.
+    statuses: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
     event: threading.Condition = field(default_factory=threading.Condition)
 
     def wait_for(self, count: int, timeout: float = 60) -> list[Delivery]:
@@ -147,17 +159,21 @@ class WebhookReceiver:
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     """An HTTP server inside the test that records every POST."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    receiver = WebhookReceiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+    server = ThreadingHTTPServer((RECEIVER_HOST, 0), BaseHTTPRequestHandler)
+    receiver = WebhookReceiver(url=f"http://{RECEIVER_HOST}:{server.server_address[1]}/hook")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            status = receiver.statuses.pop(0) if receiver.statuses else 200
+            answer = receiver.statuses.pop(0) if receiver.statuses else 200
+            status, extra = answer if isinstance(answer, tuple) else (answer, {})
+            headers = {k.lower(): v for k, v in self.headers.items()}
             with receiver.event:
-                receiver.deliveries.append(Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.deliveries.append(Delivery(self.path, headers, body, time.monotonic()))
                 receiver.event.notify_all()
             self.send_response(status)
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("content-length", "0")
             self.end_headers()
 

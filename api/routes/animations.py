@@ -1,23 +1,35 @@
-"""/animations: create a job and read it back."""
+"""/animations: create (idempotent, optionally waiting), list, read back, cancel."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
+import re
 import secrets
 import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, ServicesDep
-from api.errors import ApiError, ErrorResponse
+from api.deps import JobDep, PrincipalDep, ServicesDep, retry_after
+from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.routes.uploads import prepare_init_image
-from stepanim.jobs import MAX_SEED, AnimationCreate, Job, Progress, utcnow
-from stepanim.public import AnimationPublic, to_public
+from stepanim import lifecycle, ssrf
+from stepanim.auth import Principal
+from stepanim.jobs import MAX_SEED, AnimationCreate, Job, JobStatus, Progress, utcnow
+from stepanim.public import AnimationList, AnimationPublic, to_public
 from stepanim.queues import enqueue_render
+from stepanim.services import Services
 from stepanim.settings import Settings
+from stepanim.store import AsyncEvents, JobNotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations", tags=["animations"])
+
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 def check_limits(body: AnimationCreate, settings: Settings) -> None:
@@ -36,48 +48,348 @@ def check_limits(body: AnimationCreate, settings: Settings) -> None:
         raise ApiError(
             422, "limit_exceeded", f"prompt: longer than this server's limit of {settings.max_prompt_chars} characters"
         )
+    if body.animation.duration > settings.max_duration_seconds:
+        raise ApiError(
+            422,
+            "limit_exceeded",
+            f"animation.duration: {body.animation.duration}s is above this server's limit of "
+            f"{settings.max_duration_seconds:g}s",
+        )
+
+
+def check_webhook(body: AnimationCreate, settings: Settings) -> None:
+    """The webhook must be a URL the SSRF guard lets the notify worker call (checked again at send time)."""
+    if body.webhook is None:
+        return
+    try:
+        ssrf.check_url(str(body.webhook), allow=settings.outbound_allow)
+    except ssrf.UnsafeURL as e:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"webhook: refused: {e}",
+            details=[{"field": "webhook", "message": f"refused: {e}"}],
+        ) from e
+
+
+def fingerprint(body: AnimationCreate) -> str:
+    """Identity of a request body for Idempotency-Key: its canonical JSON, defaults filled in."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_wait(prefer: str | None, *, limit: int) -> int | None:
+    """The ``wait=N`` preference of a ``Prefer`` header (RFC 7240), capped at ``limit``; None if absent.
+
+    Preferences that are not understood are ignored, as RFC 7240 asks.
+    """
+    if not prefer:
+        return None
+    for preference in prefer.split(","):
+        name, _, value = preference.split(";", 1)[0].strip().partition("=")
+        value = value.strip().strip('"')
+        if name.strip().lower() == "wait" and value.isdigit():
+            return min(int(value), limit)
+    return None
+
+
+def accept(svc: Services, body: AnimationCreate, principal: Principal, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Store and queue a job (or find the one this Idempotency-Key made). Returns (job, replayed)."""
+    settings = svc.settings
+    wait = svc.store.hit_rate(principal.key_id, "create", limit=settings.create_rate_limit_per_minute)
+    if wait is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"more than {settings.create_rate_limit_per_minute} new animations a minute for this API key",
+            headers=retry_after(wait),
+        )
+    check_limits(body, settings)
+    check_webhook(body, settings)
+    print_ = fingerprint(body)
+    if idempotency_key is not None:
+        record = svc.store.claim_idempotency(principal.tenant, idempotency_key, print_)
+        if record is not None:
+            if record.fingerprint != print_:
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key: this key was used with a different request body",
+                    details=[{"field": "Idempotency-Key", "message": "used before with a different body"}],
+                )
+            if record.job_id is None:
+                raise ApiError(
+                    409,
+                    "idempotency_conflict",
+                    "Idempotency-Key: a request with this key is still being processed; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            try:
+                return svc.store.get(record.job_id), True
+            except JobNotFound:  # the job expired before the key: start afresh
+                svc.store.release_idempotency(principal.tenant, idempotency_key)
+                return accept(svc, body, principal, idempotency_key)
+    try:
+        job = create(svc, body, principal)
+    except BaseException:
+        if idempotency_key is not None:
+            svc.store.release_idempotency(principal.tenant, idempotency_key)
+        raise
+    if idempotency_key is not None:
+        svc.store.complete_idempotency(
+            principal.tenant, idempotency_key, print_, job.id, ttl=settings.idempotency_ttl_seconds
+        )
+    return job, False
+
+
+def create(svc: Services, body: AnimationCreate, principal: Principal) -> Job:
+    settings = svc.settings
+    body = prepare_init_image(body, svc)  # an inline image goes to storage, the record keeps its id
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex,
+        request=body,
+        model=body.model or settings.default_model,
+        seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        created_at=now,
+        updated_at=now,
+        progress=Progress(step=0, total=body.steps),
+        tenant=principal.tenant,
+        key_id=principal.key_id,
+    )
+    if not svc.store.acquire_active(principal.key_id, job.id, limit=settings.max_active_jobs):
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"this API key already has {settings.max_active_jobs} unfinished animations; "
+            "wait for one to finish or cancel one",
+            headers={"Retry-After": "10"},
+        )
+    try:
+        svc.store.create(job, event={"type": "status", "status": JobStatus.queued.value})
+    except BaseException:
+        svc.store.release_active(principal.key_id, job.id)
+        raise
+    try:
+        enqueue_render(svc.celery, job.id)
+    except Exception as e:  # the broker refused: take the record back, the client may retry
+        log.error("could not enqueue job %s: %s", job.id, e)
+        svc.store.discard(job)
+        raise ApiError(
+            503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
+        ) from e
+    return job
+
+
+async def wait_until_finished(request: Request, svc: Services, job_id: str, seconds: float) -> Job:
+    """The job once it is finished, or as it is after ``seconds``."""
+    reader = AsyncEvents(request.app.state.async_redis, svc.store)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    after = "0-0"
+    while True:
+        job = await run_in_threadpool(svc.store.get, job_id)
+        remaining = deadline - loop.time()
+        if job.status.is_terminal() or remaining <= 0:
+            return job
+        events = await reader.read(job_id, after, block_ms=int(min(remaining, 5.0) * 1000))
+        if events:
+            after = events[-1][0]
+
+
+CREATE_EXAMPLE = {
+    "prompt": "a lighthouse on a cliff at dawn",
+    "steps": 30,
+    "scheduler": "euler_a",
+    "seed": 1234,
+    "animation": {"duration": 3, "codec": "h264"},
+    "webhook": "https://example.com/hooks/stepanim",
+    "webhook_events": ["animation.started", "animation.succeeded", "animation.failed", "animation.canceled"],
+}
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AnimationPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    summary="Create an animation",
+    responses={
+        200: {"model": AnimationPublic, "description": "With `Prefer: wait=N`: the job finished in time."},
+        202: {
+            "description": "Accepted: the job is queued (or, for a repeated Idempotency-Key, the job it made).",
+            "headers": {"Location": {"description": "URL of the job.", "schema": {"type": "string"}}},
+        },
+        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
+        409: {"model": ErrorResponse, "description": "A request with this Idempotency-Key is still being processed."},
+        413: {"model": ErrorResponse, "description": "The body is larger than the server's limit."},
+        422: {
+            "model": ErrorResponse,
+            "description": "Invalid body, a server limit exceeded (named in the message), a refused webhook URL, "
+            "or an Idempotency-Key reused with another body.",
+        },
+        **AUTH_RESPONSES,
+    },
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": CREATE_EXAMPLE}}}},
 )
-def create_animation(*, body: AnimationCreate, svc: ServicesDep, response: Response) -> AnimationPublic:
+async def create_animation(
+    *,
+    request: Request,
+    body: AnimationCreate,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Makes the request safe to repeat (IETF Idempotency-Key draft): the same key and body "
+            "return the same job for 24 hours; another body with the same key is refused (422); a repeat "
+            "while the first is in flight gets 409.",
+            examples=["5e1f3c9a-6c1d-4f0e-9d8b-2a7f4b3c1e0d"],
+        ),
+    ] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N`: hold the response up to N seconds (at most the server's `max_wait_seconds`) "
+            "and return the finished job (200) if it is done by then.",
+            examples=["wait=30"],
+        ),
+    ] = None,
+) -> AnimationPublic:
     """Accept a render job.
 
     The job is stored and queued for a render worker; the response (202) carries the
-    job and a `Location` header to poll. Every invalid body is refused with 422 and
-    nothing is stored.
+    job and a `Location` header to poll (or follow `urls.stream`). Every invalid body
+    is refused with 422 and nothing is stored. The job belongs to the caller's tenant.
+
+    With an `Idempotency-Key` the request can be retried safely: a repeat returns the
+    same job (header `Idempotent-Replayed: true`) and starts no second render.
     """
-    check_limits(body, svc.settings)
-    body = prepare_init_image(body, svc)
-    now = utcnow()
-    job = Job(
-        id=uuid.uuid4().hex,
-        request=body,
-        model=body.model or svc.settings.default_model,
-        seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
-        created_at=now,
-        updated_at=now,
-        progress=Progress(step=0, total=body.steps),
-    )
-    svc.store.create(job)
-    try:
-        enqueue_render(svc.celery, job.id)
-    except Exception as e:  # the broker refused: take the record back, the client may retry
-        log.error("could not enqueue job %s: %s", job.id, e)
-        svc.store.delete(job.id)
-        raise ApiError(
-            503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
-        ) from e
-    public = to_public(job, svc)
+    job, replayed = await run_in_threadpool(accept, svc, body, principal, idempotency_key)
+    wait = parse_wait(prefer, limit=svc.settings.max_wait_seconds)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+        job = await wait_until_finished(request, svc, job.id, wait)
+        if job.status.is_terminal():
+            response.status_code = status.HTTP_200_OK
+    public = await run_in_threadpool(to_public, job, svc)
     response.headers["Location"] = public.urls.get
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return public
 
 
-@router.get("/{animation_id}", response_model=AnimationPublic, responses={404: {"model": ErrorResponse}})
+CURSOR_PATTERN = r"^[0-9]{1,15}_[0-9a-f]{32}$"
+
+
+def encode_cursor(cursor: tuple[int, str]) -> str:
+    """A keyset cursor: ``<creation millis>_<id>`` of the last job on the page (any such value is a position)."""
+    return f"{cursor[0]}_{cursor[1]}"
+
+
+def decode_cursor(text: str) -> tuple[int, str]:
+    if re.fullmatch(CURSOR_PATTERN, text) is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "cursor: not a cursor this server returned",
+            details=[{"field": "cursor", "message": "not a cursor this server returned"}],
+        )
+    millis, job_id = text.split("_", 1)
+    return int(millis), job_id
+
+
+@router.get(
+    "",
+    response_model=AnimationList,
+    summary="List animations",
+    responses={422: {"model": ErrorResponse, "description": "A bad cursor or status."}, **AUTH_RESPONSES},
+)
+def list_animations(
+    *,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    status_: Annotated[
+        list[JobStatus] | None,
+        Query(alias="status", description="Only jobs in these statuses (repeat the parameter for several)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.", examples=[20])] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page; omit for the first.",
+            examples=["1767323445678_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"],
+        ),
+    ] = None,
+) -> AnimationList:
+    """The caller's tenant's animations, newest first, a page at a time (cursor pagination)."""
+    after = decode_cursor(cursor) if cursor else None
+    jobs, next_cursor = svc.store.list_jobs(
+        principal.tenant, limit=limit, cursor=after, statuses=frozenset(status_) if status_ else None
+    )
+    return AnimationList(
+        data=[to_public(job, svc) for job in jobs],
+        next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+    )
+
+
+@router.get(
+    "/{animation_id}",
+    response_model=AnimationPublic,
+    summary="Get an animation",
+    responses={404: {"model": ErrorResponse, "description": "No such animation for this tenant."}, **AUTH_RESPONSES},
+)
 def get_animation(*, job: JobDep, svc: ServicesDep) -> AnimationPublic:
-    """The job's status, progress, timestamps, error and, once it succeeded, a signed video URL."""
+    """The job's status, progress, timestamps, error, webhook deliveries and, once it succeeded, a signed video URL."""
     return to_public(job, svc)
+
+
+@router.post(
+    "/{animation_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AnimationPublic,
+    summary="Cancel an animation",
+    responses={
+        200: {"model": AnimationPublic, "description": "The job is canceled (now or before)."},
+        202: {"description": "Cancel requested: the rendering job stops within one step."},
+        404: {"model": ErrorResponse, "description": "No such animation for this tenant."},
+        409: {
+            "model": ErrorResponse,
+            "description": "The job already finished (`succeeded` or `failed`); `details` holds its status.",
+        },
+        **AUTH_RESPONSES,
+    },
+)
+def cancel_animation(*, job: JobDep, svc: ServicesDep, response: Response) -> AnimationPublic:
+    """Cancel a job; safe to repeat.
+
+    A queued job never starts and an encoding job stops at once (200, `canceled`); a
+    rendering job stops within one step (202, `cancel_requested: true`, then
+    `canceled`). Cancelling a canceled job returns it (200); a job that already
+    succeeded or failed cannot be canceled (409 with its status).
+    """
+    if job.status == JobStatus.canceled:
+        response.status_code = status.HTTP_200_OK
+        return to_public(job, svc)
+    if job.status.is_terminal():
+        raise finished(job)
+    svc.store.request_cancel(job.id)
+    if job.status == JobStatus.rendering:
+        return to_public(svc.store.get(job.id), svc)
+    try:
+        job = lifecycle.cancel(svc, job.id)
+    except lifecycle.TransitionError:
+        job = svc.store.get(job.id)  # it finished in the meantime
+        if job.status != JobStatus.canceled:
+            raise finished(job) from None
+    response.status_code = status.HTTP_200_OK
+    return to_public(job, svc)
+
+
+def finished(job: Job) -> ApiError:
+    details: list[dict[str, Any]] = [{"field": "status", "message": job.status.value, "status": job.status.value}]
+    return ApiError(
+        409, "already_finished", f"the animation already {job.status.value}; it cannot be canceled", details=details
+    )

@@ -6,7 +6,7 @@ import mimetypes
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 
 from api.deps import ServicesDep
@@ -19,14 +19,29 @@ router = APIRouter(tags=["files"])
 
 @router.get(
     "/files/{key:path}",
+    summary="Download a file",
     response_class=FileResponse,
     responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 def download(
     *,
-    key: str,
-    expires: Annotated[str, Query(description="Unix time after which the link is refused.")],
-    signature: Annotated[str, Query(description="HMAC-SHA256 of the key and expiry.")],
+    key: Annotated[
+        str, Path(description="Storage key of the file.", examples=["jobs/4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b/video.mp4"])
+    ],
+    expires: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9]{1,12}$", description="Unix time after which the link is refused.", examples=["1767326045"]
+        ),
+    ],
+    signature: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9a-f]{64}$",
+            description="Hex HMAC-SHA256 of the key and expiry.",
+            examples=["3f1c0e5b9a7d2c4e6f8a0b1c2d3e4f5a3f1c0e5b9a7d2c4e6f8a0b1c2d3e4f5a"],
+        ),
+    ],
     svc: ServicesDep,
 ) -> FileResponse:
     """Serve a stored object through a signed, expiring link made by the service."""

@@ -10,13 +10,13 @@ from api.deps import ServicesDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness")
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable."}})
+@router.get("/readyz", summary="Readiness", responses={503: {"description": "A dependency is unreachable."}})
 def readyz(*, svc: ServicesDep) -> JSONResponse:
     """Redis and object storage are reachable."""
     checks: dict[str, str] = {}

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile, status
 from pydantic import BaseModel, Field
 
-from api.deps import ServicesDep
-from api.errors import ApiError, ErrorResponse
+from api.deps import PrincipalDep, ServicesDep
+from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from stepanim.images import ImageError, ImageInfo, decode_base64, inspect_image
 from stepanim.jobs import AnimationCreate, InitImage
 from stepanim.naming import upload_key
@@ -24,11 +24,13 @@ _CODE = {"too_large": "payload_too_large", "unsupported_type": "unsupported_medi
 class UploadPublic(BaseModel):
     """A stored init image; reference it as `{"init_image": {"upload_id": ...}}` in POST /animations."""
 
-    id: str = Field(description="Upload id to use as init_image.upload_id.")
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
+    id: str = Field(
+        description="Upload id to use as init_image.upload_id.", examples=["9b2f0c1a2b3c4d4e5f8a9b0c1d2e3f4a"]
+    )
+    content_type: str = Field(description="The image type, read from its content.", examples=["image/png"])
+    width: int = Field(description="Width in pixels.", examples=[512])
+    height: int = Field(description="Height in pixels.", examples=[512])
+    size_bytes: int = Field(description="Size of the file in bytes.", examples=[48213])
 
 
 def _refuse(e: ImageError, field: str) -> ApiError:
@@ -74,6 +76,7 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
     status_code=status.HTTP_201_CREATED,
     response_model=UploadPublic,
     responses={
+        **AUTH_RESPONSES,
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
@@ -84,6 +87,7 @@ def create_upload(
     *,
     file: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (multipart/form-data field `file`).")],
     svc: ServicesDep,
+    principal: PrincipalDep,  # uploads need an API key like every other write
 ) -> UploadPublic:
     """Store an init image for img2img.
 
