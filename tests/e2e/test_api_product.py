@@ -79,7 +79,9 @@ def product(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
         "STEPANIM_API_KEYS": json.dumps(keys),
         "STEPANIM_WEBHOOK_PROGRESS_INTERVAL_SECONDS": "0.2",
-        "STEPANIM_VISIBILITY_TIMEOUT": "60",  # the shortest allowed: webhook waits hop every 15 s
+        # Short, so that webhook waits hop every 18.75 s (a quarter); it must exceed the task limit by 60 s.
+        "STEPANIM_VISIBILITY_TIMEOUT": "75",
+        "STEPANIM_TASK_TIME_LIMIT_SECONDS": "14",
         **RECEIVER_SETTINGS,
     }
     stack = Stack(workdir=workdir, settings=settings)
@@ -121,7 +123,7 @@ def test_deliveries_are_signed_retried_with_the_same_id_and_shown_on_the_job(
 
 @pytest.mark.slow
 def test_a_long_wait_hops_and_still_delivers_once(product: Product, webhook_receiver: WebhookReceiver) -> None:
-    """A wait longer than a hop (a quarter of the visibility timeout: 15 s here) is a chain of
+    """A wait longer than a hop (a quarter of the visibility timeout: 18.75 s here) is a chain of
     short countdowns; the attempt still comes once, after the whole wait."""
     webhook_receiver.statuses = [(503, {"retry-after": "20"})]
     job_id = product.post({**SMALL, "prompt": "hop", "model": "no-such-model", "webhook": webhook_receiver.url}).json()[
