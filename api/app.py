@@ -44,9 +44,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app = FastAPI(title="Steps Animation Service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
-    app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes
-    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.include_router(animations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

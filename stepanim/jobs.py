@@ -104,17 +104,23 @@ class AnimationOptions(BaseModel):
 
 
 class FrameSource(StrEnum):
+    """What a frame shows: the denoised prediction at that step, or the noisy sample."""
+
     denoised = "denoised"
     noisy = "noisy"
 
 
 class FrameDecoder(StrEnum):
+    """How captured latents become pixels: linear approximation, tiny autoencoder, or the full VAE."""
+
     approx = "approx"
     taesd = "taesd"
     full = "full"
 
 
 class FrameResolution(StrEnum):
+    """Frame size: a quarter of each side (the extension's preview size) or the full image."""
+
     quarter = "quarter"
     full = "full"
 
@@ -148,12 +154,18 @@ class InitImage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    upload_id: str | None = Field(None, pattern=UPLOAD_ID_PATTERN, description="Id returned by POST /uploads.")
+    upload_id: str | None = Field(
+        None,
+        pattern=UPLOAD_ID_PATTERN,
+        description="Id returned by POST /uploads.",
+        examples=["9b2f0c1a2b3c4d4e5f8a9b0c1d2e3f4a"],
+    )
     data: str | None = Field(
         None,
         min_length=1,
         description="The image file (PNG, JPEG or WebP) in base64, optionally as a data: URL. "
         "The server stores it as an upload and keeps only its id.",
+        examples=["data:image/png;base64,iVBORw0KGgo..."],
     )
 
     @model_validator(mode="after")
@@ -217,7 +229,9 @@ class AnimationCreate(BaseModel):
         "terminal ones (retried for at least 24 h). Default: the terminal events.",
         examples=[["animation.started", "animation.succeeded", "animation.failed", "animation.canceled"]],
     )
-    capture: CaptureOptions = Field(default_factory=CaptureOptions)
+    capture: CaptureOptions = Field(
+        default_factory=CaptureOptions, description="Frame source, decoder and frame size of the per-step frames."
+    )
     init_image: InitImage | None = Field(None, description="Start from this image (img2img) instead of noise.")
     strength: float | None = Field(
         None,
@@ -226,9 +240,14 @@ class AnimationCreate(BaseModel):
         le=1,
         description="img2img only (default 0.75): how far the init image is noised, from 0 (kept) to 1 "
         "(replaced); img2img runs int(steps x strength) steps.",
+        examples=[0.6],
     )
     batch_size: int = Field(
-        1, ge=1, le=8, description="Images rendered together, one animation each; image i uses seed + i."
+        1,
+        ge=1,
+        le=8,
+        description="Images rendered together, one animation each; image i uses seed + i.",
+        examples=[1],
     )
 
     @model_validator(mode="after")

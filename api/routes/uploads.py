@@ -85,7 +85,10 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
 )
 def create_upload(
     *,
-    file: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (multipart/form-data field `file`).")],
+    file: Annotated[
+        UploadFile,
+        File(description="A PNG, JPEG or WebP image (multipart/form-data field `file`).", examples=["(binary)"]),
+    ],
     svc: ServicesDep,
     principal: PrincipalDep,  # uploads need an API key like every other write
 ) -> UploadPublic:
