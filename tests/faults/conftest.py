@@ -20,14 +20,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepanim.devstack import Stack, free_port
-from tests.conftest import S3Server
+from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 FAST = {
     "STEPANIM_LEASE_SECONDS": "2",
     "STEPANIM_RECONCILE_INTERVAL_SECONDS": "0.5",
-    "STEPANIM_WEBHOOK_MAX_ATTEMPTS": "20",
+    "STEPANIM_WEBHOOK_RETRY_SCHEDULE": json.dumps([0.5] + [1.0] * 30),  # about 30 s of retries
+    "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key
+    **RECEIVER_SETTINGS,
     "STEPANIM_DEFAULT_MODEL": "tiny-sd",
     "STEPANIM_DEVICE": "cpu",
     "HF_HUB_OFFLINE": "1",
@@ -238,7 +240,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://{RECEIVER_HOST}:{self.port}/hook"
 
     def up(self) -> None:
         deliveries = self.deliveries
@@ -254,7 +256,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer((RECEIVER_HOST, self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def down(self) -> None:
