@@ -5,6 +5,7 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:job:<id>``         the job record as JSON
 - ``<p>:job:<id>:cancel``  set when a client asked to cancel
 - ``<p>:job:<id>:events``  a stream of the job's events (status changes, progress)
+- ``<p>:capabilities:encoder``  what the encoder worker's ffmpeg supports (``stepanim.capabilities``)
 
 Every write of a record is an optimistic transaction (WATCH/MULTI), so a progress
 update from the worker and a cancel from the API never overwrite each other.
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 
+from stepanim.capabilities import Capabilities
 from stepanim.jobs import Job
 
 
@@ -113,6 +115,18 @@ class JobStore:
 
     def ping(self) -> None:
         self.redis.ping()
+
+    # Encoder capabilities -----------------------------------------------------------
+    def _capabilities_key(self) -> str:
+        return f"{self.prefix}:capabilities:encoder"
+
+    def set_capabilities(self, caps: Capabilities) -> None:
+        """Written by the encoder worker when it starts; no expiry (the next start overwrites it)."""
+        self.redis.set(self._capabilities_key(), caps.model_dump_json())
+
+    def get_capabilities(self) -> Capabilities | None:
+        raw = self.redis.get(self._capabilities_key())
+        return None if raw is None else Capabilities.model_validate_json(raw)
 
 
 def _text(value: bytes | str) -> str:

@@ -102,6 +102,10 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
             output_type="latent",  # every step is captured; the final VAE decode is not needed
             callback_on_step_end=on_step_end,
         )
+    except RenderCanceled:
+        # Run on incomplete data: a canceled render still becomes a video of the steps it made.
+        if not (req.animation.run_on_incomplete and steps > 0):
+            raise
     finally:
         writer.close()
     result = RenderResult(frames=writer.keys, steps_run=steps, seconds=time.perf_counter() - started)
