@@ -166,7 +166,15 @@ def main(argv: list[str] | None = None) -> int:
                 ext = CODECS[codec].ext
                 base_out, ours_out = folder / f"base.{EXTENSION_EXT.get(codec, ext)}", folder / f"ours.{ext}"
                 base_args = extension_args(ffmpeg, folder, args.frames, options, base_out, meta)
-                base = timed(lambda a=base_args: subprocess.run(a, check=True), base_out, ffprobe)
+                try:
+                    base: Run | None = timed(
+                        lambda a=base_args: subprocess.run(a, check=True, capture_output=True), base_out, ffprobe
+                    )
+                except subprocess.CalledProcessError as e:  # reported, not fatal: the extension's command failed
+                    base = None
+                    print(
+                        f"baseline {codec} {interpolation} failed: {e.returncode} {e.stderr[-200:]!r}", file=sys.stderr
+                    )
                 ours = timed(
                     lambda o=options, out=ours_out: encode_sequence(
                         folder,
@@ -182,18 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                     ours_out,
                     ffprobe,
                 )
-                row = {"codec": codec.value, "interpolation": interpolation.value}
-                row |= {f"base_{k}": v for k, v in asdict(base).items()}
+                row: dict[str, object] = {"codec": codec.value, "interpolation": interpolation.value}
+                row |= {f"base_{k}": v for k, v in asdict(base).items()} if base else {"base_failed": True}
                 row |= {f"ours_{k}": v for k, v in asdict(ours).items()}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
                 if args.jsonl:
                     with args.jsonl.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-                base_out.unlink()
+                base_out.unlink(missing_ok=True)
                 ours_out.unlink()
     print(table(rows))
     return 0
+
+
+def table_from(path: Path) -> str:
+    """The Markdown table of a ``--jsonl`` file (``python -c 'from bench.encode import table_from; ...'``)."""
+    return table([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
 def table(rows: list[dict]) -> str:  # type: ignore[type-arg]
@@ -203,6 +216,13 @@ def table(rows: list[dict]) -> str:  # type: ignore[type-arg]
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
+        if r.get("base_failed"):
+            lines.append(
+                f"| {r['codec']} | {r['interpolation']} | baseline crashed | {r['ours_wall']:.1f} | – | – |"
+                f" {r['ours_cpu']:.1f} | – | – | {r['ours_size'] / 1024:.0f} | – | {r['ours_frames']} /"
+                f" {r['ours_duration']:.2f} |"
+            )
+            continue
         lines.append(
             f"| {r['codec']} | {r['interpolation']} | {r['base_wall']:.1f} | {r['ours_wall']:.1f}"
             f" | **{r['ours_wall'] / r['base_wall']:.2f}** | {r['base_cpu']:.1f} | {r['ours_cpu']:.1f}"
