@@ -6,11 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import redis.asyncio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors, openapi
 from api.limits import BodySizeLimit
-from api.routes import animations, events, files, health, uploads, webhooks
+from api.routes import animations, capabilities, events, files, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
 from stepanim.logs import setup_logging
 from stepanim.services import Services
@@ -45,12 +45,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
-    app.include_router(animations.router)
+    app.include_router(animations.router, dependencies=[Depends(capabilities.check_create_body)])
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(uploads.router)
+    app.include_router(renditions.router)
+    app.include_router(capabilities.router)
     metrics_routes.install(app)  # /metrics and the JSON access log
     webhooks.document_webhooks(app)
     openapi.install(app)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from encoder.ffmpeg import CODECS, FfmpegError, Probe, build_args, probe, run
-from encoder.timing import Timeline, kept_frames, plan
-from stepanim.jobs import AnimationOptions, Codec
+from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, Probe, build_args, concat_args, probe, run, run_all
+from encoder.timing import Segment, Timeline, kept_frames, plan, segments
+from stepanim.jobs import Codec, Interpolation, VideoOptions
 
 ARTIST = "Steps Animation Service"
 SEQUENCE = "%05d"
@@ -36,6 +38,13 @@ class Encoded:
     probe: Probe
     timeline: Timeline
     content_type: str
+    commands: list[list[str]]
+
+
+def timeline_for(options: VideoOptions, kept: int) -> Timeline:
+    """The timeline of ``kept`` steps; GIFs are made at no more than ``GIF_FPS``."""
+    fps = min(options.fps, GIF_FPS) if options.codec == Codec.gif else options.fps
+    return plan(kept, duration=options.duration, fps=fps, hold_last=options.hold_last)
 
 
 def verify(result: Probe, codec: Codec, timeline: Timeline) -> None:
@@ -43,48 +52,106 @@ def verify(result: Probe, codec: Codec, timeline: Timeline) -> None:
     spec = CODECS[codec]
     if result.codec != spec.probe_name:
         raise FfmpegError(f"expected a {spec.probe_name} stream, ffprobe found {result.codec!r}")
-    fps = timeline.fps if codec != Codec.gif else 15
     expected = timeline.seconds
-    if abs(result.duration - expected) > 1.5 / fps + 0.02:
+    if abs(result.duration - expected) > 1.5 / timeline.fps + 0.02:
         raise FfmpegError(f"video lasts {result.duration:.3f}s, expected {expected:.3f}s")
-    if result.frames < 1:
-        raise FfmpegError("video has no frames")
+    if result.frames != timeline.output_frames:
+        raise FfmpegError(f"video has {result.frames} frames, expected {timeline.output_frames}")
+
+
+def plan_commands(
+    folder: Path,
+    count: int,
+    *,
+    options: VideoOptions,
+    output: Path,
+    params: dict[str, Any],
+    ffmpeg: str,
+    ext: str = "png",
+    parallelism: int = 1,
+    workdir: Path | None = None,
+) -> tuple[Timeline, list[list[str]], list[str] | None]:
+    """The ffmpeg commands for an encode: (timeline, commands run at once, join command or None).
+
+    Motion-compensated interpolation runs on one core per ffmpeg, so with ``parallelism``
+    above 1 the output is split into segments encoded at once and joined without
+    re-encoding (``workdir`` holds the segments and their list). GIFs are never split
+    (one palette per clip).
+    """
+    kept = kept_frames(count, options.skip_steps)
+    timeline = timeline_for(options, kept)
+    common: dict[str, Any] = {
+        "ffmpeg": ffmpeg,
+        "pattern": folder / f"{SEQUENCE}.{ext}",
+        "start_number": options.skip_steps + 1,
+        "timeline": timeline,
+        "codec": options.codec,
+        "interpolation": options.interpolation,
+        "metadata": metadata(params),
+    }
+    parts: list[Segment] = []
+    if options.interpolation == Interpolation.mci and options.codec != Codec.gif and parallelism > 1:
+        parts = segments(timeline, parallelism)
+    if len(parts) < 2:
+        return timeline, [build_args(output=output, **common)], None
+    if workdir is None:
+        raise ValueError("a segmented encode needs a workdir")
+    ext_out = CODECS[options.codec].ext
+    names = [f"segment-{j}.{ext_out}" for j in range(len(parts))]
+    commands = [
+        build_args(output=workdir / name, segment=part, **common) for name, part in zip(names, parts, strict=True)
+    ]
+    listing = workdir / "segments.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{name}'\n" for name in names))
+    join = concat_args(ffmpeg=ffmpeg, listing=listing, output=output, codec=options.codec, metadata=common["metadata"])
+    return timeline, commands, join
 
 
 def encode_sequence(
     folder: Path,
     count: int,
     *,
-    options: AnimationOptions,
+    options: VideoOptions,
     output: Path,
     params: dict[str, Any],
     ffmpeg: str,
     ffprobe: str,
     timeout: float,
     ext: str = "png",
+    parallelism: int = 1,
+    on_command: Callable[[list[str]], None] | None = None,
 ) -> Encoded:
     """Encode frames ``00001.<ext>`` .. ``<count>.<ext>`` of ``folder``; the first ``skip_steps`` are left out.
 
     Raises :class:`FfmpegError` when ffmpeg fails or the probed result is wrong; the
     output file is then removed, so nothing partial is ever published.
+    ``on_command`` sees every ffmpeg command before it runs (the CLI's ``--debug``).
     """
-    kept = kept_frames(count, options.skip_steps)
-    timeline = plan(kept, duration=options.duration, fps=options.fps, hold_last=options.hold_last)
-    args = build_args(
-        ffmpeg=ffmpeg,
-        pattern=folder / f"{SEQUENCE}.{ext}",
-        start_number=options.skip_steps + 1,
-        output=output,
-        timeline=timeline,
-        codec=options.codec,
-        interpolation=options.interpolation,
-        metadata=metadata(params),
+    with tempfile.TemporaryDirectory(prefix="segments-", dir=output.parent) as tmp:
+        timeline, commands, join = plan_commands(
+            folder,
+            count,
+            options=options,
+            output=output,
+            params=params,
+            ffmpeg=ffmpeg,
+            ext=ext,
+            parallelism=parallelism,
+            workdir=Path(tmp),
+        )
+        ran = [*commands, *([join] if join else [])]
+        if on_command is not None:
+            for command in ran:
+                on_command(command)
+        try:
+            run_all(commands, timeout=timeout)
+            if join is not None:
+                run(join, timeout=timeout)
+            result = probe(ffprobe, output)
+            verify(result, options.codec, timeline)
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
+    return Encoded(
+        path=output, probe=result, timeline=timeline, content_type=CODECS[options.codec].content_type, commands=ran
     )
-    try:
-        run(args, timeout=timeout)
-        result = probe(ffprobe, output)
-        verify(result, options.codec, timeline)
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
-    return Encoded(path=output, probe=result, timeline=timeline, content_type=CODECS[options.codec].content_type)

@@ -6,14 +6,17 @@ newlines or any other characters cannot break them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from encoder.timing import Timeline
+from encoder.timing import Segment, Timeline
 from stepanim.jobs import Codec, Interpolation
 
 
@@ -29,6 +32,7 @@ class CodecSpec:
     args: tuple[str, ...]
     probe_name: str  # codec_name as ffprobe reports it
     metadata: bool = True
+    mux_args: tuple[str, ...] = ()  # container flags, given again when segments are joined
 
 
 # The extension's defaults, corrected where they broke players or current ffmpeg:
@@ -39,8 +43,9 @@ CODECS: dict[Codec, CodecSpec] = {
         "mp4",
         "video/mp4",
         "libx264",
-        ("-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+        ("-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p"),
         "h264",
+        mux_args=("-movflags", "+faststart"),
     ),
     Codec.h265: CodecSpec(
         "mp4",
@@ -53,14 +58,11 @@ CODECS: dict[Codec, CodecSpec] = {
             "28",
             "-pix_fmt",
             "yuv420p",
-            "-tag:v",
-            "hvc1",
-            "-movflags",
-            "+faststart",
             "-x265-params",
             "log-level=error",
         ),
         "hevc",
+        mux_args=("-tag:v", "hvc1", "-movflags", "+faststart"),
     ),
     Codec.vp9: CodecSpec(
         "webm",
@@ -84,10 +86,9 @@ CODECS: dict[Codec, CodecSpec] = {
             "8",
             "-pix_fmt",
             "yuv420p",
-            "-movflags",
-            "+faststart",
         ),
         "av1",
+        mux_args=("-movflags", "+faststart"),
     ),
     Codec.prores: CodecSpec(
         "mov",
@@ -95,6 +96,8 @@ CODECS: dict[Codec, CodecSpec] = {
         "prores_ks",
         ("-profile:v", "3", "-vendor", "apl0", "-bits_per_mb", "8000", "-pix_fmt", "yuv422p10le"),
         "prores",
+        # QuickTime keeps only a few classic tags; metadata tags keep the description too.
+        mux_args=("-movflags", "+faststart+use_metadata_tags"),
     ),
     Codec.gif: CodecSpec("gif", "image/gif", None, (), "gif", metadata=False),
 }
@@ -127,11 +130,21 @@ def find_binary(name: str, explicit: str | None) -> str:
     raise FfmpegError(f"{name} not found; tried {', '.join(tried)}. Install it (apt-get install ffmpeg).")
 
 
-def video_filter(timeline: Timeline, interpolation: Interpolation) -> str:
+def interpolate_filter(fps: int, interpolation: Interpolation) -> str:
+    """The extension's minterpolate settings (its ``fifo`` dropped), straight at the output rate.
+
+    The extension let minterpolate make 60 fps and then dropped every other frame
+    with ``-r 30``; asking for the output rate makes the same frames at half the work.
+    """
+    return f"minterpolate=fps={fps}:mi_mode={interpolation.value}"
+
+
+def video_filter(timeline: Timeline, interpolation: Interpolation, segment: Segment | None = None) -> str:
     """The filter chain that turns steps at ``input_rate`` into ``fps`` output frames.
 
     The tail is padded with clones of the last frame (hold, plus one step so that
     neither fps nor minterpolate runs short) and the output is cut by frame count.
+    With ``segment``, only its input steps are fed and only its output frames kept.
     """
     fps = timeline.fps
     pad = timeline.hold_seconds + float(1 / timeline.input_rate)
@@ -139,35 +152,24 @@ def video_filter(timeline: Timeline, interpolation: Interpolation) -> str:
     if interpolation == Interpolation.none:
         steps.append(f"fps={fps}")
     else:
-        # minterpolate stops at the last input frame; one cloned frame lets it reach the end.
+        # minterpolate stops at the last-but-one input frame; one cloned frame lets it reach the end.
         steps.append("tpad=stop_mode=clone:stop=1")
-        if interpolation == Interpolation.blend:
-            steps.append(f"minterpolate=fps={fps}:mi_mode=blend")
-        else:
-            steps.append(f"minterpolate=fps={fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1")
-    steps.append(f"tpad=stop_mode=clone:stop_duration={pad:.6f}")
+        if segment is not None:
+            end = f":end_frame={segment.end_step}" if segment.end_step is not None else ""
+            steps.append(f"trim=start_frame={segment.first_step}{end}")
+        steps.append(interpolate_filter(fps, interpolation))
+    # tpad spaces its clones at the input rate: fps puts every frame back on the output grid.
+    steps.append(f"tpad=stop_mode=clone:stop_duration={pad:.6f},fps={fps}")
+    if segment is not None:
+        # minterpolate stamps frames on the absolute output grid (1/fps): keep this segment's own.
+        steps.append(f"trim=start_pts={segment.start}:end_pts={segment.end},setpts=PTS-STARTPTS")
     steps.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
     return ",".join(steps)
 
 
-def build_args(
-    *,
-    ffmpeg: str,
-    pattern: Path,
-    start_number: int = 1,
-    output: Path,
-    timeline: Timeline,
-    codec: Codec,
-    interpolation: Interpolation,
-    metadata: dict[str, str],
-) -> list[str]:
-    """The full ffmpeg command for frames matching ``pattern`` (an image2 pattern, e.g. %05d.png).
-
-    Reading starts at frame ``start_number``: that is how initial steps are skipped.
-    """
-    spec = CODECS[codec]
+def _input_args(ffmpeg: str, pattern: Path, start_number: int, timeline: Timeline) -> list[str]:
     rate = timeline.input_rate
-    args = [
+    return [
         ffmpeg,
         "-hide_banner",
         "-nostdin",
@@ -182,26 +184,69 @@ def build_args(
         "-i",
         str(pattern),
     ]
-    chain = video_filter(timeline, interpolation)
-    if codec == Codec.gif:
-        # Palette per clip; a lower rate and width keep long GIFs quick and small.
-        args += [
-            "-filter_complex",
-            f"[0:v]{chain},fps={GIF_FPS},scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos,split[a][b];"
-            "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
-        ]
-        frames = max(1, round(timeline.output_frames * GIF_FPS / timeline.fps))
-    else:
-        args += ["-vf", chain, "-fps_mode", "cfr", "-r", str(timeline.fps)]
-        frames = timeline.output_frames
-    args += ["-frames:v", str(frames)]
-    if spec.encoder:
-        args += ["-c:v", spec.encoder, *spec.args]
+
+
+def _metadata_args(spec: CodecSpec, metadata: dict[str, str]) -> list[str]:
+    args: list[str] = []
     if spec.metadata:
         for key, value in metadata.items():
             args += ["-metadata", f"{key}={value}"]
+    return args
+
+
+def build_args(
+    *,
+    ffmpeg: str,
+    pattern: Path,
+    start_number: int = 1,
+    output: Path,
+    timeline: Timeline,
+    codec: Codec,
+    interpolation: Interpolation,
+    metadata: dict[str, str],
+    segment: Segment | None = None,
+) -> list[str]:
+    """The full ffmpeg command for frames matching ``pattern`` (an image2 pattern, e.g. %05d.png).
+
+    Reading starts at frame ``start_number``: that is how initial steps are skipped.
+    With ``segment`` the command makes only that segment's frames, with no metadata
+    or container flags (``concat_args`` adds them when the segments are joined).
+    """
+    spec = CODECS[codec]
+    args = _input_args(ffmpeg, pattern, start_number, timeline)
+    chain = video_filter(timeline, interpolation, segment)
+    if codec == Codec.gif:
+        # Scaled down first (cheaper interpolation), one palette per clip.
+        args += [
+            "-filter_complex",
+            f"[0:v]scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos,{chain},split[a][b];"
+            "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+        ]
+    else:
+        args += ["-vf", chain]
+    args += ["-fps_mode", "cfr", "-r", str(timeline.fps)]
+    frames = timeline.output_frames if segment is None else segment.end - segment.start
+    args += ["-frames:v", str(frames)]
+    if spec.encoder:
+        args += ["-c:v", spec.encoder, *spec.args]
+    if segment is None:
+        args += [*spec.mux_args, *_metadata_args(spec, metadata)]
     args.append(str(output))
     return args
+
+
+def concat_args(*, ffmpeg: str, listing: Path, output: Path, codec: Codec, metadata: dict[str, str]) -> list[str]:
+    """Join encoded segments (an ffconcat ``listing``) without re-encoding; adds metadata and container flags."""
+    spec = CODECS[codec]
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-y"]
+    args += ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v", "-c", "copy"]
+    args += [*spec.mux_args, *_metadata_args(spec, metadata), str(output)]
+    return args
+
+
+def _failure(returncode: int, stderr: str) -> FfmpegError:
+    tail = stderr.strip().splitlines()[-5:]
+    return FfmpegError(f"ffmpeg exited with {returncode}: {' | '.join(tail) or 'no output'}")
 
 
 def run(args: list[str], *, timeout: float) -> None:
@@ -210,8 +255,51 @@ def run(args: list[str], *, timeout: float) -> None:
     except subprocess.TimeoutExpired as e:
         raise FfmpegError(f"ffmpeg ran longer than {timeout:.0f}s") from e
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-5:]
-        raise FfmpegError(f"ffmpeg exited with {proc.returncode}: {' | '.join(tail) or 'no output'}")
+        raise _failure(proc.returncode, proc.stderr)
+
+
+def run_all(commands: list[list[str]], *, timeout: float) -> None:
+    """Run ``commands`` at the same time; when one fails or time runs out, stop the others and raise."""
+    if len(commands) == 1:
+        run(commands[0], timeout=timeout)
+        return
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as stack:
+        running: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        for args in commands:
+            log: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
+            running.append((subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log), log))
+        try:
+            pending = list(running)
+            while pending:
+                for proc, log in list(pending):
+                    if proc.poll() is None:
+                        continue
+                    pending.remove((proc, log))
+                    if proc.returncode != 0:
+                        log.seek(0)
+                        raise _failure(proc.returncode, log.read().decode(errors="replace"))
+                if time.monotonic() > deadline:
+                    raise FfmpegError(f"ffmpeg ran longer than {timeout:.0f}s")
+                time.sleep(0.02)
+        finally:
+            for proc, _ in running:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+
+
+def version(ffmpeg: str) -> str:
+    proc = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False)
+    return (proc.stdout.splitlines() or ["unknown"])[0]
+
+
+def listing(ffmpeg: str, what: str) -> str:
+    """Output of ``ffmpeg -hide_banner -<what>`` (``encoders``, ``filters``)."""
+    proc = subprocess.run([ffmpeg, "-hide_banner", f"-{what}"], capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise FfmpegError(f"{ffmpeg} -{what} failed: {proc.stderr.strip()[-300:]}")
+    return proc.stdout
 
 
 @dataclass(frozen=True)
@@ -232,11 +320,11 @@ def probe(ffprobe: str, path: Path) -> Probe:
         ffprobe,
         "-v",
         "error",
-        "-count_frames",
+        "-count_packets",  # demuxing only: one packet per frame in these codecs, and no decoding
         "-select_streams",
         "v:0",
         "-show_entries",
-        "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
+        "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_packets",
         "-show_entries",
         "format=duration,format_name:format_tags",
         "-of",
@@ -256,7 +344,7 @@ def probe(ffprobe: str, path: Path) -> Probe:
         pix_fmt=stream.get("pix_fmt", ""),
         width=int(stream.get("width", 0)),
         height=int(stream.get("height", 0)),
-        frames=int(stream.get("nb_read_frames", 0)),
+        frames=int(stream.get("nb_read_packets", 0)),
         duration=float(fmt.get("duration", 0.0)),
         frame_rate=stream.get("r_frame_rate", ""),
         format_name=fmt.get("format_name", ""),

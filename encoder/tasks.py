@@ -1,18 +1,25 @@
-"""The encode task: thin. Re-reads the job, encodes its frames, marks it succeeded."""
+"""The encode task: thin. Re-reads the job, encodes its frames, marks it succeeded.
+
+The same task makes a rendition (``rendition_id``) of a finished job from its stored
+frames. When the worker starts it publishes what its ffmpeg supports.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from functools import cache
+from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready
 
+from encoder import capabilities
 from encoder.app import app
 from encoder.ffmpeg import FfmpegError
-from encoder.job import encode_job
+from encoder.job import IncompleteRender, delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle, metrics, reconcile
-from stepanim.jobs import JobStatus
+from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
 from stepanim.queues import ENCODE_TASK
 from stepanim.retries import retry_or_fail
 from stepanim.services import Services
@@ -28,13 +35,21 @@ def services() -> Services:
     return Services.from_settings(get_settings(), celery=app)
 
 
+@worker_ready.connect
+def publish_capabilities(**_: Any) -> None:
+    capabilities.publish(services())
+
+
 @app.task(name=ENCODE_TASK, bind=True, max_retries=5)
-def encode_task(self: Task, job_id: str) -> None:
+def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> None:
     svc = services()
     try:
         job = svc.store.get(job_id)
     except JobNotFound:
         log.warning("encode: job %s no longer exists", job_id)
+        return
+    if rendition_id is not None:
+        rendition_task(self, svc, job_id, rendition_id)
         return
     if job.status != JobStatus.encoding:
         return  # finished, canceled, or a duplicate delivery
@@ -42,7 +57,10 @@ def encode_task(self: Task, job_id: str) -> None:
         return  # another live worker encodes this job (ops: lease, see stepanim/reconcile.py)
     started = time.monotonic()
     try:
-        video = encode_job(job, svc)
+        outcome = encode_job(job, svc)
+    except IncompleteRender as e:
+        lifecycle.fail(svc, job_id, "incomplete_render", str(e))
+        return
     except (FfmpegError, NotFound, ValueError) as e:
         # NotFound: a frame or the manifest is missing; retrying cannot bring it back.
         lifecycle.fail(svc, job_id, "encode_error", str(e))
@@ -51,4 +69,36 @@ def encode_task(self: Task, job_id: str) -> None:
         retry_or_fail(self, svc, job_id, e)
         return
     metrics.encode_finished(svc.store, seconds=time.monotonic() - started)  # ops: /metrics
-    lifecycle.succeed(svc, job_id, video)
+    job = lifecycle.finish_encoding(
+        svc, job_id, video=outcome.video, archive=outcome.archive, frames_deleted=outcome.frames_deleted
+    )
+    if outcome.frames_deleted:
+        delete_frames(job, svc)
+
+
+def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) -> None:
+    job = svc.store.get(job_id)
+    rendition = next((r for r in job.renditions if r.id == rendition_id), None)
+    if rendition is None or rendition.status.is_terminal():
+        return
+
+    def failed(code: str, message: str) -> None:
+        lifecycle.rendition_status(
+            svc, job_id, rendition_id, RenditionStatus.failed, error=ErrorInfo(code=code, message=message)
+        )
+
+    lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.encoding)
+    try:
+        video = encode_rendition(job, rendition, svc)
+    except NotFound as e:
+        failed("frames_missing", f"a stored frame or the manifest is gone, cannot re-encode: {e}")
+        return
+    except (FfmpegError, ValueError) as e:
+        failed("encode_error", str(e))
+        return
+    except StorageError as e:
+        if task.request.retries >= (task.max_retries or 0):
+            failed("storage_error", str(e))
+            return
+        raise task.retry(exc=e, countdown=min(60, 2 ** (task.request.retries + 1))) from e
+    lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.succeeded, video=video)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -49,3 +50,39 @@ def plan(frames: int, *, duration: float, fps: int, hold_last: float = 0.0) -> T
         hold_seconds=hold_last,
         output_frames=output,
     )
+
+
+# Segments for parallel motion interpolation ------------------------------------------------
+# Each segment feeds minterpolate a few steps before and after its own stretch of output
+# (its motion search warms up on them), and keeps only its own output frames.
+MARGIN_STEPS = 2
+MIN_STEPS_PER_SEGMENT = 4
+
+
+@dataclass(frozen=True)
+class Segment:
+    first_step: int  # first input frame fed (0-based, after skipped steps)
+    end_step: int | None  # input frames fed stop before this one; None: to the end
+    start: int  # first output frame kept
+    end: int  # output frames kept stop before this one
+
+
+def segments(timeline: Timeline, parts: int) -> list[Segment]:
+    """Split the output into ``parts`` consecutive stretches that can be interpolated at once.
+
+    Cuts fall inside the animation (never in the held tail, which the last segment
+    makes); fewer parts are used when there are too few steps to share out.
+    """
+    parts = max(1, min(parts, timeline.input_frames // MIN_STEPS_PER_SEGMENT))
+    animated = min(timeline.output_frames, round(timeline.animation_seconds * timeline.fps))
+    cuts = [round(j * animated / parts) for j in range(parts)] + [timeline.output_frames]
+    steps_per_frame = timeline.input_rate / timeline.fps
+    result = []
+    for j in range(parts):
+        start, end = cuts[j], cuts[j + 1]
+        first = max(0, math.floor(start * steps_per_frame) - MARGIN_STEPS)
+        last = j == parts - 1
+        # minterpolate stops at the last-but-one frame it is fed: feed two more, plus the margin.
+        end_step = None if last else math.ceil((end - 1) * steps_per_frame) + 2 + MARGIN_STEPS
+        result.append(Segment(first_step=first, end_step=end_step, start=start, end=end))
+    return result

@@ -86,8 +86,8 @@ WebhookEvent = Literal[
 TERMINAL_WEBHOOK_EVENTS: list[WebhookEvent] = ["animation.succeeded", "animation.failed", "animation.canceled"]
 
 
-class AnimationOptions(BaseModel):
-    """How the captured steps become a video."""
+class VideoOptions(BaseModel):
+    """How captured steps become one video: the options of a rendition."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -176,6 +176,33 @@ class InitImage(BaseModel):
         return self
 
 
+class AnimationOptions(VideoOptions):
+    """How the captured steps become a video, and what happens to the frames."""
+
+    run_on_incomplete: bool = Field(
+        False,
+        description="Make the video from the frames captured so far when the render is canceled or the sampler "
+        "exits early; otherwise such a job ends canceled or failed with no video.",
+    )
+    keep_frames: bool = Field(
+        True,
+        description="Keep the per-step frames after encoding (needed to re-encode later); when false exactly this "
+        "job's frames are deleted once its videos are made.",
+    )
+    frames_only: bool = Field(
+        False, description="Make no video: the job returns signed URLs of its frames and a zip of them."
+    )
+
+    @model_validator(mode="after")
+    def _frames_only_keeps_frames(self) -> AnimationOptions:
+        if self.frames_only and not self.keep_frames:
+            raise ValueError("frames_only needs keep_frames: a frames-only job returns its frames")
+        return self
+
+
+MAX_RENDITIONS = 8  # per job, requested up front and added later together
+
+
 class AnimationCreate(BaseModel):
     """Body of POST /animations."""
 
@@ -249,6 +276,13 @@ class AnimationCreate(BaseModel):
         description="Images rendered together, one animation each; image i uses seed + i.",
         examples=[1],
     )
+    renditions: list[VideoOptions] = Field(
+        default_factory=list,
+        max_length=MAX_RENDITIONS,
+        description="More videos to make from the same frames (other codec, duration, interpolation...), "
+        "ready when the job succeeds.",
+        examples=[[{"codec": "vp9", "duration": 3}]],
+    )
 
     @model_validator(mode="after")
     def _skip_leaves_a_frame(self) -> AnimationCreate:
@@ -256,6 +290,13 @@ class AnimationCreate(BaseModel):
             raise ValueError(
                 f"animation.skip_steps ({self.animation.skip_steps}) must be less than steps ({self.steps})"
             )
+        for index, rendition in enumerate(self.renditions):
+            if rendition.skip_steps >= self.steps:
+                raise ValueError(
+                    f"renditions.{index}.skip_steps ({rendition.skip_steps}) must be less than steps ({self.steps})"
+                )
+        if self.renditions and self.animation.frames_only:
+            raise ValueError("renditions: a frames_only job makes no video; ask for renditions later instead")
         return self
 
     @field_validator("strength")
@@ -328,6 +369,35 @@ class ImageFrames(BaseModel):
     frames: list[str] = Field(description="Storage keys in step order.")
 
 
+class ArchiveInfo(BaseModel):
+    key: str
+    filename: str
+    size_bytes: int
+    frames: int
+
+
+class RenditionStatus(StrEnum):
+    queued = "queued"
+    encoding = "encoding"
+    succeeded = "succeeded"
+    failed = "failed"
+
+    def is_terminal(self) -> bool:
+        return self in (RenditionStatus.succeeded, RenditionStatus.failed)
+
+
+class Rendition(BaseModel):
+    """One more video made from a job's stored frames by the encoder worker."""
+
+    id: str
+    status: RenditionStatus = RenditionStatus.queued
+    options: VideoOptions
+    created_at: datetime
+    finished_at: datetime | None = None
+    video: VideoInfo | None = None
+    error: ErrorInfo | None = None
+
+
 class Job(BaseModel):
     """The record kept in Redis for each animation."""
 
@@ -349,6 +419,9 @@ class Job(BaseModel):
     video: VideoInfo | None = None
     tenant: str | None = Field(None, description="Owner: the tenant of the API key that created the job.")
     key_id: str | None = Field(None, description="The API key that created the job (quota, webhook secret).")
+    renditions: list[Rendition] = Field(default_factory=list)
+    frames_deleted: bool = Field(False, description="The frames were deleted after encoding (keep_frames false).")
+    frames_archive: ArchiveInfo | None = Field(None, description="Zip of the frames (frames_only jobs).")
 
 
 def utcnow() -> datetime:

@@ -12,7 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stepanim.jobs import ErrorInfo, ImageFrames, Job, JobStatus, Progress, VideoInfo, can_transition, utcnow
+from stepanim.jobs import (
+    MAX_RENDITIONS,
+    ArchiveInfo,
+    ErrorInfo,
+    ImageFrames,
+    Job,
+    JobStatus,
+    Progress,
+    Rendition,
+    RenditionStatus,
+    VideoInfo,
+    can_transition,
+    utcnow,
+)
+from stepanim.naming import upfront_rendition_id
 from stepanim.queues import enqueue_notify
 from stepanim.services import Services
 
@@ -154,3 +168,120 @@ def record_progress(
     ):
         enqueue_notify(svc.celery, job_id, "animation.progress")
     return job
+
+
+def finish_encoding(
+    svc: Services,
+    job_id: str,
+    *,
+    video: VideoInfo | None,
+    archive: ArchiveInfo | None = None,
+    frames_deleted: bool = False,
+) -> Job:
+    """``succeed`` for the encoder: the video (or, frames-only, the archive) and whether frames were deleted."""
+
+    def record(job: Job) -> None:
+        job.video = video
+        job.frames_archive = archive
+        job.frames_deleted = frames_deleted
+
+    return transition(svc, job_id, JobStatus.succeeded, change=record)
+
+
+# Renditions: more videos of a job's frames. A rendition has its own status; the job's does not change.
+
+
+class RenditionRefused(Exception):
+    """A rendition cannot be added to this job (``code`` says why)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def add_rendition(svc: Services, job_id: str, rendition: Rendition) -> Job:
+    """Add a queued rendition to a succeeded job whose frames are still stored."""
+
+    def apply(job: Job) -> Job:
+        if job.status != JobStatus.succeeded:
+            raise RenditionRefused(
+                "not_ready", f"the animation is {job.status}; only a succeeded one can be re-encoded"
+            )
+        if job.frames_deleted:
+            raise RenditionRefused(
+                "frames_deleted", "the frames of this animation were deleted after encoding (keep_frames was false)"
+            )
+        if not job.frames:
+            raise RenditionRefused("no_frames", "this animation has no stored frames")
+        if len(job.renditions) >= MAX_RENDITIONS:
+            raise RenditionRefused("limit_exceeded", f"an animation has at most {MAX_RENDITIONS} renditions")
+        job.renditions.append(rendition)
+        job.updated_at = utcnow()
+        return job
+
+    return svc.store.update(
+        job_id, apply, event={"type": "rendition", "id": rendition.id, "status": rendition.status.value}
+    )
+
+
+def add_upfront_renditions(svc: Services, job_id: str) -> Job:
+    """Records for the renditions the request asked for, with ids that are the same on every retry."""
+
+    def apply(job: Job) -> Job | None:
+        have = {r.id for r in job.renditions}
+        now = utcnow()
+        new = [
+            Rendition(id=rid, options=options, created_at=now)
+            for index, options in enumerate(job.request.renditions)
+            if (rid := upfront_rendition_id(job.id, index)) not in have
+        ]
+        if not new:
+            return None
+        job.renditions.extend(new)
+        job.updated_at = now
+        return job
+
+    return svc.store.update(job_id, apply)
+
+
+def remove_rendition(svc: Services, job_id: str, rendition_id: str) -> Job:
+    """Take back a rendition that could not be queued."""
+
+    def apply(job: Job) -> Job | None:
+        kept = [r for r in job.renditions if r.id != rendition_id]
+        if len(kept) == len(job.renditions):
+            return None
+        job.renditions = kept
+        return job
+
+    return svc.store.update(job_id, apply)
+
+
+def rendition_status(
+    svc: Services,
+    job_id: str,
+    rendition_id: str,
+    status: RenditionStatus,
+    *,
+    video: VideoInfo | None = None,
+    error: ErrorInfo | None = None,
+) -> Job:
+    """Move a rendition forward (queued -> encoding -> succeeded | failed); finished ones never change."""
+
+    def apply(job: Job) -> Job | None:
+        for rendition in job.renditions:
+            if rendition.id == rendition_id:
+                if rendition.status.is_terminal() or rendition.status == status:
+                    return None
+                rendition.status = status
+                rendition.video = video
+                rendition.error = error
+                now = utcnow()
+                if status.is_terminal():
+                    rendition.finished_at = now
+                job.updated_at = now
+                return job
+        return None
+
+    return svc.store.update(job_id, apply, event={"type": "rendition", "id": rendition_id, "status": status.value})

@@ -3,13 +3,16 @@
 Frames:  ``<batch-count:02><batch-index:02><step:03>-<seed>-<prompt>.<ext>``
 Video:   ``<seed>-<prompt>.<ext>``
 Keys:    ``jobs/<job-id>/frames/<frame>``, ``jobs/<job-id>/manifest.json``,
-         ``jobs/<job-id>/videos/<video>``, ``uploads/<upload-id>`` (init images).
+         ``jobs/<job-id>/videos/<video>``, ``jobs/<job-id>/renditions/<rendition-id>/<video>``,
+         ``jobs/<job-id>/frames.zip``, ``uploads/<upload-id>`` (init images).
          This module is the only place that knows them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 import unicodedata
 
 PROMPT_CHARS = 96
@@ -20,6 +23,7 @@ PROMPT_BYTES = 200
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
 _WHITESPACE = re.compile(r"\s+")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_RENDITION_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def safe_prompt(prompt: str) -> str:
@@ -79,3 +83,30 @@ def check_upload_id(upload_id: str) -> str:
 def upload_key(upload_id: str) -> str:
     """Where an init image (POST /uploads, or base64 in a job) is stored."""
     return f"uploads/{check_upload_id(upload_id)}"
+
+
+def check_rendition_id(rendition_id: str) -> str:
+    if not _RENDITION_ID.match(rendition_id):
+        raise ValueError(f"not a rendition id: {rendition_id!r}")
+    return rendition_id
+
+
+def new_rendition_id() -> str:
+    return secrets.token_hex(8)
+
+
+def upfront_rendition_id(job_id: str, index: int) -> str:
+    """The id of the ``index``-th rendition asked for at creation: the same on every retry."""
+    return hashlib.sha256(f"{check_job_id(job_id)}/rendition/{index}".encode()).hexdigest()[:16]
+
+
+def rendition_key(job_id: str, rendition_id: str, name: str) -> str:
+    return f"{job_prefix(job_id)}renditions/{check_rendition_id(rendition_id)}/{name}"
+
+
+def frames_archive_name(*, seed: int, prompt: str) -> str:
+    return f"{seed}-{safe_prompt(prompt)}-frames.zip"
+
+
+def frames_archive_key(job_id: str) -> str:
+    return f"{job_prefix(job_id)}frames.zip"

@@ -11,8 +11,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepanim.jobs import AnimationCreate, Codec, ErrorInfo, Job, JobStatus
+from stepanim.jobs import (
+    AnimationCreate,
+    Codec,
+    ErrorInfo,
+    Job,
+    JobStatus,
+    Rendition,
+    RenditionStatus,
+    VideoInfo,
+    VideoOptions,
+)
 from stepanim.services import Services
+from stepanim.storage import Storage
 
 _ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
 _BASE = "https://api.example.com"
@@ -74,6 +85,25 @@ class WebhookDeliveryPublic(BaseModel):
     next_attempt_at: datetime | None = Field(description="When the next attempt is due.", examples=[None])
 
 
+class RenditionPublic(BaseModel):
+    """One more video of the same frames, made by the encoder worker."""
+
+    id: str
+    status: RenditionStatus
+    options: VideoOptions
+    created_at: datetime
+    finished_at: datetime | None
+    video: VideoPublic | None = Field(description="Once the rendition succeeded: its signed URL and probe.")
+    error: ErrorInfo | None
+
+
+class FramesArchivePublic(BaseModel):
+    url: str = Field(description="Signed, expiring download URL of a zip of the frames.")
+    filename: str
+    size_bytes: int
+    frames: int
+
+
 class AnimationPublic(BaseModel):
     """An animation job as the API returns it."""
 
@@ -101,6 +131,15 @@ class AnimationPublic(BaseModel):
         default_factory=list, description="Attempts to deliver this job's webhooks, oldest first."
     )
     request: AnimationCreate = Field(description="The request, as accepted.")
+    renditions: list[RenditionPublic] = Field(
+        default_factory=list, description="Other videos of the same frames, each with its own status."
+    )
+    frame_urls: list[str] | None = Field(
+        None,
+        description="Frames-only jobs: signed URLs of the frames, in step order.",
+        examples=[[f"{_BASE}/files/jobs/{_ID}/frames/0000001-1234-a lighthouse.png"]],
+    )
+    frames_zip: FramesArchivePublic | None = Field(None, description="Frames-only jobs: a zip of the frames.")
 
 
 class AnimationList(BaseModel):
@@ -115,21 +154,36 @@ class AnimationList(BaseModel):
     )
 
 
+def video_public(info: VideoInfo, storage: Storage) -> VideoPublic:
+    return VideoPublic(
+        url=storage.signed_url(info.key, filename=info.filename),
+        filename=info.filename,
+        content_type=info.content_type,
+        codec=info.codec,
+        size_bytes=info.size_bytes,
+        duration=info.duration,
+        frames=info.frames,
+    )
+
+
+def rendition_public(rendition: Rendition, storage: Storage) -> RenditionPublic:
+    return RenditionPublic(
+        id=rendition.id,
+        status=rendition.status,
+        options=rendition.options,
+        created_at=rendition.created_at,
+        finished_at=rendition.finished_at,
+        video=video_public(rendition.video, storage) if rendition.video else None,
+        error=rendition.error,
+    )
+
+
 def to_public(job: Job, svc: Services) -> AnimationPublic:
     storage = svc.storage
     latest = job.progress.latest_frame
-    video = None
-    if job.video is not None:
-        info = job.video
-        video = VideoPublic(
-            url=storage.signed_url(info.key, filename=info.filename),
-            filename=info.filename,
-            content_type=info.content_type,
-            codec=info.codec,
-            size_bytes=info.size_bytes,
-            duration=info.duration,
-            frames=info.frames,
-        )
+    video = video_public(job.video, storage) if job.video is not None else None
+    archive = job.frames_archive
+    frames_only = job.request.animation.frames_only and job.status == JobStatus.succeeded
     return AnimationPublic(
         id=job.id,
         status=job.status,
@@ -153,6 +207,16 @@ def to_public(job: Job, svc: Services) -> AnimationPublic:
         cancel_requested=svc.store.cancel_requested(job.id),
         webhook_deliveries=deliveries_of(svc, job.id),
         request=job.request,
+        renditions=[rendition_public(r, storage) for r in job.renditions],
+        frame_urls=[storage.signed_url(key) for key in job.frames] if frames_only and not job.frames_deleted else None,
+        frames_zip=FramesArchivePublic(
+            url=storage.signed_url(archive.key, filename=archive.filename),
+            filename=archive.filename,
+            size_bytes=archive.size_bytes,
+            frames=archive.frames,
+        )
+        if archive is not None
+        else None,
     )
 
 

@@ -68,5 +68,10 @@ def enqueue_encode(app: Celery, job_id: str) -> None:
     app.send_task(ENCODE_TASK, args=[job_id], queue=ENCODE_QUEUE)
 
 
+def enqueue_rendition(app: Celery, job_id: str, rendition_id: str) -> None:
+    """The encode task, for one rendition of a finished job's stored frames."""
+    app.send_task(ENCODE_TASK, args=[job_id], kwargs={"rendition_id": rendition_id}, queue=ENCODE_QUEUE)
+
+
 def enqueue_notify(app: Celery, job_id: str, event: str) -> None:
     app.send_task(NOTIFY_TASK, args=[job_id, event], queue=NOTIFY_QUEUE)

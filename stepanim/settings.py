@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     ffmpeg_path: str | None = Field(None, description="Explicit ffmpeg binary; else PATH.")
     ffprobe_path: str | None = Field(None, description="Explicit ffprobe binary; else PATH.")
     encode_timeout_seconds: int = Field(1800, ge=10)
+    encode_parallelism: int = Field(
+        0, ge=0, description="ffmpeg processes one motion-interpolated encode may run at once; 0 = CPU count."
+    )
 
     # Webhooks.
     webhook_secret: str = Field(DEV_WEBHOOK_SECRET, description="Standard Webhooks signing secret (whsec_...).")

@@ -19,6 +19,7 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:apikey:<k>:webhook-secrets``  the key's webhook secrets, newest first, with expiry
 - ``<p>:idempotency:<t>:<sha256 of the key>``  what an Idempotency-Key produced
 - ``<p>:delivery:<webhook-id>``  attempts made of one webhook message (one scheduler per attempt)
+- ``<p>:capabilities:encoder``  what the encoder worker's ffmpeg supports (``stepanim.capabilities``)
 
 Celery's Redis transport keeps its own keys in the same database: one list per queue
 (named after the queue) and ``unacked`` / ``unacked_index`` for delivered messages not
@@ -40,6 +41,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from stepanim.capabilities import Capabilities
 from stepanim.jobs import Job, JobStatus
 
 
@@ -202,6 +204,18 @@ class JobStore:
         start = f"({after}" if after != "0-0" else "-"
         entries: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(self._events_key(job_id), min=start)  # type: ignore[assignment]
         return [(_text(eid), json.loads(fields[b"data"])) for eid, fields in entries]
+
+    # Encoder capabilities -----------------------------------------------------------
+    def _capabilities_key(self) -> str:
+        return f"{self.prefix}:capabilities:encoder"
+
+    def set_capabilities(self, caps: Capabilities) -> None:
+        """Written by the encoder worker when it starts; no expiry (the next start overwrites it)."""
+        self.redis.set(self._capabilities_key(), caps.model_dump_json())
+
+    def get_capabilities(self) -> Capabilities | None:
+        raw = self.redis.get(self._capabilities_key())
+        return None if raw is None else Capabilities.model_validate_json(raw)
 
     def ping(self) -> None:
         self.redis.ping()
@@ -573,6 +587,18 @@ def _is_terminal(raw: bytes | str) -> bool:
 
 def _millis(seconds: float) -> int:
     return int(seconds * 1000)
+
+    # Encoder capabilities -----------------------------------------------------------
+    def _capabilities_key(self) -> str:
+        return f"{self.prefix}:capabilities:encoder"
+
+    def set_capabilities(self, caps: Capabilities) -> None:
+        """Written by the encoder worker when it starts; no expiry (the next start overwrites it)."""
+        self.redis.set(self._capabilities_key(), caps.model_dump_json())
+
+    def get_capabilities(self) -> Capabilities | None:
+        raw = self.redis.get(self._capabilities_key())
+        return None if raw is None else Capabilities.model_validate_json(raw)
 
 
 def _text(value: bytes | str) -> str:

@@ -172,7 +172,10 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
             capture.uninstall()
             writer.close()  # the frames of every sampled step are written, also when canceled
     except RenderCanceled:
-        finish(complete=False)  # a canceled render keeps a manifest of its partial frames
+        partial = finish(complete=False)  # a canceled render keeps a manifest of its partial frames
+        # Run on incomplete data: a canceled render still becomes a video of the steps it made.
+        if req.animation.run_on_incomplete and steps > 0:
+            return partial
         raise
     result = finish(complete=True)
     log.info("job %s rendered %d steps in %.2fs", job.id, steps, result.seconds)

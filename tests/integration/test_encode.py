@@ -1,5 +1,7 @@
 """The encoder against the real ffmpeg/ffprobe."""
 
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +21,108 @@ PARAMS = {"prompt": 'a "quoted"\nprompt ✨', "model": "tiny", "steps": 12, "sch
 def write_frames(folder: Path, count: int, size: int = 64) -> None:
     for i in range(1, count + 1):
         image = np.zeros((size, size, 3), np.uint8)
-        image[:, :, 0] = i * 20
+        image[:, :, 0] = min(255, i * 20)
         image[i : i + 8, i : i + 8, 1] = 255
         Image.fromarray(image).save(sequence_path(folder, i))
 
 
-def encode(folder: Path, count: int, **options: object) -> Path:
+def encode(folder: Path, count: int, parallelism: int = 1, **options: object) -> Path:
     opts = AnimationOptions.model_validate(options)
     out = folder / f"out.{CODECS[opts.codec].ext}"
-    encode_sequence(folder, count, options=opts, output=out, params=PARAMS, ffmpeg=FFMPEG, ffprobe=FFPROBE, timeout=60)
+    encode_sequence(
+        folder,
+        count,
+        options=opts,
+        output=out,
+        params=PARAMS,
+        ffmpeg=FFMPEG,
+        ffprobe=FFPROBE,
+        timeout=120,
+        parallelism=parallelism,
+    )
     return out
+
+
+CONTAINERS = {"mp4": "mov,mp4,m4a,3gp,3g2,mj2", "webm": "matroska,webm", "mov": "mov,mp4,m4a,3gp,3g2,mj2", "gif": "gif"}
+PIX_FMTS = {
+    Codec.h264: "yuv420p",
+    Codec.h265: "yuv420p",
+    Codec.vp9: "yuv420p",
+    Codec.av1: "yuv420p",
+    Codec.prores: "yuv422p10le",
+    Codec.gif: "bgra",  # what ffprobe reports for a palette GIF
+}
+PROBE_NAMES = {"h264": "h264", "h265": "hevc", "vp9": "vp9", "av1": "av1", "prores": "prores", "gif": "gif"}
+
+
+@pytest.mark.parametrize("interpolation", list(Interpolation))
+@pytest.mark.parametrize("codec", list(Codec))
+def test_codec_and_interpolation_matrix(tmp_path: Path, codec: Codec, interpolation: Interpolation) -> None:
+    write_frames(tmp_path, 6, size=48)
+    out = encode(tmp_path, 6, duration=1.2, codec=codec, interpolation=interpolation, parallelism=2)
+    assert out.suffix == f".{CODECS[codec].ext}"
+    info = ffprobe_json(out)
+    stream, fmt = info["streams"][0], info["format"]
+    fps = 15 if codec == Codec.gif else 30
+    assert stream["codec_name"] == PROBE_NAMES[codec]
+    assert fmt["format_name"] == CONTAINERS[CODECS[codec].ext]
+    assert stream["pix_fmt"] == PIX_FMTS[codec]
+    assert int(stream["nb_read_frames"]) == round(1.2 * fps)
+    assert float(fmt["duration"]) == pytest.approx(1.2, abs=1 / fps)
+    if codec != Codec.gif:
+        assert stream["r_frame_rate"] == f"{fps}/1"
+        tags = {k.lower(): v for k, v in fmt.get("tags", {}).items()}
+        assert tags["title"].startswith(PARAMS["prompt"])
+        assert json.loads(tags["description"])["seed"] == PARAMS["seed"]
+        assert tags["artist"]
+    if codec == Codec.h265:
+        assert stream["codec_tag_string"] == "hvc1"
+
+
+@pytest.mark.parametrize("codec", [Codec.h264, Codec.vp9])
+def test_parallel_mci_matches_one_process(tmp_path: Path, codec: Codec) -> None:
+    """Segments interpolated at once give the same frames, count and length as one ffmpeg."""
+    for i in range(1, 25):
+        image = np.full((48, 48, 3), 40 + 8 * i, np.uint8)
+        image[10 : 10 + 12, i : i + 12] = (255, 0, 0)
+        Image.fromarray(image).save(sequence_path(tmp_path, i))
+    ext = CODECS[codec].ext
+    options = AnimationOptions(duration=1, codec=codec, interpolation=Interpolation.mci, hold_last=0.5, skip_steps=2)
+    outputs = {}
+    for parts in (1, 2, 3):
+        out = tmp_path / f"p{parts}.{ext}"
+        encoded = encode_sequence(
+            tmp_path,
+            24,
+            options=options,
+            output=out,
+            params=PARAMS,
+            ffmpeg=FFMPEG,
+            ffprobe=FFPROBE,
+            timeout=120,
+            parallelism=parts,
+        )
+        assert len(encoded.commands) == (1 if parts == 1 else parts + 1)  # segments, then the join
+        assert encoded.probe.frames == 45  # (1 s + 0.5 s) * 30
+        assert encoded.probe.duration == pytest.approx(1.5, abs=1 / 30)
+        tags = {k.lower(): v for k, v in ffprobe_json(out)["format"]["tags"].items()}
+        assert json.loads(tags["description"])["seed"] == PARAMS["seed"]
+        outputs[parts] = decode_gray(out)
+    one = outputs[1].astype(int)
+    shifted = np.abs(one[1:29] - one[:28]).mean(axis=(1, 2))
+    assert shifted.min() > 3  # so a frame out of place would show
+    for parts in (2, 3):
+        diff = np.abs(outputs[parts].astype(int) - one).mean(axis=(1, 2))
+        assert diff.max() < 2, diff.round(2)  # lossy coding differs slightly; never a frame out of place
+
+
+def decode_gray(path: Path) -> np.ndarray:
+    raw = subprocess.run(
+        [FFMPEG, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 48, 48)
 
 
 def test_h264_lasts_the_requested_duration(tmp_path: Path) -> None:
@@ -57,8 +151,6 @@ def test_first_kept_frame_is_in_the_video(tmp_path: Path) -> None:
     write_frames(tmp_path, 10)
     out = encode(tmp_path, 10, duration=1, fps=10, skip_steps=3)  # 7 steps over 10 frames
     first = tmp_path / "first.png"
-    import subprocess
-
     subprocess.run([FFMPEG, "-v", "error", "-i", str(out), "-frames:v", "1", str(first)], check=True)
     red = np.asarray(Image.open(first))[:, :, 0].mean()
     assert red == pytest.approx(4 * 20, abs=6)  # frame 4 is the first kept step (frame 3 would be ~60)

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from encoder.encode import metadata
+from encoder.encode import metadata, timeline_for
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, find_binary, video_filter
 from encoder.timing import plan
-from stepanim.jobs import Codec, Interpolation
+from stepanim.jobs import Codec, Interpolation, VideoOptions
 
 
 def args_for(codec: Codec = Codec.h264, interpolation: Interpolation = Interpolation.none, **meta: str) -> list[str]:
@@ -57,7 +57,17 @@ def test_codec_table(codec: Codec, encoder: str, flag: str, value: str) -> None:
 
 
 def test_gif_uses_a_palette_and_no_encoder_flag() -> None:
-    args = args_for(Codec.gif)
+    timeline = timeline_for(VideoOptions(codec=Codec.gif, duration=5, hold_last=1), 20)
+    assert timeline.fps == 15
+    args = build_args(
+        ffmpeg="ffmpeg",
+        pattern=Path("/f/%05d.png"),
+        output=Path("/o/out.gif"),
+        timeline=timeline,
+        codec=Codec.gif,
+        interpolation=Interpolation.mci,
+        metadata={},
+    )
     graph = value_after(args, "-filter_complex")
     assert "palettegen" in graph and "paletteuse" in graph
     assert "-c:v" not in args
@@ -94,3 +104,39 @@ def test_missing_binary_names_what_was_tried(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(FfmpegError, match="ffprobe not found; tried setting '/nope' \\(no such file\\), PATH"):
         find_binary("ffprobe", "/nope")
+
+
+def test_segments_keep_their_frames_and_the_join_adds_metadata() -> None:
+    from encoder.ffmpeg import concat_args
+    from encoder.timing import segments
+
+    timeline = plan(100, duration=30, fps=30, hold_last=1)
+    first, last = segments(timeline, 2)
+    args = build_args(
+        ffmpeg="ffmpeg",
+        pattern=Path("/f/%05d.png"),
+        output=Path("/o/segment-0.mp4"),
+        timeline=timeline,
+        codec=Codec.h265,
+        interpolation=Interpolation.mci,
+        metadata={"title": "t"},
+        segment=first,
+    )
+    chain = value_after(args, "-vf")
+    assert f"trim=start_frame=0:end_frame={first.end_step}" in chain
+    assert f"trim=start_pts=0:end_pts={first.end},setpts=PTS-STARTPTS" in chain
+    assert value_after(args, "-frames:v") == str(first.end - first.start)
+    assert "-metadata" not in args and "-movflags" not in args
+    join = concat_args(
+        ffmpeg="ffmpeg", listing=Path("/o/list"), output=Path("/o/out.mp4"), codec=Codec.h265, metadata={"title": "t"}
+    )
+    assert value_after(join, "-c") == "copy"
+    assert value_after(join, "-tag:v") == "hvc1"
+    assert value_after(join, "-metadata") == "title=t"
+    assert value_after(join, "-movflags") == "+faststart"
+    assert last.end == 930 and last.end_step is None
+
+
+def test_interpolation_asks_minterpolate_for_the_output_rate() -> None:
+    chain = video_filter(plan(20, duration=5, fps=24), Interpolation.mci)
+    assert "minterpolate=fps=24:mi_mode=mci" in chain

@@ -1,0 +1,105 @@
+"""/capabilities: what this server can make; and refusing what its encoder cannot.
+
+The encoder worker publishes what its ffmpeg supports when it starts (see
+``stepanim.capabilities``); this process only reads it from Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import ServicesDep
+from api.errors import ApiError, ErrorResponse
+from stepanim.capabilities import Capabilities, unsupported
+from stepanim.jobs import SCHEDULERS, Codec, Interpolation, VideoOptions
+
+router = APIRouter(tags=["capabilities"])
+
+
+class CapabilitiesPublic(BaseModel):
+    codecs: list[Codec] = Field(description="Codecs the encoder's ffmpeg can make.")
+    interpolations: list[Interpolation] = Field(description="Interpolation modes the encoder's ffmpeg supports.")
+    schedulers: list[str] = Field(description="Sampler names accepted by POST /animations.")
+    missing: dict[str, str] = Field(description="What is unavailable here, and what ffmpeg lacks for it.")
+    ffmpeg_version: str
+    probed_at: str = Field(description="When the encoder worker probed its ffmpeg (once, at start-up).")
+
+
+def current(svc: ServicesDep) -> Capabilities | None:
+    return svc.store.get_capabilities()
+
+
+def require(caps: Capabilities | None, options: VideoOptions, field: str) -> None:
+    """Refuse (422) what the encoder cannot make; accept when no encoder has reported yet."""
+    if caps is None:
+        return
+    message = unsupported(options, caps, field=field)
+    if message is not None:
+        raise ApiError(422, "unsupported", message)
+
+
+@router.get(
+    "/capabilities",
+    response_model=CapabilitiesPublic,
+    responses={503: {"model": ErrorResponse, "description": "No encoder worker has reported yet."}},
+)
+def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
+    """Codecs and interpolation modes the installed ffmpeg really supports, and the scheduler names.
+
+    The encoder worker probes its own ffmpeg once when it starts and publishes the
+    result; requests for anything missing are refused with 422.
+    """
+    caps = current(svc)
+    if caps is None:
+        raise ApiError(
+            503,
+            "encoder_unavailable",
+            "no encoder worker has reported its capabilities yet; try again",
+            headers={"Retry-After": "5"},
+        )
+    return CapabilitiesPublic(
+        codecs=caps.codecs,
+        interpolations=caps.interpolations,
+        schedulers=list(SCHEDULERS),
+        missing=caps.missing,
+        ffmpeg_version=caps.ffmpeg_version,
+        probed_at=caps.probed_at.isoformat(),
+    )
+
+
+def _video_options(raw: Any) -> VideoOptions | None:
+    if not isinstance(raw, dict):
+        return None
+    fields = {k: raw[k] for k in ("codec", "interpolation") if k in raw}
+    try:
+        return VideoOptions.model_validate(fields)
+    except ValidationError:
+        return None  # the request's own validation names the bad value
+
+
+async def check_create_body(request: Request, caps: Annotated[Capabilities | None, Depends(current)]) -> None:
+    """Dependency of POST /animations: a codec or interpolation the encoder lacks is a 422, not a failed job.
+
+    It reads the JSON body before the route validates it and looks only at
+    ``animation`` and ``renditions``; anything malformed is left to validation.
+    """
+    if request.method != "POST" or caps is None:
+        return
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    checks = [("animation", body.get("animation", {}))]
+    renditions = body.get("renditions")
+    if isinstance(renditions, list):
+        checks += [(f"renditions.{i}", r) for i, r in enumerate(renditions)]
+    for field, raw in checks:
+        options = _video_options(raw)
+        if options is not None:
+            require(caps, options, field)

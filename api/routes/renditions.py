@@ -1,0 +1,80 @@
+"""/animations/{id}/renditions: more videos of a finished job's stored frames, without the GPU."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from api.deps import JobDep, ServicesDep
+from api.errors import ApiError, ErrorResponse
+from api.routes.capabilities import require
+from stepanim import lifecycle
+from stepanim.jobs import Rendition, VideoOptions, utcnow
+from stepanim.naming import new_rendition_id
+from stepanim.public import RenditionPublic, rendition_public
+from stepanim.queues import enqueue_rendition
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/animations/{animation_id}/renditions", tags=["renditions"])
+
+REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "limit_exceeded": 422}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RenditionPublic,
+    responses={
+        404: {"model": ErrorResponse},
+        409: {"model": ErrorResponse, "description": "Not finished yet, or its frames were deleted."},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+def create_rendition(*, job: JobDep, body: VideoOptions, svc: ServicesDep, response: Response) -> RenditionPublic:
+    """Re-encode a succeeded animation from its stored frames (other codec, duration, fps, interpolation).
+
+    The encoder worker makes it; the response (202) is the queued rendition, and the
+    animation lists it with its status and, once done, a signed URL. A job whose frames
+    were deleted (`keep_frames: false`) cannot be re-encoded: 409.
+    """
+    require(svc.store.get_capabilities(), body, "body")
+    if job.frames and body.skip_steps >= len(job.frames):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"skip_steps: {body.skip_steps} leaves no frame of the {len(job.frames)} this animation has",
+        )
+    rendition = Rendition(id=new_rendition_id(), options=body, created_at=utcnow())
+    try:
+        lifecycle.add_rendition(svc, job.id, rendition)
+    except lifecycle.RenditionRefused as e:
+        raise ApiError(REFUSED_STATUS.get(e.code, 409), e.code, e.message) from e
+    try:
+        enqueue_rendition(svc.celery, job.id, rendition.id)
+    except Exception as e:  # the broker refused: take the rendition back
+        log.error("could not enqueue rendition %s of %s: %s", rendition.id, job.id, e)
+        lifecycle.remove_rendition(svc, job.id, rendition.id)
+        raise ApiError(
+            503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
+        ) from e
+    response.headers["Location"] = (
+        f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}/renditions/{rendition.id}"
+    )
+    return rendition_public(rendition, svc.storage)
+
+
+@router.get("/{rendition_id}", response_model=RenditionPublic, responses={404: {"model": ErrorResponse}})
+def get_rendition(
+    *,
+    job: JobDep,
+    rendition_id: Annotated[str, Path(description="The rendition's id.")],
+    svc: ServicesDep,
+) -> RenditionPublic:
+    """One rendition: status, options and, once it succeeded, a signed video URL."""
+    for rendition in job.renditions:
+        if rendition.id == rendition_id:
+            return rendition_public(rendition, svc.storage)
+    raise ApiError(404, "not_found", f"animation {job.id} has no rendition {rendition_id!r}")

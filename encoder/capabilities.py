@@ -1,0 +1,60 @@
+"""Probing this worker's ffmpeg once at start-up and publishing what it supports.
+
+See ``stepanim.capabilities`` for why the encoder publishes and the API reads.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from encoder.ffmpeg import CODECS, FfmpegError, find_binary, listing, version
+from stepanim.capabilities import Capabilities, parse_encoders, parse_filters, supported
+from stepanim.jobs import Codec, Interpolation, utcnow
+from stepanim.services import Services
+
+log = logging.getLogger(__name__)
+
+# Filters every encode uses (timing, padding, even sizes, segments).
+BASE_FILTERS = ("fps", "tpad", "trim", "setpts", "scale")
+
+
+def codec_needs() -> dict[str, list[str]]:
+    needs: dict[str, list[str]] = {}
+    for codec, spec in CODECS.items():
+        required = [spec.encoder] if spec.encoder else ["gif", "palettegen", "paletteuse", "split"]
+        needs[codec.value] = [*required, *BASE_FILTERS]
+    return needs
+
+
+INTERPOLATION_NEEDS: dict[str, list[str]] = {
+    Interpolation.none.value: [],
+    Interpolation.blend.value: ["minterpolate"],
+    Interpolation.mci.value: ["minterpolate"],
+}
+
+
+def probe_capabilities(ffmpeg: str) -> Capabilities:
+    encoders = parse_encoders(listing(ffmpeg, "encoders"))
+    filters = parse_filters(listing(ffmpeg, "filters"))
+    codecs, missing_codecs = supported(codec_needs(), encoders=encoders, filters=filters)
+    modes, missing_modes = supported(INTERPOLATION_NEEDS, encoders=encoders, filters=filters)
+    return Capabilities(
+        ffmpeg=ffmpeg,
+        ffmpeg_version=version(ffmpeg),
+        codecs=[Codec(c) for c in codecs],
+        interpolations=[Interpolation(m) for m in modes],
+        missing={**missing_codecs, **missing_modes},
+        probed_at=utcnow(),
+    )
+
+
+def publish(svc: Services) -> Capabilities | None:
+    """Probe once and store the result for the API; logs (and returns None) when ffmpeg is unusable."""
+    try:
+        caps = probe_capabilities(find_binary("ffmpeg", svc.settings.ffmpeg_path))
+    except FfmpegError as e:
+        log.error("encoder capabilities not published: %s", e)
+        return None
+    svc.store.set_capabilities(caps)
+    log.info("encoder capabilities: codecs %s, interpolation %s", caps.codecs, caps.interpolations)
+    return caps

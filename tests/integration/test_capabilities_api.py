@@ -1,0 +1,158 @@
+"""Capabilities (probed from a real ffmpeg, published in a real Redis) and the API routes that use
+them: GET /capabilities, the 422 for a codec the encoder lacks, and POST .../renditions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from encoder.capabilities import publish
+from stepanim import lifecycle
+from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, utcnow
+from stepanim.queues import ENCODE_QUEUE, make_celery
+from stepanim.services import Services
+from stepanim.settings import Settings
+from stepanim.storage import LocalStorage
+from stepanim.store import JobStore
+
+
+def services(redis_url: str, tmp_path: Path, **settings: object) -> Services:
+    config = Settings(_env_file=None, redis_url=redis_url, **settings)  # type: ignore[arg-type]
+    return Services(
+        settings=config,
+        store=JobStore.from_url(redis_url),
+        storage=LocalStorage(tmp_path / "storage", secret="s" * 16, base_url="http://x", ttl_seconds=60),
+        celery=make_celery(config),
+    )
+
+
+@pytest.fixture
+def limited_ffmpeg(tmp_path: Path) -> str:
+    """The real ffmpeg, as a build without libaom-av1 and without minterpolate would list itself."""
+    script = tmp_path / "ffmpeg-without-av1"
+    script.write_text('#!/bin/sh\nffmpeg "$@" | grep -v -e libaom-av1 -e minterpolate\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture
+def svc(redis_url: str, tmp_path: Path, limited_ffmpeg: str) -> Services:
+    return services(redis_url, tmp_path, ffmpeg_path=limited_ffmpeg)
+
+
+@pytest.fixture
+def client(svc: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(svc.settings, services=svc)) as c:
+        yield c
+
+
+def test_the_real_ffmpeg_supports_everything(redis_url: str, tmp_path: Path) -> None:
+    caps = publish(services(redis_url, tmp_path))
+    assert caps is not None
+    assert {c.value for c in caps.codecs} == {"h264", "h265", "vp9", "av1", "prores", "gif"}
+    assert {i.value for i in caps.interpolations} == {"none", "blend", "mci"}
+    assert caps.ffmpeg_version.startswith("ffmpeg version")
+
+
+def test_capabilities_lists_what_the_encoder_has(svc: Services, client: TestClient) -> None:
+    missing = client.get("/capabilities")
+    assert missing.status_code == 503
+    assert missing.json()["error"]["code"] == "encoder_unavailable"
+    publish(svc)
+    body = client.get("/capabilities").json()
+    assert body["codecs"] == ["h264", "h265", "vp9", "prores", "gif"]
+    assert body["interpolations"] == ["none"]
+    assert body["schedulers"] == list(SCHEDULERS)
+    assert body["missing"] == {
+        "av1": "ffmpeg lacks libaom-av1",
+        "blend": "ffmpeg lacks minterpolate",
+        "mci": "ffmpeg lacks minterpolate",
+    }
+
+
+def test_a_missing_codec_is_refused_before_anything_is_stored(svc: Services, client: TestClient) -> None:
+    base = {"prompt": "x", "steps": 4}
+    accepted = client.post("/animations", json={**base, "animation": {"codec": "av1"}})
+    assert accepted.status_code == 202  # no encoder has reported yet: not refused
+    publish(svc)
+    before = sorted(svc.store.redis.keys("*"))
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"animation": {"codec": "av1"}}, "animation.codec: av1 is not supported by this server's encoder"),
+        ({"animation": {"interpolation": "mci"}}, "animation.interpolation: mci is not supported"),
+        ({"renditions": [{"codec": "vp9"}, {"codec": "av1"}]}, "renditions.1.codec: av1 is not supported"),
+    ]
+    for extra, message in cases:
+        response = client.post("/animations", json={**base, **extra})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "unsupported"
+        assert error["message"].startswith(message), error
+    invalid = client.post("/animations", json={**base, "animation": {"codec": "mpeg2"}})
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["message"].startswith("animation.codec: Input should be")
+    assert sorted(svc.store.redis.keys("*")) == before
+    ok = client.post("/animations", json={**base, "animation": {"codec": "vp9"}})
+    assert ok.status_code == 202
+
+
+def finished_job(svc: Services, *, frames: int = 6, **animation: object) -> Job:
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex,
+        request=AnimationCreate.model_validate({"prompt": "p", "steps": frames, "animation": animation}),
+        model="m",
+        seed=1,
+        created_at=now,
+        updated_at=now,
+    )
+    svc.store.create(job)
+    lifecycle.start_rendering(svc, job.id)
+    lifecycle.start_encoding(svc, job.id, frames=[f"jobs/{job.id}/frames/{i}.png" for i in range(frames)])
+    return job
+
+
+def test_post_a_rendition(svc: Services, client: TestClient) -> None:
+    publish(svc)
+    rendering = finished_job(svc)
+    refused = client.post(f"/animations/{rendering.id}/renditions", json={"codec": "vp9"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_ready"
+
+    job = finished_job(svc)
+    lifecycle.finish_encoding(svc, job.id, video=None)
+    url = f"/animations/{job.id}/renditions"
+    assert client.post(url, json={"codec": "av1"}).json()["error"]["code"] == "unsupported"
+    too_many = client.post(url, json={"skip_steps": 6})
+    assert too_many.status_code == 422
+    assert "skip_steps: 6 leaves no frame of the 6" in too_many.json()["error"]["message"]
+    assert client.post(url, json={"codec": "vp9", "bogus": 1}).status_code == 422
+    assert svc.store.redis.llen(ENCODE_QUEUE) == 0
+
+    created = client.post(url, json={"codec": "vp9", "duration": 2, "fps": 24})
+    assert created.status_code == 202, created.text
+    rendition = created.json()
+    assert rendition["status"] == "queued" and rendition["video"] is None
+    assert rendition["options"]["codec"] == "vp9" and rendition["options"]["fps"] == 24
+    assert created.headers["location"].endswith(f"{url}/{rendition['id']}")
+    assert svc.store.redis.llen(ENCODE_QUEUE) == 1
+    assert client.get(f"{url}/{rendition['id']}").json()["id"] == rendition["id"]
+    assert client.get(f"{url}/{'0' * 16}").status_code == 404
+    assert [r["id"] for r in client.get(f"/animations/{job.id}").json()["renditions"]] == [rendition["id"]]
+    assert client.post(f"/animations/{'0' * 32}/renditions", json={}).status_code == 404
+
+
+def test_no_rendition_once_frames_are_deleted(svc: Services, client: TestClient) -> None:
+    job = finished_job(svc, keep_frames=False)
+    lifecycle.finish_encoding(svc, job.id, video=None, frames_deleted=True)
+    response = client.post(f"/animations/{job.id}/renditions", json={"codec": "h264"})
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "frames_deleted"
+    assert "keep_frames" in error["message"]
+    assert svc.store.get(job.id).renditions == []
