@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stepanim.devstack import Stack
+from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
 
 BODY = json.dumps(
     {"prompt": "a lighthouse", "steps": 20, "width": 512, "height": 512, "animation": {"duration": 3}}
@@ -85,6 +85,7 @@ def main() -> None:
         stack = Stack(
             workdir=Path(tmp),
             settings={
+                **UNLIMITED_DEV_SETTINGS,  # no API key, no per-key limits
                 "STEPANIM_STORAGE_BACKEND": "local",
                 "STEPANIM_LOCAL_STORAGE_DIR": f"{tmp}/storage",
                 "STEPANIM_LOG_LEVEL": "WARNING",

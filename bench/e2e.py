@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stepanim.devstack import Stack
+from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
 
 
 def work_seconds(api: str) -> float:
@@ -46,6 +46,7 @@ def main() -> None:
         stack = Stack(
             workdir=Path(tmp),
             settings={
+                **UNLIMITED_DEV_SETTINGS,  # no API key, no per-key limits
                 "STEPANIM_STORAGE_BACKEND": "local",
                 "STEPANIM_LOCAL_STORAGE_DIR": f"{tmp}/storage",
                 "STEPANIM_MODELS_DIR": str(models),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from stepanim.devstack import Stack
+from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
@@ -56,6 +56,7 @@ def main() -> None:
         stack = Stack(
             workdir=Path(tmp),
             settings={
+                **UNLIMITED_DEV_SETTINGS,  # no API key, no per-key limits
                 "STEPANIM_STORAGE_BACKEND": "local",
                 "STEPANIM_LOCAL_STORAGE_DIR": f"{tmp}/storage",
                 "STEPANIM_MODELS_DIR": str(models),

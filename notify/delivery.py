@@ -6,7 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from stepanim import webhooks
+from stepanim import metrics, webhooks
 from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
@@ -74,7 +74,9 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
     )
     if attempt.delivered:
         log.info("webhook %s delivered (attempt %d)", msg_id, number)
-    elif next_at is not None:
+        return next_at
+    metrics.count(svc.store, "stepanim_webhook_failures")
+    if next_at is not None:
         log.warning("webhook %s attempt %d failed (%s); next in %.1fs", msg_id, number, attempt.error, delay)
     else:
         log.error("webhook %s attempt %d failed (%s); no more attempts", msg_id, number, attempt.error)

@@ -29,6 +29,16 @@ WORKERS = {
 }
 
 
+# Development mode with the per-key limits lifted: for fault tests and benchmarks that
+# send many jobs without an API key (the rate limits and job quota would refuse them).
+UNLIMITED_DEV_SETTINGS = {
+    "STEPANIM_ALLOW_ANONYMOUS": "true",
+    "STEPANIM_MAX_ACTIVE_JOBS": "1000000",
+    "STEPANIM_RATE_LIMIT_PER_MINUTE": "1000000",
+    "STEPANIM_CREATE_RATE_LIMIT_PER_MINUTE": "1000000",
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

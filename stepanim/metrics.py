@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from stepanim.jobs import JobStatus
-from stepanim.queues import ENCODE_QUEUE, NOTIFY_QUEUE, NOTIFY_TASK, RENDER_QUEUE
+from stepanim.queues import ENCODE_QUEUE, NOTIFY_QUEUE, RENDER_QUEUE
 from stepanim.settings import Settings
 from stepanim.store import JobStore
 
@@ -30,7 +30,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stepanim_job_errors": ("Failed jobs by error code.", ("code",)),
     "stepanim_task_retries": ("Task retries (storage errors, webhook failures...).", ("task",)),
     "stepanim_storage_errors": ("Storage operations that failed and made a task retry.", ("task",)),
-    "stepanim_webhook_failures": ("Webhook delivery attempts that failed and are retried.", ()),
+    "stepanim_webhook_failures": ("Webhook delivery attempts that failed (notify/delivery.py).", ()),
     "stepanim_reconciler_requeues": ("Jobs re-enqueued after their worker was lost.", ("stage",)),
     "stepanim_reconciler_runs": ("Reconciler passes (a stalled counter means no reconciler runs).", ()),
 }
@@ -120,8 +120,6 @@ def install_celery_hooks(settings: Settings) -> None:
         count(store[0], "stepanim_task_retries", task=short)
         if isinstance(getattr(reason, "exc", reason), StorageError):  # reason: celery's Retry, .exc the cause
             count(store[0], "stepanim_storage_errors", task=short)
-        if task == NOTIFY_TASK:
-            count(store[0], "stepanim_webhook_failures")
 
     task_retry.connect(on_retry, weak=False, dispatch_uid="stepanim.metrics.retry")
 

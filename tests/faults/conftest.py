@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stepanim.devstack import Stack, free_port
+from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack, free_port
 from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -28,7 +28,7 @@ FAST = {
     "STEPANIM_LEASE_SECONDS": "2",
     "STEPANIM_RECONCILE_INTERVAL_SECONDS": "0.5",
     "STEPANIM_WEBHOOK_RETRY_SCHEDULE": json.dumps([0.5] + [1.0] * 30),  # about 30 s of retries
-    "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key
+    **UNLIMITED_DEV_SETTINGS,  # development mode, no per-key limits: these tests send many jobs
     **RECEIVER_SETTINGS,
     "STEPANIM_DEFAULT_MODEL": "tiny-sd",
     "STEPANIM_DEVICE": "cpu",
