@@ -120,12 +120,14 @@ def encode_sequence(
     ext: str = "png",
     parallelism: int = 1,
     on_command: Callable[[list[str]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Encoded:
     """Encode frames ``00001.<ext>`` .. ``<count>.<ext>`` of ``folder``; the first ``skip_steps`` are left out.
 
     Raises :class:`FfmpegError` when ffmpeg fails or the probed result is wrong; the
     output file is then removed, so nothing partial is ever published.
-    ``on_command`` sees every ffmpeg command before it runs (the CLI's ``--debug``).
+    ``on_command`` sees every ffmpeg command before it runs (the CLI's ``--debug``);
+    ``should_stop`` is asked every half second while ffmpeg runs (a canceled job stops it).
     """
     with tempfile.TemporaryDirectory(prefix="segments-", dir=output.parent) as tmp:
         timeline, commands, join = plan_commands(
@@ -144,9 +146,9 @@ def encode_sequence(
             for command in ran:
                 on_command(command)
         try:
-            run_all(commands, timeout=timeout)
+            run_all(commands, timeout=timeout, should_stop=should_stop)
             if join is not None:
-                run(join, timeout=timeout)
+                run(join, timeout=timeout, should_stop=should_stop)
             result = probe(ffprobe, output)
             verify(result, options.codec, timeline)
         except BaseException:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -249,21 +250,22 @@ def _failure(returncode: int, stderr: str) -> FfmpegError:
     return FfmpegError(f"ffmpeg exited with {returncode}: {' | '.join(tail) or 'no output'}")
 
 
-def run(args: list[str], *, timeout: float) -> None:
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise FfmpegError(f"ffmpeg ran longer than {timeout:.0f}s") from e
-    if proc.returncode != 0:
-        raise _failure(proc.returncode, proc.stderr)
+class EncodeCanceled(FfmpegError):
+    """The job was canceled while ffmpeg ran; its processes were stopped."""
 
 
-def run_all(commands: list[list[str]], *, timeout: float) -> None:
-    """Run ``commands`` at the same time; when one fails or time runs out, stop the others and raise."""
-    if len(commands) == 1:
-        run(commands[0], timeout=timeout)
-        return
+STOP_CHECK_SECONDS = 0.5  # how often a running encode asks whether it should stop
+
+
+def run(args: list[str], *, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
+    run_all([args], timeout=timeout, should_stop=should_stop)
+
+
+def run_all(commands: list[list[str]], *, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
+    """Run ``commands`` at the same time; when one fails, time runs out or ``should_stop()``
+    says so (a canceled job), stop the others and raise."""
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic()
     with contextlib.ExitStack() as stack:
         running: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         for args in commands:
@@ -279,8 +281,13 @@ def run_all(commands: list[list[str]], *, timeout: float) -> None:
                     if proc.returncode != 0:
                         log.seek(0)
                         raise _failure(proc.returncode, log.read().decode(errors="replace"))
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise FfmpegError(f"ffmpeg ran longer than {timeout:.0f}s")
+                if should_stop is not None and pending and now >= next_check:
+                    next_check = now + STOP_CHECK_SECONDS
+                    if should_stop():
+                        raise EncodeCanceled("the job was canceled; ffmpeg was stopped")
                 time.sleep(0.02)
         finally:
             for proc, _ in running:

@@ -20,7 +20,7 @@ from typing import Any
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, FfmpegError, find_binary
 from stepanim import lifecycle
-from stepanim.jobs import ArchiveInfo, ErrorInfo, Job, Rendition, RenditionStatus, VideoInfo, VideoOptions
+from stepanim.jobs import ArchiveInfo, ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, VideoInfo, VideoOptions
 from stepanim.naming import (
     frames_archive_key,
     frames_archive_name,
@@ -98,8 +98,12 @@ def make_video(
     options: VideoOptions,
     params: dict[str, Any],
     key_for: Callable[[str], str],
+    should_stop: Callable[[], bool] | None = None,
 ) -> VideoInfo:
-    """Encode the frames in ``folder`` with ``options``, check, upload under ``key_for(name)``."""
+    """Encode the frames in ``folder`` with ``options``, check, upload under ``key_for(name)``.
+
+    ``should_stop`` (the job's cancel flag) stops a running ffmpeg: see ``encoder.ffmpeg.run_all``.
+    """
     spec = CODECS[options.codec]
     name = video_name(seed=params["seed"], prompt=job.request.prompt, ext=spec.ext)
     with tempfile.TemporaryDirectory(prefix="video-", dir=folder) as out:
@@ -114,6 +118,7 @@ def make_video(
             timeout=svc.settings.encode_timeout_seconds,
             ext=ext,
             parallelism=parallelism(svc),
+            should_stop=should_stop,
         )
         key = key_for(name)
         svc.storage.put_file(key, encoded.path, spec.content_type)
@@ -198,6 +203,9 @@ def encode_job(job: Job, svc: Services) -> Outcome:
             options=options,
             params=metadata_params(job, manifest, options),
             key_for=lambda name: video_key(job.id, name),
+            # The API cancels an encoding job by its status (the cancel flag may be set already:
+            # a render canceled with run_on_incomplete still encodes what it made).
+            should_stop=lambda: svc.store.get(job.id).status == JobStatus.canceled,
         )
         if job.request.renditions:
             make_renditions(job, svc, folder=folder, ext=ext, manifest=manifest)

@@ -16,7 +16,7 @@ from celery.signals import worker_ready
 
 from encoder import capabilities
 from encoder.app import app
-from encoder.ffmpeg import FfmpegError
+from encoder.ffmpeg import EncodeCanceled, FfmpegError
 from encoder.job import IncompleteRender, delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle, metrics, reconcile
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
@@ -58,6 +58,10 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
     started = time.monotonic()
     try:
         outcome = encode_job(job, svc)
+    except EncodeCanceled:
+        log.info("encode: job %s was canceled; ffmpeg stopped, nothing published", job_id)
+        lifecycle.cancel(svc, job_id)  # the API has usually done so already: a no-op then
+        return
     except IncompleteRender as e:
         lifecycle.fail(svc, job_id, "incomplete_render", str(e))
         return

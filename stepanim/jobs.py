@@ -183,14 +183,18 @@ class AnimationOptions(VideoOptions):
         False,
         description="Make the video from the frames captured so far when the render is canceled or the sampler "
         "exits early; otherwise such a job ends canceled or failed with no video.",
+        examples=[False],
     )
     keep_frames: bool = Field(
         True,
         description="Keep the per-step frames after encoding (needed to re-encode later); when false exactly this "
         "job's frames are deleted once its videos are made.",
+        examples=[True],
     )
     frames_only: bool = Field(
-        False, description="Make no video: the job returns signed URLs of its frames and a zip of them."
+        False,
+        description="Make no video: the job returns signed URLs of its frames and a zip of them.",
+        examples=[False],
     )
 
     @model_validator(mode="after")
@@ -377,6 +381,8 @@ class ArchiveInfo(BaseModel):
 
 
 class RenditionStatus(StrEnum):
+    """queued → encoding → succeeded or failed; a rendition's status, apart from the job's."""
+
     queued = "queued"
     encoding = "encoding"
     succeeded = "succeeded"

@@ -88,20 +88,23 @@ class WebhookDeliveryPublic(BaseModel):
 class RenditionPublic(BaseModel):
     """One more video of the same frames, made by the encoder worker."""
 
-    id: str
-    status: RenditionStatus
-    options: VideoOptions
-    created_at: datetime
-    finished_at: datetime | None
+    id: str = Field(description="The rendition's id.", examples=["3f2a9c0d1e4b5a6c"])
+    status: RenditionStatus = Field(description="queued → encoding → succeeded or failed.", examples=["succeeded"])
+    options: VideoOptions = Field(description="Codec, duration, fps and interpolation of this video.")
+    created_at: datetime = Field(description="When it was asked for.", examples=[_WHEN])
+    finished_at: datetime | None = Field(description="When it succeeded or failed.", examples=[_WHEN])
     video: VideoPublic | None = Field(description="Once the rendition succeeded: its signed URL and probe.")
-    error: ErrorInfo | None
+    error: ErrorInfo | None = Field(description="Why it failed; null otherwise.")
 
 
 class FramesArchivePublic(BaseModel):
-    url: str = Field(description="Signed, expiring download URL of a zip of the frames.")
-    filename: str
-    size_bytes: int
-    frames: int
+    url: str = Field(
+        description="Signed, expiring download URL of a zip of the frames.",
+        examples=[f"{_BASE}/files/jobs/{_ID}/frames.zip"],
+    )
+    filename: str = Field(description="File name of the zip.", examples=["1234-a lighthouse-frames.zip"])
+    size_bytes: int = Field(description="Size of the zip in bytes.", examples=[48_213])
+    frames: int = Field(description="Frames in the zip.", examples=[30])
 
 
 class AnimationPublic(BaseModel):

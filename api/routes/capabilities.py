@@ -23,10 +23,18 @@ router = APIRouter(tags=["capabilities"])
 class CapabilitiesPublic(BaseModel):
     codecs: list[Codec] = Field(description="Codecs the encoder's ffmpeg can make.")
     interpolations: list[Interpolation] = Field(description="Interpolation modes the encoder's ffmpeg supports.")
-    schedulers: list[str] = Field(description="Sampler names accepted by POST /animations.")
-    missing: dict[str, str] = Field(description="What is unavailable here, and what ffmpeg lacks for it.")
-    ffmpeg_version: str
-    probed_at: str = Field(description="When the encoder worker probed its ffmpeg (once, at start-up).")
+    schedulers: list[str] = Field(
+        description="Sampler names accepted by POST /animations.", examples=[["euler_a", "ddim", "dpmpp_2m"]]
+    )
+    missing: dict[str, str] = Field(
+        description="What is unavailable here, and what ffmpeg lacks for it.",
+        examples=[{"av1": "encoder libaom-av1"}],
+    )
+    ffmpeg_version: str = Field(description="The encoder's ffmpeg, as it reports itself.", examples=["5.1.9"])
+    probed_at: str = Field(
+        description="When the encoder worker probed its ffmpeg (once, at start-up).",
+        examples=["2026-01-02T03:04:05Z"],
+    )
 
 
 def current(svc: ServicesDep) -> Capabilities | None:

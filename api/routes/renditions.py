@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from api.deps import JobDep, ServicesDep
-from api.errors import ApiError, ErrorResponse
+from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.routes.capabilities import require
 from stepanim import lifecycle
 from stepanim.jobs import Rendition, VideoOptions, utcnow
@@ -26,7 +26,16 @@ REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "li
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RenditionPublic,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"example": {"codec": "vp9", "duration": 10, "interpolation": "mci", "fps": 24}}
+            }
+        }
+    },
     responses={
+        **AUTH_RESPONSES,
+        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
         404: {"model": ErrorResponse},
         409: {"model": ErrorResponse, "description": "Not finished yet, or its frames were deleted."},
         422: {"model": ErrorResponse},
@@ -66,11 +75,13 @@ def create_rendition(*, job: JobDep, body: VideoOptions, svc: ServicesDep, respo
     return rendition_public(rendition, svc.storage)
 
 
-@router.get("/{rendition_id}", response_model=RenditionPublic, responses={404: {"model": ErrorResponse}})
+@router.get(
+    "/{rendition_id}", response_model=RenditionPublic, responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse}}
+)
 def get_rendition(
     *,
     job: JobDep,
-    rendition_id: Annotated[str, Path(description="The rendition's id.")],
+    rendition_id: Annotated[str, Path(description="The rendition's id.", examples=["3f2a9c0d1e4b5a6c"])],
     svc: ServicesDep,
 ) -> RenditionPublic:
     """One rendition: status, options and, once it succeeded, a signed video URL."""

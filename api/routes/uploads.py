@@ -77,6 +77,7 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
     response_model=UploadPublic,
     responses={
         **AUTH_RESPONSES,
+        400: {"model": ErrorResponse, "description": "The body is not valid multipart/form-data."},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},

@@ -3,10 +3,12 @@ processes (redis-server, moto S3 or local storage, uvicorn, Celery workers, ffmp
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from stepanim.settings import DEV_WEBHOOK_SECRET
 from tests.conftest import WebhookReceiver, ffprobe_json
@@ -122,3 +124,33 @@ def test_unknown_model_fails_clearly_and_the_worker_stays_up(service: Service) -
     assert "no-such-model" in job["error"]["message"]
     good = service.post({"prompt": "x", "steps": 2, "width": 64, "height": 64, "animation": {"duration": 1}})
     assert service.wait(good.json()["id"])["status"] == "succeeded"
+
+
+def test_cancel_while_encoding_stops_ffmpeg_and_publishes_nothing(service: Service) -> None:
+    if service.backend != "local":
+        pytest.skip("one backend is enough: the stop happens in the encoder process")
+    # A long motion-interpolated video of a few small frames: ffmpeg runs for many seconds.
+    body = {
+        "prompt": "stop me",
+        "steps": 4,
+        "width": 64,
+        "height": 64,
+        "seed": 3,
+        "animation": {"duration": 120, "interpolation": "mci"},
+    }
+    job_id = service.post(body).json()["id"]
+    deadline = time.monotonic() + 120
+    while service.get(job_id)["status"] != "encoding":
+        assert time.monotonic() < deadline, "the job never reached encoding"
+        assert service.get(job_id)["status"] in ("queued", "rendering")
+        time.sleep(0.05)
+    response = httpx.post(f"{service.url}/animations/{job_id}/cancel", timeout=30)
+    assert response.status_code == 200, response.text
+    job = service.wait(job_id)
+    assert job["status"] == "canceled" and job["video"] is None
+    # The encoder notices within about half a second and kills ffmpeg; give it a moment, then
+    # check that no video was ever published for this job.
+    time.sleep(3)
+    assert not [k for k in service.storage_keys() if k.startswith(f"jobs/{job_id}/videos/")]
+    log = (service.stack.workdir / "logs" / "encode.log").read_text()
+    assert "ffmpeg stopped, nothing published" in log

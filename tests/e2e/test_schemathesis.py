@@ -38,6 +38,13 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
     stack = Stack(workdir=tmp_path, settings=settings)
     try:
         stack.start_redis()
+        # What an encoder worker publishes when it starts (no worker runs here): without it
+        # GET /capabilities answers 503 and renditions cannot be checked.
+        from encoder.capabilities import probe_capabilities
+        from encoder.ffmpeg import find_binary
+        from stepanim.store import JobStore
+
+        JobStore.from_url(stack.redis_url).set_capabilities(probe_capabilities(find_binary("ffmpeg", None)))
         stack.start_api()
         command = [
             str(Path(sys.executable).parent / "schemathesis"),

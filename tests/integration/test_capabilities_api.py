@@ -23,7 +23,8 @@ from stepanim.store import JobStore
 
 
 def services(redis_url: str, tmp_path: Path, **settings: object) -> Services:
-    config = Settings(_env_file=None, redis_url=redis_url, **settings)  # type: ignore[arg-type]
+    # Development mode: these tests call the API without a key.
+    config = Settings(_env_file=None, redis_url=redis_url, allow_anonymous=True, **settings)  # type: ignore[arg-type]
     return Services(
         settings=config,
         store=JobStore.from_url(redis_url),

@@ -171,3 +171,41 @@ def test_a_corrupt_frame_fails_and_leaves_no_video(tmp_path: Path) -> None:
     with pytest.raises(FfmpegError):
         encode(tmp_path, 6, duration=1)
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_stop_request_kills_running_processes() -> None:
+    import time
+
+    from encoder.ffmpeg import EncodeCanceled, run_all
+
+    started = time.monotonic()
+    asked: list[float] = []
+
+    def should_stop() -> bool:
+        asked.append(time.monotonic() - started)
+        return len(asked) >= 2  # the second check, about half a second in
+
+    with pytest.raises(EncodeCanceled):
+        run_all([["sleep", "30"], ["sleep", "30"]], timeout=60, should_stop=should_stop)
+    assert time.monotonic() - started < 10
+
+
+def test_a_canceled_encode_publishes_nothing(tmp_path: Path) -> None:
+    from encoder.ffmpeg import EncodeCanceled
+
+    write_frames(tmp_path, 6)
+    opts = AnimationOptions.model_validate({"duration": 120, "interpolation": "mci"})  # would take a while
+    out = tmp_path / "out.mp4"
+    with pytest.raises(EncodeCanceled):
+        encode_sequence(
+            tmp_path,
+            6,
+            options=opts,
+            output=out,
+            params=PARAMS,
+            ffmpeg=FFMPEG,
+            ffprobe=FFPROBE,
+            timeout=600,
+            should_stop=lambda: True,
+        )
+    assert not out.exists()
