@@ -169,6 +169,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="One JSON object per line, with job_id.")
     max_duration_seconds: float = Field(120.0, gt=0, description="Longest animation.duration accepted.")
+    max_batch_size: int = Field(8, ge=1, le=8, description="Most images per job (batch_size), one animation each.")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -55,6 +55,12 @@ def check_limits(body: AnimationCreate, settings: Settings) -> None:
             f"animation.duration: {body.animation.duration}s is above this server's limit of "
             f"{settings.max_duration_seconds:g}s",
         )
+    if body.batch_size > settings.max_batch_size:
+        raise ApiError(
+            422,
+            "limit_exceeded",
+            f"batch_size: {body.batch_size} is above this server's limit of {settings.max_batch_size}",
+        )
 
 
 def check_webhook(body: AnimationCreate, settings: Settings) -> None:

@@ -214,6 +214,7 @@ def test_body_size_limit(redis_url: str, tmp_path: Path) -> None:
         ({"width": 2048, "height": 2048}, "width x height"),
         ({"prompt": "x" * 2001}, "prompt"),
         ({"animation": {"duration": 90}}, "animation.duration"),
+        ({"batch_size": 3}, "batch_size"),
         ({"webhook_events": []}, "webhook_events"),
         ({"webhook_events": ["animation.exploded"]}, "webhook_events.0"),
     ],
@@ -221,7 +222,7 @@ def test_body_size_limit(redis_url: str, tmp_path: Path) -> None:
 def test_server_limits_are_422_naming_the_limit(
     redis_url: str, tmp_path: Path, change: dict[str, Any], field: str
 ) -> None:
-    with running_api(redis_url, tmp_path, max_duration_seconds=60) as api:
+    with running_api(redis_url, tmp_path, max_duration_seconds=60, max_batch_size=2) as api:
         response = api.post({**BODY, **change})
         assert response.status_code == 422
         assert response.json()["error"]["message"].startswith(f"{field}:"), response.json()
