@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
+from bench.stack import tiny_stack
 
 
 def work_seconds(api: str) -> float:
@@ -38,23 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
-    from worker.tiny_model import build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        models = Path(tmp) / "models"
-        build_tiny_model(models / "tiny-sd")
-        stack = Stack(
-            workdir=Path(tmp),
-            settings={
-                **UNLIMITED_DEV_SETTINGS,  # no API key, no per-key limits
-                "STEPANIM_STORAGE_BACKEND": "local",
-                "STEPANIM_LOCAL_STORAGE_DIR": f"{tmp}/storage",
-                "STEPANIM_MODELS_DIR": str(models),
-                "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-                "STEPANIM_DEVICE": "cpu",
-                "HF_HUB_OFFLINE": "1",
-            },
-        )
+        stack = tiny_stack(Path(tmp))
         try:
             stack.start()
             api = stack.api_url

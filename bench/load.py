@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
+from bench.stack import tiny_stack
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
@@ -48,24 +48,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
 
-    from worker.tiny_model import build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        models = Path(tmp) / "models"
-        build_tiny_model(models / "tiny-sd")
-        stack = Stack(
-            workdir=Path(tmp),
-            settings={
-                **UNLIMITED_DEV_SETTINGS,  # no API key, no per-key limits
-                "STEPANIM_STORAGE_BACKEND": "local",
-                "STEPANIM_LOCAL_STORAGE_DIR": f"{tmp}/storage",
-                "STEPANIM_MODELS_DIR": str(models),
-                "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-                "STEPANIM_DEVICE": "cpu",
-                "HF_HUB_OFFLINE": "1",
-                "STEPANIM_LOG_LEVEL": "WARNING",
-            },
-        )
+        stack = tiny_stack(Path(tmp), STEPANIM_LOG_LEVEL="WARNING")
         try:
             stack.start_redis()
             stack.start_api()
