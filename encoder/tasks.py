@@ -101,8 +101,6 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
         failed("encode_error", str(e))
         return
     except StorageError as e:
-        if task.request.retries >= (task.max_retries or 0):
-            failed("storage_error", str(e))
-            return
-        raise task.retry(exc=e, countdown=min(60, 2 ** (task.request.retries + 1))) from e
+        retry_or_fail(task, svc, job_id, e, fail=failed)
+        return
     lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.succeeded, video=video)

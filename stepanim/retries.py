@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import Task
 
@@ -12,10 +13,16 @@ from stepanim.services import Services
 log = logging.getLogger(__name__)
 
 
-def retry_or_fail(task: Task, svc: Services, job_id: str, error: Exception) -> None:
-    """Retry ``task`` with exponential backoff; when retries run out, fail the job."""
+def retry_or_fail(
+    task: Task, svc: Services, job_id: str, error: Exception, *, fail: Callable[[str, str], None] | None = None
+) -> None:
+    """Retry ``task`` with exponential backoff; when retries run out, fail the job
+    (or call ``fail(code, message)``, e.g. to fail one rendition instead)."""
     if task.request.retries >= (task.max_retries or 0):
-        lifecycle.fail(svc, job_id, "storage_error", str(error))
+        if fail is None:
+            lifecycle.fail(svc, job_id, "storage_error", str(error))
+        else:
+            fail("storage_error", str(error))
         return
     log.warning("job %s: storage error, retrying: %s", job_id, error)
     raise task.retry(exc=error, countdown=min(60, 2 ** (task.request.retries + 1)))
