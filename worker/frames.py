@@ -3,7 +3,7 @@
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
 One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and records progress after each batch (each step while it keeps up).
+PNGs, uploads them, and records progress after each step.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ class FrameWriter:
                 key = frame_key(self.job_id, name)
                 self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
                 self.keys[index].append(key)
-        # One progress record per decode batch: after every step while the writer keeps up,
-        # and one for the newest step when it catches up (a backlog costs no extra writes).
-        self.on_frame(batch[-1][0], self.keys[0][-1])  # the first image of the batch is shown
+        # One progress record per step, also after a backlog: clients following the job's
+        # events see every step (the first image of the batch is the one shown).
+        done = len(self.keys[0]) - len(batch)
+        for n, (step, _) in enumerate(batch):
+            self.on_frame(step, self.keys[0][done + n])
