@@ -118,6 +118,12 @@ class FrameDecoder(StrEnum):
     full = "full"
 
 
+MIN_SIDE = 32  # the digits demo model draws 32x32 images
+MAX_SIDE = 2048
+MAX_UPSCALE = 4
+MAX_FRAME_SIDE = 4096
+
+
 class FrameResolution(StrEnum):
     """Frame size: a quarter of each side (the extension's preview size) or the full image."""
 
@@ -142,6 +148,15 @@ class CaptureOptions(BaseModel):
     )
     resolution: FrameResolution = Field(
         FrameResolution.full, description="Frame size: full (width x height) or quarter (width/4 x height/4)."
+    )
+    upscale: int = Field(
+        1,
+        ge=1,
+        le=MAX_UPSCALE,
+        description="Enlarge every frame by this factor after decoding (bicubic), e.g. 2 for a model that draws "
+        f"small images such as the 32x32 digits demo. The enlarged frame may be at most {MAX_FRAME_SIDE} pixels a "
+        "side.",
+        examples=[1],
     )
 
 
@@ -234,8 +249,12 @@ class AnimationCreate(BaseModel):
         description="A model in the workers' models folder, or a hub id (org/name); the server default when omitted.",
         examples=["tiny-sd"],
     )
-    width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image width in pixels.", examples=[512])
-    height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Image height in pixels.", examples=[512])
+    width: int = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image width in pixels.", examples=[512]
+    )
+    height: int = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image height in pixels.", examples=[512]
+    )
     steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
     scheduler: SchedulerName = Field("euler_a", description="Sampler, by stable name.", examples=["euler_a"])
     guidance_scale: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.", examples=[7.5])
@@ -299,6 +318,12 @@ class AnimationCreate(BaseModel):
                 raise ValueError(
                     f"renditions.{index}.skip_steps ({rendition.skip_steps}) must be less than steps ({self.steps})"
                 )
+        side = max(self.width, self.height) * self.capture.upscale
+        if side > MAX_FRAME_SIDE:
+            raise ValueError(
+                f"capture.upscale ({self.capture.upscale}) makes {side}-pixel frames; at most {MAX_FRAME_SIDE} "
+                "pixels a side"
+            )
         if self.renditions and self.animation.frames_only:
             raise ValueError("renditions: a frames_only job makes no video; ask for renditions later instead")
         return self

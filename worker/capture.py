@@ -219,8 +219,10 @@ def _to_images(rgb: torch.Tensor, size: tuple[int, int] | None) -> list[np.ndarr
     """``rgb``: Bx3xHxW in [-1, 1] -> HxWx3 uint8 arrays, resized to ``size`` (height, width) when given."""
     x = rgb.float()
     if size is not None and tuple(x.shape[-2:]) != size:
-        shrinking = size[0] < x.shape[-2]
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=shrinking, align_corners=False)
+        if size[0] < x.shape[-2]:  # a quarter-size preview
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        else:  # approx latents (1/8 of the image), or an upscaled frame
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
     x = ((x + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
     return list(x.permute(0, 2, 3, 1).cpu().numpy())
 

@@ -45,10 +45,10 @@ class RenderResult:
 
 
 def frame_size(options: CaptureOptions, *, width: int, height: int) -> tuple[int, int]:
-    """(height, width) of the frames: the image's, or a quarter of each side."""
+    """(height, width) of the frames: the image's, or a quarter of each side, times the upscale factor."""
     if options.resolution == FrameResolution.quarter:
-        return height // 4, width // 4
-    return height, width
+        height, width = height // 4, width // 4
+    return height * options.upscale, width * options.upscale
 
 
 def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, width: int, height: int) -> Decoder:

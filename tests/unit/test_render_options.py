@@ -77,3 +77,23 @@ def test_a_stored_job_reads_back() -> None:
         now = utcnow()
         job = Job(id="0" * 32, request=body, model="m", seed=1, created_at=now, updated_at=now)
         assert Job.model_validate_json(job.model_dump_json()) == job
+
+
+def test_small_images_and_upscaled_frames() -> None:
+    assert (make(width=32, height=32).width, make(width=32, height=32).height) == (32, 32)
+    assert "width" in error_of(width=24)
+    assert make(capture={"upscale": 2}).capture.upscale == 2
+    assert "capture.upscale" in error_of(capture={"upscale": 5}).replace("\n", ".")
+    assert "capture.upscale" in error_of(capture={"upscale": 0}).replace("\n", ".")
+    # 2048 x 4 would be a 8192-pixel frame: refused, naming the field and the limit.
+    message = error_of(width=2048, capture={"upscale": 4})
+    assert "capture.upscale (4) makes 8192-pixel frames; at most 4096" in message
+
+
+def test_frame_size_applies_resolution_then_upscale() -> None:
+    from worker.render import frame_size
+
+    assert frame_size(make().capture, width=64, height=32) == (32, 64)
+    assert frame_size(make(capture={"upscale": 2}).capture, width=32, height=32) == (64, 64)
+    quarter = make(capture={"resolution": "quarter", "upscale": 4}).capture
+    assert frame_size(quarter, width=512, height=256) == (256, 512)
