@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PROMPT ?= a lighthouse on a cliff at dawn
+PROMPT ?= a handwritten 7
 PYTEST_ARGS ?=
 
 .PHONY: help system-deps venv demo serve test test-fast lint fmt openapi model clean

@@ -1,49 +1,74 @@
 """``make demo``: run the whole service locally, render one animation through the HTTP
-API, and print the path of the finished video as the last line of output."""
+API, and print the path of the finished video as the last line of output.
+
+The default model is the committed digits model (``models/digits``, see ``digits/``):
+it draws 32x32 digits, upscaled 4x, so ``--prompt "the number 3"`` shows noise turning
+into a 3. ``--model tiny-sd`` uses the random-weight test model instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
-from stepanim.devstack import ROOT, running
-from worker.tiny_model import build_tiny_model
+from stepanim.devstack import ROOT, demo_models, running
 
-MODELS = ROOT / ".cache" / "models"
+
+def frame_strip(frames: list[Path], out: Path, *, count: int = 8) -> Path:
+    """``count`` frames from first to last, side by side, as one PNG (the README's picture)."""
+    picks = sorted({round(i * (len(frames) - 1) / (count - 1)) for i in range(count)})
+    images = [np.asarray(Image.open(frames[i]).convert("RGB")) for i in picks]
+    gap = np.full((images[0].shape[0], 4, 3), 255, dtype=np.uint8)
+    row = np.concatenate([part for image in images for part in (image, gap)][:-1], axis=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(row).save(out)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompt", default="a lighthouse on a cliff at dawn")
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--prompt", default="a handwritten 7")
+    parser.add_argument("--model", default="digits", help="digits (the default) or tiny-sd (random weights)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, help="image side in pixels (default: 32 for digits, 128 otherwise)")
+    parser.add_argument("--upscale", type=int, help="frame enlargement (default: 4 for digits, 1 otherwise)")
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
+    parser.add_argument("--strip", type=Path, help="also write a strip of frames, first to last, to this PNG")
     args = parser.parse_args()
+    digits = args.model == "digits"
 
-    print("building the tiny offline model (random weights) ...", flush=True)
-    build_tiny_model(MODELS / "tiny-sd")
+    print("preparing the offline models ...", flush=True)
+    models = demo_models()
     workdir = Path(tempfile.mkdtemp(prefix="stepanim-demo-"))
+    storage = workdir / "storage"
     settings = {
         "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
-        "STEPANIM_MODELS_DIR": str(MODELS),
+        "STEPANIM_LOCAL_STORAGE_DIR": str(storage),
+        "STEPANIM_MODELS_DIR": str(models),
         "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key needed
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
+        "STEPANIM_DEFAULT_MODEL": args.model,
     }
     print(f"starting redis, api and workers (logs in {workdir / 'logs'}) ...", flush=True)
     with running(workdir, settings) as stack:
+        size = args.size or (32 if digits else 128)
         body = {
             "prompt": args.prompt,
             "steps": args.steps,
-            "width": args.size,
-            "height": args.size,
-            "seed": 42,
+            "width": size,
+            "height": size,
+            "seed": args.seed,
+            "guidance_scale": 3.0 if digits else 7.5,  # the digits model was trained for low guidance
+            "capture": {"upscale": args.upscale or (4 if digits else 1)},
             "animation": {"duration": args.duration, "codec": "h264"},
         }
         response = httpx.post(f"{stack.api_url}/animations", json=body, timeout=30)
@@ -77,6 +102,10 @@ def main() -> int:
             f"video: {video['codec']}, {video['duration']:.2f}s, {video['frames']} frames, {video['size_bytes']} bytes",
             flush=True,
         )
+        if args.strip:
+            manifest = json.loads((storage / "jobs" / job["id"] / "manifest.json").read_text())
+            frames = [storage / key for key in manifest["animations"][0]["frames"]]
+            print(f"frame strip: {frame_strip(frames, args.strip)}", flush=True)
     print(target.resolve())
     return 0
 

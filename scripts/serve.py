@@ -12,10 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from stepanim.devstack import ROOT, Stack
-from worker.tiny_model import build_tiny_model
-
-MODELS = ROOT / ".cache" / "models"
+from stepanim.devstack import ROOT, Stack, demo_models
 
 
 def main() -> int:
@@ -23,11 +20,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "serve")
     args = parser.parse_args()
-    build_tiny_model(MODELS / "tiny-sd")
     settings = {
         "STEPANIM_STORAGE_BACKEND": "local",
         "STEPANIM_LOCAL_STORAGE_DIR": str(args.data / "storage"),
-        "STEPANIM_MODELS_DIR": str(MODELS),
+        "STEPANIM_MODELS_DIR": str(demo_models()),  # digits (the default) and tiny-sd
+        "STEPANIM_DEFAULT_MODEL": "digits",
         "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key needed
     }
     stack = Stack(workdir=args.data, settings=settings, api_port=args.port)

@@ -230,6 +230,18 @@ class Stack:
             proc.stop()
 
 
+def demo_models(models_dir: Path = ROOT / ".cache" / "models") -> Path:
+    """The models folder of ``make demo`` and ``make serve``: the committed digits model
+    (``models/digits``, linked) and the random-weight ``tiny-sd`` (built on first use)."""
+    from worker.tiny_model import build_tiny_model  # torch: only where the demo runs
+
+    build_tiny_model(models_dir / "tiny-sd")
+    link = models_dir / "digits"
+    if not link.is_symlink() and not link.exists():
+        link.symlink_to(ROOT / "models" / "digits", target_is_directory=True)
+    return models_dir
+
+
 @contextlib.contextmanager
 def running(workdir: Path, settings: dict[str, str]) -> Iterator[Stack]:
     stack = Stack(workdir=workdir, settings=dict(settings))

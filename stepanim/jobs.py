@@ -165,7 +165,7 @@ DEFAULT_STRENGTH = 0.75
 
 
 class InitImage(BaseModel):
-    """The image img2img starts from: exactly one of `upload_id` (from POST /uploads) or `data` (base64)."""
+    """The image img2img starts from: exactly one of `upload_id` (from POST /uploads), `data` (base64) or `url`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -182,12 +182,19 @@ class InitImage(BaseModel):
         "The server stores it as an upload and keeps only its id.",
         examples=["data:image/png;base64,iVBORw0KGgo..."],
     )
+    url: AnyHttpUrl | None = Field(
+        None,
+        description="A public http(s) URL of the image (PNG, JPEG or WebP). The server fetches it once, when the "
+        "job is created (no redirects; private and internal addresses are refused), stores it as an upload and "
+        "keeps only its id.",
+        examples=["https://example.com/start.png"],
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InitImage:
-        given = [name for name in ("upload_id", "data") if getattr(self, name) is not None]
+        given = [name for name in ("upload_id", "data", "url") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of upload_id or data")
+            raise ValueError("give exactly one of upload_id, data or url")
         return self
 
 

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts, addresses or networks (CIDR) that may be called although not public (development, tests).",
     )
+    init_image_fetch_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Time limit for fetching an init_image.url when a job is created."
+    )
 
     # API keys and tenants.
     api_keys: list[ApiKeyConfig] = Field(default_factory=list, description="Bearer API keys (JSON list).")

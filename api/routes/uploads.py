@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
-from stepanim.images import ImageError, ImageInfo, decode_base64, inspect_image
+from stepanim.images import FORMATS, ImageError, ImageInfo, decode_base64, inspect_image
 from stepanim.jobs import AnimationCreate, InitImage
 from stepanim.naming import upload_key
 from stepanim.services import Services
+from stepanim.ssrf import FetchError, safe_get
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
@@ -52,8 +53,9 @@ def store_image(svc: Services, data: bytes, *, field: str) -> tuple[str, ImageIn
 def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
     """Resolve a job's init image before the job is stored.
 
-    An ``upload_id`` must name a stored upload (else 422); base64 ``data`` is checked and
-    stored as an upload, and the job keeps only its id, so job records stay small.
+    An ``upload_id`` must name a stored upload (else 422); base64 ``data``, or the image at
+    ``url`` (fetched through the SSRF guard), is checked and stored as an upload, and the
+    job keeps only its id, so job records stay small.
     """
     init = body.init_image
     if init is None:
@@ -62,12 +64,26 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
         if not svc.storage.exists(upload_key(init.upload_id)):
             raise ApiError(422, "invalid_request", f"init_image.upload_id: no upload with id {init.upload_id!r}")
         return body
-    assert init.data is not None  # InitImage holds exactly one of the two
-    try:
-        data = decode_base64(init.data, max_bytes=svc.settings.max_upload_bytes)
-    except ImageError as e:
-        raise _refuse(e, "init_image.data") from e
-    upload_id, _ = store_image(svc, data, field="init_image.data")
+    if init.url is not None:
+        field = "init_image.url"
+        try:
+            data = safe_get(
+                str(init.url),
+                max_bytes=svc.settings.max_upload_bytes,
+                allowed_content_types=list(FORMATS.values()),
+                allow_hosts=svc.settings.outbound_allow,
+                timeout=svc.settings.init_image_fetch_timeout_seconds,
+            )
+        except FetchError as e:
+            raise ApiError(422, "invalid_image", f"{field}: {e}") from e
+    else:
+        assert init.data is not None  # InitImage holds exactly one of the three
+        field = "init_image.data"
+        try:
+            data = decode_base64(init.data, max_bytes=svc.settings.max_upload_bytes)
+        except ImageError as e:
+            raise _refuse(e, field) from e
+    upload_id, _ = store_image(svc, data, field=field)
     return body.model_copy(update={"init_image": InitImage(upload_id=upload_id)})
 
 

@@ -4,8 +4,11 @@ preview decoders, progress with ETA, cancel mid-render, and clear failures."""
 from __future__ import annotations
 
 import base64
+import http.server
 import io
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ import pytest
 from PIL import Image
 
 from stepanim.store import JobStore
+from tests.conftest import RECEIVER_HOST
 from tests.e2e.conftest import Service
 
 SMALL = {"width": 64, "height": 64, "animation": {"duration": 1}}
@@ -52,6 +56,59 @@ def test_img2img_from_an_upload_and_from_base64(service: Service) -> None:
         assert job["status"] == "succeeded", job["error"]
         assert job["progress"]["step"] == job["progress"]["total"] == 4  # int(8 x 0.5)
         assert len(frame_keys(service, job["id"])) == 4
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    """Serves /init.png, /page.html (not an image) and 404s on the loopback address the stacks may call."""
+    files = {"/init.png": (image_bytes(), "image/png"), "/page.html": (b"<html></html>", "text/html")}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in files:
+                self.send_error(404)
+                return
+            body, content_type = files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{RECEIVER_HOST}:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def test_img2img_from_a_url_fetched_once_through_the_guard(service: Service, image_server: str) -> None:
+    body = {"prompt": "a cat", "steps": 4, "strength": 0.5, "init_image": {"url": f"{image_server}/init.png"}, **SMALL}
+    created = service.post(body)
+    assert created.status_code == 202, created.text
+    stored_init = created.json()["request"]["init_image"]
+    assert stored_init["url"] is None and len(stored_init["upload_id"]) == 32  # fetched, kept as an upload
+    job = service.wait(created.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["step"] == 2  # int(4 x 0.5)
+
+    redis_before, storage_before = service.redis_keys(), service.storage_keys()
+    refusals = [
+        ("http://127.0.0.1:9/a.png", "init_image.url: refused URL"),  # loopback, not on the allow-list
+        (f"{image_server}/missing.png", "init_image.url: fetch answered HTTP 404"),
+        (f"{image_server}/page.html", "init_image.url: content type 'text/html' is not one of"),
+    ]
+    for url, message in refusals:
+        response = service.post({**body, "init_image": {"url": url}})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"].startswith(message), response.json()
+    assert service.redis_keys() == redis_before
+    assert service.storage_keys() == storage_before
 
 
 def test_upload_refusals_store_nothing(service: Service) -> None:

@@ -49,10 +49,13 @@ def test_batch_seeds_are_consecutive_and_real() -> None:
 def test_init_image_needs_exactly_one_form() -> None:
     assert make(init_image={"upload_id": UPLOAD}).init_image is not None
     assert make(init_image={"data": "aGVsbG8="}).init_image is not None
-    assert "exactly one of upload_id or data" in error_of(init_image={})
-    assert "exactly one of upload_id or data" in error_of(init_image={"upload_id": UPLOAD, "data": "aGVsbG8="})
+    assert make(init_image={"url": "https://example.com/a.png"}).init_image is not None
+    assert "exactly one of upload_id, data or url" in error_of(init_image={})
+    assert "exactly one of upload_id, data or url" in error_of(init_image={"upload_id": UPLOAD, "data": "aGVsbG8="})
+    assert "exactly one of upload_id, data or url" in error_of(init_image={"data": "aGVsbG8=", "url": "https://a.b/"})
     assert "upload_id" in error_of(init_image={"upload_id": "../../etc/passwd"})
-    assert "init_image.url" in error_of(init_image={"url": "https://example.com/a.png"}).replace("\n", ".")
+    assert "init_image.url" in error_of(init_image={"url": "ftp://example.com/a.png"}).replace("\n", ".")
+    assert "init_image.path" in error_of(init_image={"path": "/etc/passwd"}).replace("\n", ".")
 
 
 def test_img2img_runs_steps_times_strength() -> None:

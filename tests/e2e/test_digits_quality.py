@@ -1,0 +1,102 @@
+"""The committed digits model, through the whole service: does the animation show the digit asked for?
+
+API -> render worker -> encoder on the trained model in ``models/digits``. For each digit a
+classifier trained on the same data (``digits.classifier``) reads the last frame and the
+last frame of the video; its confidence in the requested digit must rise from the first
+frames to the last, so the animation really shows the digit emerging from noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits.classifier import predict_proba
+from digits.data import NAMES
+from stepanim.devstack import ROOT, Stack
+from tests.e2e.conftest import Service
+
+MODEL = ROOT / "models" / "digits"
+WORDINGS = ("the number {w}", "a handwritten {d}", "digit {d}", "a drawing of the number {w}")  # the last: unseen
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    assert (MODEL / "model_index.json").is_file(), f"the committed model is missing: {MODEL} (make model)"
+    workdir = tmp_path_factory.mktemp("stack-digits")
+    storage_dir = workdir / "storage"
+    settings = {
+        "STEPANIM_MODELS_DIR": str(MODEL.parent),
+        "STEPANIM_DEFAULT_MODEL": "digits",
+        "STEPANIM_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "STEPANIM_ALLOW_ANONYMOUS": "true",
+        "STEPANIM_STORAGE_BACKEND": "local",
+        "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir),
+    }
+    stack = Stack(workdir=workdir, settings=settings)
+    try:
+        stack.start()
+        yield Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
+    finally:
+        stack.stop()
+
+
+def read_frames(service: Service, job_id: str) -> np.ndarray:
+    assert service.storage_dir is not None
+    manifest = json.loads((service.storage_dir / "jobs" / job_id / "manifest.json").read_text())
+    keys = manifest["animations"][0]["frames"]
+    return np.stack([np.asarray(Image.open(service.storage_dir / key).convert("RGB")) for key in keys])
+
+
+def last_video_frame(url: str, tmp_path: Path) -> np.ndarray:
+    video = tmp_path / "video.mp4"
+    video.write_bytes(httpx.get(url, timeout=60).content)
+    png = tmp_path / "last.png"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-sseof", "-0.1", "-i", str(video), "-frames:v", "1", "-y", str(png)], check=True
+    )
+    return np.asarray(Image.open(png).convert("RGB"))[None]
+
+
+@pytest.mark.slow
+def test_every_digit_emerges_from_noise(digits_service: Service, tmp_path: Path) -> None:
+    jobs = {}
+    for digit in range(10):
+        prompt = WORDINGS[digit % len(WORDINGS)].format(d=digit, w=NAMES[digit])
+        body = {
+            "prompt": prompt,
+            "width": 32,
+            "height": 32,
+            "steps": STEPS,
+            "scheduler": "euler_a",
+            "guidance_scale": 3,
+            "seed": 100 + digit,
+            "capture": {"upscale": 2},
+            "animation": {"duration": 1},
+        }
+        response = digits_service.post(body)
+        assert response.status_code == 202, response.text
+        jobs[digit] = response.json()["id"]
+
+    correct = []
+    for digit, job_id in jobs.items():
+        job = digits_service.wait(job_id, timeout=300)
+        assert job["status"] == "succeeded", job["error"]
+        frames = read_frames(digits_service, job_id)
+        assert frames.shape == (STEPS, 64, 64, 3)  # 32x32 drawn, upscaled 2x
+        all_probs = predict_proba(frames)
+        probs = all_probs[:, digit]
+        video_last = predict_proba(last_video_frame(job["video"]["url"], tmp_path))[0]
+        correct.append(int(all_probs[-1].argmax() == digit and video_last.argmax() == digit))
+        # Noise first, the digit last: confidence in the asked-for digit rises over the run.
+        assert probs[:3].mean() < probs[-3:].mean(), (digit, probs.round(2).tolist())
+    assert sum(correct) >= 9, f"{sum(correct)}/10 digits drawn as asked: {correct}"
