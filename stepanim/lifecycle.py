@@ -10,7 +10,7 @@ callers can retry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from stepanim.jobs import (
     MAX_RENDITIONS,
@@ -135,8 +135,12 @@ def record_progress(
     latest_frame: str | None,
     elapsed_seconds: float | None = None,
     eta_seconds: float | None = None,
+    earlier_steps: Sequence[tuple[int, str | None]] = (),
 ) -> Job:
     """Record that ``step`` of ``total`` steps is captured. Never moves progress backwards.
+
+    ``earlier_steps`` ((step, frame key) pairs) were captured since the last record: each
+    gets its own progress event, written with this record in one transaction.
 
     Sends the ``animation.progress`` webhook when asked for, at most once per
     ``settings.webhook_progress_interval_seconds`` per job (best effort, not retried).
@@ -158,8 +162,11 @@ def record_progress(
         changed = True
         return job
 
-    event = {"type": "progress", "step": step, "total": total, "latest_frame": latest_frame}
-    job = svc.store.update(job_id, apply, event=event)
+    events = [
+        {"type": "progress", "step": n, "total": total, "latest_frame": key}
+        for n, key in [*earlier_steps, (step, latest_frame)]
+    ]
+    job = svc.store.update(job_id, apply, event=events)
     if (
         changed
         and job.request.webhook is not None

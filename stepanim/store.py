@@ -3,7 +3,8 @@
 Keys (``<p>`` is ``settings.key_prefix``):
 
 - ``<p>:job:<id>``         the job record as JSON
-- ``<p>:job:<id>:cancel``  set when a client asked to cancel
+- ``<p>:job:<id>:cancel``  set when a client asked to cancel; also a pub/sub channel that tells the
+  render worker at once (``worker.cancel``)
 - ``<p>:job:<id>:events``  a stream of the job's events (status changes, progress)
 - ``<p>:job:<id>:lease:<stage>`` who works on the job's render or encode now, kept by a heartbeat
 - ``<p>:job:<id>:requeues`` how often the reconciler re-enqueued the job after its worker was lost
@@ -31,10 +32,11 @@ update from the worker and a cancel from the API never overwrite each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,11 +159,17 @@ class JobStore:
         )
         self.redis.zrem(self._open_key(), job_id)
 
-    def update(self, job_id: str, mutate: Callable[[Job], Job | None], *, event: dict[str, Any] | None = None) -> Job:
+    def update(
+        self,
+        job_id: str,
+        mutate: Callable[[Job], Job | None],
+        *,
+        event: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+    ) -> Job:
         """Apply ``mutate`` to the current record atomically.
 
-        ``mutate`` returns the new record, or None to leave it unchanged. ``event``
-        (or a callable result) is appended to the job's event stream in the same
+        ``mutate`` returns the new record, or None to leave it unchanged. ``event`` (one,
+        or several in order) is appended to the job's event stream in the same
         transaction. Returns the record as stored.
         """
         key = self._job_key(job_id)
@@ -179,8 +187,8 @@ class JobStore:
                         return current
                     pipe.multi()
                     pipe.set(key, updated.model_dump_json(), keepttl=True)
-                    if event is not None:
-                        self._append_event(pipe, job_id, event)
+                    for one in [event] if isinstance(event, dict) else event or ():
+                        self._append_event(pipe, job_id, one)
                     pipe.execute()
                     return updated
                 except redis.WatchError:
@@ -188,10 +196,24 @@ class JobStore:
 
     # Cancel flag ------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
-        self.redis.set(self._cancel_key(job_id), "1", ex=self.ttl_seconds)
+        """Set the job's cancel flag and announce it on the channel of the same name."""
+        with self.redis.pipeline() as pipe:
+            pipe.set(self._cancel_key(job_id), "1", ex=self.ttl_seconds)
+            pipe.publish(self._cancel_key(job_id), "1")
+            pipe.execute()
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(self._cancel_key(job_id)))
+
+    @contextlib.contextmanager
+    def cancel_subscription(self, job_id: str) -> Iterator[Any]:
+        """A pub/sub subscription that receives a message when :meth:`request_cancel` runs."""
+        sub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            sub.subscribe(self._cancel_key(job_id))
+            yield sub
+        finally:
+            sub.close()
 
     # Events -----------------------------------------------------------------------
     def _append_event(self, pipe: Any, job_id: str, event: dict[str, Any]) -> None:

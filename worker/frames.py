@@ -3,7 +3,8 @@
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
 One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and records progress after each step.
+PNGs, uploads them, and reports the batch's steps at once (one progress write for a
+backlog of steps, so the writes get cheaper per step exactly when sampling is ahead).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from stepanim.storage import Storage
 MAX_DECODE_BATCH = 8  # images per decode call (steps x batch size), at least one step
 
 Decoder = Callable[[torch.Tensor], list[np.ndarray]]
-OnFrame = Callable[[int, str], None]
+OnFrames = Callable[[list[tuple[int, str]]], None]  # (step, first image's key) of each step written
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -42,7 +43,7 @@ class FrameWriter:
     job_id: str
     prompt: str
     seeds: list[int]
-    on_frame: OnFrame
+    on_frames: OnFrames
     queue_size: int = 8
     keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
@@ -119,8 +120,7 @@ class FrameWriter:
                 key = frame_key(self.job_id, name)
                 self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
                 self.keys[index].append(key)
-        # One progress record per step, also after a backlog: clients following the job's
-        # events see every step (the first image of the batch is the one shown).
+        # Every step is reported, also after a backlog: clients following the job's events
+        # see each step (the first image of the batch is the one shown).
         done = len(self.keys[0]) - len(batch)
-        for n, (step, _) in enumerate(batch):
-            self.on_frame(step, self.keys[0][done + n])
+        self.on_frames([(step, self.keys[0][done + n]) for n, (step, _) in enumerate(batch)])

@@ -19,6 +19,7 @@ from stepanim import lifecycle
 from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, ImageFrames, Job
 from stepanim.naming import manifest_key
 from stepanim.services import Services
+from worker.cancel import CancelWatch
 from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family
 from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
@@ -107,7 +108,8 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
     sampled_at: dict[int, float] = {}  # step -> seconds since sampling started, written by the sampling thread
     started = time.perf_counter()
 
-    def on_frame(step: int, key: str) -> None:  # the frame thread, after step's frames are stored
+    def on_frames(written: list[tuple[int, str]]) -> None:  # the frame thread, after these steps are stored
+        step, key = written[-1]
         elapsed = sampled_at.get(step, time.perf_counter() - started)
         eta = elapsed / step * max(total - step, 0)
         lifecycle.record_progress(
@@ -118,6 +120,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
             latest_frame=key,
             elapsed_seconds=round(elapsed, 3),
             eta_seconds=round(eta, 3),
+            earlier_steps=written[:-1],
         )
 
     writer = FrameWriter(
@@ -126,10 +129,11 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
         job_id=job.id,
         prompt=req.prompt,
         seeds=seeds,
-        on_frame=on_frame,
+        on_frames=on_frames,
         queue_size=svc.settings.frame_queue_size,
     )
     steps = 0
+    canceled = CancelWatch(svc.store, job.id)  # told by Redis pub/sub: no Redis call per step
 
     def on_step_end(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         nonlocal steps
@@ -138,7 +142,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
             steps += 1
             sampled_at[steps] = time.perf_counter() - started
             writer.submit(steps, latents)
-        if svc.store.cancel_requested(job.id):
+        if canceled.is_set():
             # Raising stops the pipeline at once: no further step, no final VAE decode.
             raise RenderCanceled(job.id)
         return kwargs
@@ -157,17 +161,18 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
 
     try:
         try:
-            pipe(
-                prompt=req.prompt,
-                negative_prompt=req.negative_prompt or None,
-                num_inference_steps=req.steps,
-                guidance_scale=req.guidance_scale,
-                num_images_per_prompt=len(seeds),
-                generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
-                output_type="latent",  # every step is captured; the final VAE decode is not needed
-                callback_on_step_end=on_step_end,
-                **inputs,
-            )
+            with canceled:
+                pipe(
+                    prompt=req.prompt,
+                    negative_prompt=req.negative_prompt or None,
+                    num_inference_steps=req.steps,
+                    guidance_scale=req.guidance_scale,
+                    num_images_per_prompt=len(seeds),
+                    generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+                    output_type="latent",  # every step is captured; the final VAE decode is not needed
+                    callback_on_step_end=on_step_end,
+                    **inputs,
+                )
         finally:
             capture.uninstall()
             writer.close()  # the frames of every sampled step are written, also when canceled

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+import worker.render
 from stepanim import lifecycle
 from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
 from stepanim.naming import manifest_key, upload_key
 from stepanim.services import Services
 from stepanim.settings import Settings
+from worker.cancel import CancelWatch
 from worker.capture import StepCapture
 from worker.inputs import InputError
 from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache, pipeline_for
@@ -226,23 +229,43 @@ def test_unknown_model_is_a_model_error(svc: Services, pipes: PipelineCache) -> 
         render(job, svc, pipes)
 
 
-def test_cancel_at_step_k_stops_within_one_step(svc: Services, pipes: PipelineCache) -> None:
-    """The cancel flag is read after every step: set while step k runs, the render stops after step k."""
+def test_cancel_at_step_k_stops_within_one_step(
+    svc: Services, pipes: PipelineCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel requested (as the API does: Redis flag and channel) while step k samples stops the render
+    after step k: the watcher thread hears it on the channel, the sampling loop reads no Redis per step."""
     k = 3
     job = new_job(svc, steps=20, seed=9)
-    original = svc.store.cancel_requested
-    checks = 0
+    real_pop = StepCapture.pop
+    steps = 0
 
-    def cancel_requested(job_id: str) -> bool:  # a real Redis flag, set when step k is sampled
-        nonlocal checks
-        checks += 1
-        if checks == k:
-            svc.store.request_cancel(job_id)
-        return original(job_id)
+    def pop(self: StepCapture) -> Any:  # on the sampling thread, after each step
+        nonlocal steps
+        latents = real_pop(self)
+        if latents is not None:
+            steps += 1
+            if steps == k:
+                svc.store.request_cancel(job.id)
+                # The message arrives in about a millisecond on an idle machine (well within a real
+                # model's step); wait for the watcher rather than guess a time on a loaded one.
+                deadline = time.monotonic() + 10
+                while not watches[0].is_set() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        return latents
 
-    svc.store.cancel_requested = cancel_requested  # type: ignore[method-assign]
+    class RecordedWatch(CancelWatch):
+        def __enter__(self) -> CancelWatch:
+            watches.append(self)
+            return super().__enter__()
+
+    watches: list[CancelWatch] = []
+    monkeypatch.setattr(StepCapture, "pop", pop)
+    monkeypatch.setattr(worker.render, "CancelWatch", RecordedWatch)
+    redis_calls_before = svc.store.redis.info("commandstats").get("cmdstat_exists", {}).get("calls", 0)
     with pytest.raises(RenderCanceled):
         render(job, svc, pipes)
+    exists_calls = svc.store.redis.info("commandstats").get("cmdstat_exists", {}).get("calls", 0) - redis_calls_before
+    assert exists_calls < k, "the cancel flag was read once per step; the watcher should read it about once a second"
     frames = svc.storage.list_keys(f"jobs/{job.id}/frames/")
     assert len(frames) == k
     manifest = json.loads(svc.storage.get_bytes(manifest_key(job.id)))
