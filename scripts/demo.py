@@ -41,6 +41,13 @@ def main() -> int:
     parser.add_argument("--size", type=int, help="image side in pixels (default: 32 for digits, 128 otherwise)")
     parser.add_argument("--upscale", type=int, help="frame enlargement (default: 4 for digits, 1 otherwise)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--source",
+        choices=("denoised", "noisy"),
+        default="noisy",
+        help="what a frame shows: the noisy sample (noise turning into the image; the default here) or the "
+        "model's denoised prediction at that step (the service's default)",
+    )
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--strip", type=Path, help="also write a strip of frames, first to last, to this PNG")
@@ -68,7 +75,7 @@ def main() -> int:
             "height": size,
             "seed": args.seed,
             "guidance_scale": 3.0 if digits else 7.5,  # the digits model was trained for low guidance
-            "capture": {"upscale": args.upscale or (4 if digits else 1)},
+            "capture": {"upscale": args.upscale or (4 if digits else 1), "source": args.source},
             "animation": {"duration": args.duration, "codec": "h264"},
         }
         response = httpx.post(f"{stack.api_url}/animations", json=body, timeout=30)
