@@ -1,10 +1,8 @@
 """Webhook payloads, Standard Webhooks signatures, the retry schedule, and one delivery attempt.
 
-Signature (https://www.standardwebhooks.com/): ``webhook-signature: v1,<base64 HMAC-SHA256
-of "<webhook-id>.<webhook-timestamp>.<body>">`` keyed with the secret's bytes (a
-``whsec_`` prefix is stripped and the rest base64-decoded). During a secret rotation
-every valid secret signs, and the signatures are sent space-separated, so a receiver
-holding either secret accepts the message.
+Signatures (https://www.standardwebhooks.com/) are made and verified in
+``stepanim.webhook_signing`` (standard library only, shared with the client and CLI);
+they are re-exported here.
 
 Each job event is one message with one ``webhook-id`` (``msg_<job>_<event>``, plus the
 step for progress), kept on every attempt so receivers can drop duplicates. Only
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import random
 import secrets
@@ -35,30 +31,17 @@ from stepanim.auth import initial_webhook_secret
 from stepanim.public import AnimationPublic
 from stepanim.settings import Settings
 from stepanim.store import JobStore
+from stepanim.webhook_signing import secret_bytes as secret_bytes
+from stepanim.webhook_signing import signature as signature
+from stepanim.webhook_signing import signatures as signatures
+from stepanim.webhook_signing import verify as verify
 
 TERMINAL_EVENTS = frozenset({"animation.succeeded", "animation.failed", "animation.canceled"})
 RESPONSE_LIMIT = 64 * 1024  # bytes of a receiver's answer that are read (and dropped)
 
 
-def secret_bytes(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
-
-
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def signatures(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header: one ``v1,`` signature per valid secret, space-separated."""
-    return " ".join(signature(s, msg_id, timestamp, body) for s in secrets_)
 
 
 def message_id(job_id: str, event: str, *, step: int | None = None) -> str:

@@ -1,0 +1,249 @@
+"""What the sync and the async client share: no I/O here.
+
+Retry decisions (429 and 503 honouring ``Retry-After``, bounded attempts, exponential
+backoff with jitter), error parsing, the server-sent events decoder, and request
+building.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from client.errors import ApiError
+from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, VideoOptions
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+USER_AGENT = "stepanim-client/0.1.0"
+EVENT_STREAM = "text/event-stream"
+# The server sends a keep-alive comment every 15 s; a read that waits longer means a dead connection.
+STREAM_READ_TIMEOUT = 45.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or invalid."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; a date without a zone is not one
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a request again.
+
+    ``attempts`` bounds the tries of one call (the first included). A ``Retry-After`` is
+    honoured exactly; one longer than ``max_retry_after`` ends the retries at once (the
+    error carries it). Without one, waits grow from ``backoff`` (doubling, up to
+    ``max_backoff``), stretched by up to ``jitter`` at random.
+    """
+
+    attempts: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    jitter: float = 0.2
+    max_retry_after: float = 60.0
+    statuses: frozenset[int] = frozenset({429, 503})
+    rand: Callable[[], float] = field(default=random.random, compare=False, repr=False)
+
+    def backoff_delay(self, tries: int) -> float:
+        base: float = min(self.max_backoff, self.backoff * 2 ** max(0, tries - 1))
+        return base * (1 + self.jitter * self.rand())
+
+    def delay(self, tries: int, retry_after: float | None) -> float | None:
+        """Seconds before the next try after ``tries`` tries, or None to give up."""
+        if tries >= self.attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return self.backoff_delay(tries)
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
+def retryable_response(response: httpx.Response, policy: RetryPolicy, error: ApiError | None) -> bool:
+    if response.status_code in policy.statuses:
+        return True
+    # A repeat of an Idempotency-Key whose first request is still being processed: 409 with Retry-After.
+    return response.status_code == 409 and error is not None and error.code == "idempotency_conflict"
+
+
+def retryable_exception(exc: httpx.TransportError, *, idempotent: bool) -> bool:
+    """A failed connection sent nothing and is always worth a retry; a broken one only when repeating is safe."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return True
+    return idempotent
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The ``ApiError`` of an error response (the API's one shape, or whatever a proxy sent)."""
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    request_id = response.headers.get("x-request-id")
+    try:
+        body = json.loads(response.content)
+        error = body["error"]
+        return ApiError(
+            response.status_code,
+            str(error["code"]),
+            str(error["message"]),
+            details=list(error.get("details") or []),
+            retry_after=retry_after,
+            request_id=request_id,
+        )
+    except (ValueError, KeyError, TypeError):
+        text = " ".join(response.text.split())[:200]
+        reason = response.reason_phrase or "error"
+        return ApiError(
+            response.status_code,
+            "http_error",
+            f"{reason}: {text}" if text else reason,
+            retry_after=retry_after,
+            request_id=request_id,
+        )
+
+
+def create_body(request: AnimationCreate | Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of POST /animations: only the fields that were set (the server fills in its defaults)."""
+    model = request if isinstance(request, AnimationCreate) else AnimationCreate.model_validate(request)
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def rendition_body(options: VideoOptions | Mapping[str, Any]) -> dict[str, Any]:
+    model = options if isinstance(options, VideoOptions) else VideoOptions.model_validate(options)
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+# Server-sent events
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of ``/animations/{id}/events``; ``data`` is its JSON."""
+
+    event: str
+    data: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """The new status, for ``status`` events."""
+        value = self.data.get("status") if self.event == "status" else None
+        return str(value) if value is not None else None
+
+    @property
+    def animation(self) -> AnimationPublic | None:
+        """The job as of this event, for ``status`` events."""
+        raw = self.data.get("animation") if self.event == "status" else None
+        return AnimationPublic.model_validate(raw) if isinstance(raw, dict) else None
+
+    @property
+    def is_final(self) -> bool:
+        """The job's last event: a status event with succeeded, failed or canceled."""
+        return self.status in TERMINAL_STATUSES
+
+
+class SSEDecoder:
+    """Decodes ``text/event-stream`` lines (without their line ends) into events, as the HTML standard says.
+
+    ``feed`` returns an event when a blank line ends one; ``last_event_id`` and ``retry``
+    (milliseconds) keep the latest values the stream set.
+    """
+
+    def __init__(self, last_event_id: str | None = None) -> None:
+        self.last_event_id = last_event_id
+        self.retry: int | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment: the server's keep-alive
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            if "\0" not in value:
+                self.last_event_id = value or None
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value)
+        return None  # unknown fields are ignored
+
+    def _dispatch(self) -> Event | None:
+        data, name = "\n".join(self._data), self._event or "message"
+        had_data = bool(self._data)
+        self._data, self._event = [], ""
+        if not had_data:
+            return None
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = {"text": data}
+        if not isinstance(parsed, dict):
+            parsed = {"value": parsed}
+        return Event(event=name, data=parsed, id=self.last_event_id)
+
+
+def polled_event(job: AnimationPublic) -> Event:
+    """A ``status`` event made from a polled job, so that ``on_event`` sees the same shape either way."""
+    return Event(event="status", data={"status": job.status, "animation": job.model_dump(mode="json")})
+
+
+def changed(previous: AnimationPublic | None, job: AnimationPublic) -> bool:
+    if previous is None:
+        return True
+    before = (previous.status, previous.progress.step, previous.progress.total)
+    return before != (job.status, job.progress.step, job.progress.total)
+
+
+def stream_headers(last_event_id: str | None) -> dict[str, str]:
+    headers = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return headers
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    content_type = str(response.headers.get("content-type", ""))
+    return content_type.split(";")[0].strip().lower() == EVENT_STREAM
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def stream_timeout(remaining: float | None, connect: float) -> httpx.Timeout:
+    """Read timeout of an event stream: past the keep-alive interval, and never past the caller's deadline."""
+    read = STREAM_READ_TIMEOUT if remaining is None else max(0.5, min(STREAM_READ_TIMEOUT, remaining))
+    return httpx.Timeout(connect=connect, read=read, write=connect, pool=connect)
+
+
+OnRetry = Callable[[str, float, str], None]  # (what, seconds, why): called before each wait

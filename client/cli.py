@@ -1,0 +1,716 @@
+"""``stepanim``: the command line of the Steps Animation Service (also ``python -m client``).
+
+Every failure prints one line on stderr and exits non-zero; see ``EPILOG`` for the codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, get_args
+
+from pydantic import BaseModel, ValidationError
+
+from client._core import DEFAULT_URL, Event
+from client.errors import ApiError, ConnectionFailed, WaitTimeout
+from client.models import (
+    AnimationCreate,
+    AnimationPublic,
+    Codec,
+    FrameDecoder,
+    FrameResolution,
+    FrameSource,
+    Interpolation,
+    JobStatus,
+    RenditionPublic,
+    Scheduler,
+    VideoOptions,
+    WebhookEvent,
+    WebhookPayload,
+)
+from client.progress import ProgressBar
+from client.sync import Client
+
+PROG = "stepanim"
+
+EXIT_OK = 0
+EXIT_REJECTED = 1  # webhook verify: the signature does not verify; also local I/O errors
+EXIT_USAGE = 2
+EXIT_API_ERROR = 3
+EXIT_JOB_FAILED = 4
+EXIT_TIMEOUT = 5
+EXIT_UNREACHABLE = 6
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+environment:
+  STEPANIM_URL              the API (default {DEFAULT_URL}); --url overrides it
+  STEPANIM_API_KEY          the API key (sa_...); --api-key overrides it
+  STEPANIM_WEBHOOK_SECRET   the whsec_ secret for `webhook verify` (else it is read from the API)
+
+exit codes:
+  0  done                         4  the animation (or rendition) failed or was canceled
+  1  signature invalid, I/O error 5  --wait timed out (the job keeps running)
+  2  usage error                  6  the API could not be reached
+  3  the API refused the request (its message and HTTP status are printed)
+
+examples:
+  stepanim submit "a lighthouse on a cliff at dawn" --steps 30 --duration 3 --wait -o lighthouse.mp4
+  stepanim submit "the same at night" --init-image photo.jpg --strength 0.6 --decoder approx
+  stepanim status 4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b
+  stepanim list --status rendering --status queued
+  stepanim rerender 4f0c... --codec vp9 --interpolation mci --fps 24 --wait
+  stepanim webhook verify --body body.json --headers headers.txt
+"""
+
+
+class UsageError(Exception):
+    """A command line the CLI cannot act on (exit 2)."""
+
+
+class JobFailed(Exception):
+    """The animation or rendition ended without a video (exit 4)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# The request body, field by field: which option sets which field (tests check every field of
+# AnimationCreate in openapi.yaml has one, so a new API field cannot be forgotten here).
+REQUEST_OPTIONS: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt",),
+    "negative_prompt": ("negative_prompt",),
+    "model": ("model",),
+    "width": ("width",),
+    "height": ("height",),
+    "steps": ("steps",),
+    "scheduler": ("scheduler",),
+    "guidance_scale": ("guidance_scale",),
+    "seed": ("seed",),
+    "batch_size": ("batch_size",),
+    "duration": ("animation", "duration"),
+    "fps": ("animation", "fps"),
+    "codec": ("animation", "codec"),
+    "interpolation": ("animation", "interpolation"),
+    "skip_steps": ("animation", "skip_steps"),
+    "hold_last": ("animation", "hold_last"),
+    "run_on_incomplete": ("animation", "run_on_incomplete"),
+    "keep_frames": ("animation", "keep_frames"),
+    "frames_only": ("animation", "frames_only"),
+    "capture_source": ("capture", "source"),
+    "decoder": ("capture", "decoder"),
+    "capture_resolution": ("capture", "resolution"),
+    "init_upload": ("init_image", "upload_id"),
+    "strength": ("strength",),
+    "webhook": ("webhook",),
+    "webhook_events": ("webhook_events",),
+    "renditions": ("renditions",),
+}
+# Fields set another way: --init-image uploads the file and sends its upload_id instead of base64 data.
+REQUEST_FIELDS_WITHOUT_OPTION = {("init_image", "data")}
+
+VIDEO_OPTIONS = ("duration", "fps", "codec", "interpolation", "skip_steps", "hold_last")
+
+
+def choices(literal: Any) -> list[str]:
+    return [str(value) for value in get_args(literal)]
+
+
+def parse_video_options(text: str) -> dict[str, Any]:
+    """``codec=vp9,duration=3,interpolation=blend`` -> the fields of a rendition (checked by VideoOptions)."""
+    fields: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in VideoOptions.model_fields:
+            known = ", ".join(VideoOptions.model_fields)
+            raise argparse.ArgumentTypeError(f"{part!r}: expected NAME=VALUE with NAME one of {known}")
+        fields[name] = value.strip()
+    try:
+        return VideoOptions.model_validate(fields).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(validation_message(e)) from e
+
+
+def validation_message(error: ValidationError, *, names: Mapping[tuple[str, ...], str] | None = None) -> str:
+    first = error.errors()[0]
+    path = tuple(str(p) for p in first["loc"])
+    where = (names or {}).get(path) or ".".join(path)
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def build_request(args: argparse.Namespace, *, upload_id: str | None = None) -> AnimationCreate:
+    """The POST /animations body of ``submit``'s options: only what was given (the server defaults the rest)."""
+    values = dict(vars(args))
+    if upload_id is not None:
+        values["init_upload"] = upload_id
+    body: dict[str, Any] = {}
+    for dest, path in REQUEST_OPTIONS.items():
+        value = values.get(dest)
+        if value is None:
+            continue
+        target = body
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    try:
+        return AnimationCreate.model_validate(body)
+    except ValidationError as e:
+        names = {path: "--" + dest.replace("_", "-") for dest, path in REQUEST_OPTIONS.items()}
+        raise UsageError(validation_message(e, names=names)) from e
+
+
+def rendition_request(args: argparse.Namespace) -> VideoOptions:
+    body = {name: getattr(args, name) for name in VIDEO_OPTIONS if getattr(args, name, None) is not None}
+    try:
+        return VideoOptions.model_validate(body)
+    except ValidationError as e:
+        raise UsageError(validation_message(e, names={(n,): "--" + n.replace("_", "-") for n in VIDEO_OPTIONS})) from e
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """Headers of a saved delivery: a JSON object, or ``Name: value`` lines (a request line before them is skipped)."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except ValueError as e:
+            raise UsageError(f"--headers: not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise UsageError("--headers: expected a JSON object of header names and values")
+        return {str(k).lower(): str(v) for k, v in data.items()}
+    headers: dict[str, str] = {}
+    for line in stripped.splitlines():
+        name, colon, value = line.partition(":")
+        if not colon or " " in name.strip():
+            continue  # e.g. "POST /hook HTTP/1.1" or a blank line
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+# Output
+
+
+def emit_json(model: BaseModel | Mapping[str, Any], out: TextIO) -> None:
+    data = model.model_dump(mode="json") if isinstance(model, BaseModel) else dict(model)
+    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def describe(job: AnimationPublic) -> list[str]:
+    """``status``'s human output."""
+    progress = job.progress
+    status = str(job.status)
+    if job.status in ("queued", "rendering"):
+        status += f" ({progress.step}/{progress.total} steps"
+        if progress.eta_seconds is not None and job.status == "rendering":
+            status += f", ETA {progress.eta_seconds:.0f}s"
+        status += ")"
+    if job.cancel_requested and not job.finished:
+        status += ", cancel requested"
+    rows = [
+        ("id", job.id),
+        ("status", status),
+        ("prompt", job.request.prompt),
+        ("model", f"{job.model}, seed {job.seed}"),
+        ("created", job.created_at.isoformat()),
+    ]
+    if job.finished_at is not None:
+        rows.append(("finished", job.finished_at.isoformat()))
+    if job.error is not None:
+        rows.append(("error", f"{job.error.code}: {job.error.message}"))
+    if job.video is not None:
+        rows.append(("video", job.video.url))
+    if job.frames_zip is not None:
+        rows.append(("frames", job.frames_zip.url))
+    for rendition in job.renditions:
+        url = rendition.video.url if rendition.video is not None else ""
+        rows.append(("rendition", f"{rendition.id} {rendition.status} {rendition.options.codec} {url}".rstrip()))
+    return [f"{name:<10} {value}" for name, value in rows]
+
+
+def result_url(job: AnimationPublic) -> str:
+    if job.video is not None:
+        return job.video.url
+    if job.frames_zip is not None:
+        return job.frames_zip.url  # a frames_only job
+    raise JobFailed(f"animation {job.id} succeeded but has no video or frames to download")
+
+
+# Commands
+
+
+class Cli:
+    def __init__(self, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> None:
+        self.args = args
+        self.out = stdout
+        self.err = stderr
+        self.json: bool = getattr(args, "json", False)
+        self.quiet: bool = getattr(args, "quiet", False)
+        self.verbose: bool = getattr(args, "verbose", False)
+        url = getattr(args, "url", None) or os.environ.get("STEPANIM_URL") or DEFAULT_URL
+        key = getattr(args, "api_key", None) or os.environ.get("STEPANIM_API_KEY") or None
+        self.api = Client(url, api_key=key, timeout=getattr(args, "request_timeout", 30.0), on_retry=self._retrying)
+
+    def _retrying(self, what: str, delay: float, why: str) -> None:
+        if self.verbose:
+            self.err.write(f"{PROG}: {why} from {what}; retrying in {delay:.1f}s\n")
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.err.write(text + "\n")
+
+    def submit(self) -> int:
+        args = self.args
+        upload_id = None
+        if args.init_image is not None:
+            path = Path(args.init_image)
+            if not path.is_file():
+                raise UsageError(f"--init-image: no such file: {path}")
+            upload_id = self.api.upload(path).id
+        request = build_request(args, upload_id=upload_id)
+        job = self.api.create(request, idempotency_key=args.idempotency_key)
+        if not (args.wait or args.output):
+            if self.json:
+                emit_json(job, self.out)
+            else:
+                self.out.write(job.id + "\n")
+            return EXIT_OK
+        self.note(f"animation {job.id} {job.status}")
+        return self.finish(job.id)
+
+    def wait(self) -> int:
+        return self.finish(self.args.id)
+
+    def finish(self, job_id: str) -> int:
+        """Wait for the job with a progress line, then print its video URL or download it."""
+        args = self.args
+        bar = None if self.quiet else ProgressBar(self.err)
+        on_event: Callable[[Event], None] | None = bar
+        try:
+            job = self.api.wait(job_id, timeout=args.timeout, on_event=on_event)
+        except KeyboardInterrupt:
+            self.err.write(f"{PROG}: interrupted; animation {job_id} keeps running (`{PROG} cancel {job_id}`)\n")
+            return EXIT_INTERRUPTED
+        finally:
+            if bar is not None:
+                bar.close()
+        if job.status != "succeeded":
+            if self.json:
+                emit_json(job, self.out)
+            reason = f": {job.error.code}: {job.error.message}" if job.error is not None else ""
+            raise JobFailed(f"animation {job.id} {job.status}{reason}")
+        url = result_url(job)
+        if args.output:
+            path = self.api.download(url, args.output)
+            if self.json:
+                emit_json(job, self.out)
+            else:
+                self.out.write(f"{path}\n")
+        elif self.json:
+            emit_json(job, self.out)
+        else:
+            self.out.write(url + "\n")
+        return EXIT_OK
+
+    def status(self) -> int:
+        job = self.api.get(self.args.id)
+        if self.json:
+            emit_json(job, self.out)
+        else:
+            self.out.write("\n".join(describe(job)) + "\n")
+        return EXIT_OK
+
+    def cancel(self) -> int:
+        job = self.api.cancel(self.args.id)
+        if self.json:
+            emit_json(job, self.out)
+        else:
+            extra = " (cancel requested; it stops within one step)" if job.status != "canceled" else ""
+            self.out.write(f"{job.id} {job.status}{extra}\n")
+        return EXIT_OK
+
+    def list(self) -> int:
+        page = self.api.list(status=self.args.status, limit=self.args.limit, cursor=self.args.cursor)
+        if self.json:
+            emit_json(page, self.out)
+            return EXIT_OK
+        for job in page.data:
+            prompt = " ".join(job.request.prompt.split())
+            prompt = prompt if len(prompt) <= 48 else prompt[:47] + "…"
+            steps = f"{job.progress.step}/{job.progress.total}"
+            self.out.write(f"{job.id}  {job.status:<9}  {job.created_at:%Y-%m-%d %H:%M:%S}  {steps:>7}  {prompt}\n")
+        if page.next_cursor:
+            self.note(f"more: {PROG} list --cursor {page.next_cursor}")
+        return EXIT_OK
+
+    def rerender(self) -> int:
+        args = self.args
+        rendition = self.api.create_rendition(args.id, rendition_request(args))
+        if not (args.wait or args.output):
+            if self.json:
+                emit_json(rendition, self.out)
+            else:
+                self.out.write(rendition.id + "\n")
+            return EXIT_OK
+        self.note(f"rendition {rendition.id} of {args.id} {rendition.status}")
+        rendition = self.api.wait_rendition(args.id, rendition.id, timeout=args.timeout)
+        return self.finish_rendition(rendition)
+
+    def finish_rendition(self, rendition: RenditionPublic) -> int:
+        if rendition.status != "succeeded" or rendition.video is None:
+            if self.json:
+                emit_json(rendition, self.out)
+            reason = f": {rendition.error.code}: {rendition.error.message}" if rendition.error is not None else ""
+            raise JobFailed(f"rendition {rendition.id} {rendition.status}{reason}")
+        if self.args.output:
+            path = self.api.download(rendition.video.url, self.args.output)
+            if not self.json:
+                self.out.write(f"{path}\n")
+        if self.json:
+            emit_json(rendition, self.out)
+        elif not self.args.output:
+            self.out.write(rendition.video.url + "\n")
+        return EXIT_OK
+
+    def upload(self) -> int:
+        path = Path(self.args.file)
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
+        upload = self.api.upload(path)
+        if self.json:
+            emit_json(upload, self.out)
+        else:
+            self.out.write(upload.id + "\n")
+        return EXIT_OK
+
+    def capabilities(self) -> int:
+        caps = self.api.capabilities()
+        if self.json:
+            emit_json(caps, self.out)
+            return EXIT_OK
+        self.out.write(f"codecs          {' '.join(caps.codecs)}\n")
+        self.out.write(f"interpolations  {' '.join(caps.interpolations)}\n")
+        self.out.write(f"schedulers      {' '.join(caps.schedulers)}\n")
+        for name, why in caps.missing.items():
+            self.out.write(f"missing         {name}: {why}\n")
+        return EXIT_OK
+
+    def webhook_secret(self) -> int:
+        secrets = self.api.rotate_webhook_secret() if self.args.rotate else self.api.webhook_secrets()
+        if self.json:
+            emit_json(secrets, self.out)
+        else:
+            self.out.write(secrets.current + "\n")
+        return EXIT_OK
+
+    def webhook_verify(self) -> int:
+        from stepanim.webhook_signing import SignatureError, verify  # standard library only
+
+        args = self.args
+        body = read_input(args.body, "--body")
+        headers = parse_headers(read_input(args.headers, "--headers").decode()) if args.headers else {}
+        for name, value in (
+            ("webhook-id", args.msg_id),
+            ("webhook-timestamp", args.timestamp),
+            ("webhook-signature", args.signature),
+        ):
+            if value is not None:
+                headers[name] = value
+        secrets: list[str] = list(args.secret or [])
+        if not secrets and os.environ.get("STEPANIM_WEBHOOK_SECRET"):
+            secrets = [os.environ["STEPANIM_WEBHOOK_SECRET"]]
+        if not secrets:
+            secrets = [s.secret for s in self.api.webhook_secrets().secrets]
+        tolerance = None if args.no_timestamp_check else args.tolerance
+        try:
+            verify(secrets, headers, body, tolerance=tolerance)
+        except SignatureError as e:
+            self.err.write(f"{PROG}: invalid webhook signature: {e}\n")
+            return EXIT_REJECTED
+        summary = f"valid signature: {headers.get('webhook-id')}"
+        try:
+            payload = WebhookPayload.model_validate_json(body)
+            summary += f" ({payload.type}, animation {payload.data.id} {payload.data.status})"
+        except ValidationError:
+            pass  # a valid signature over another body
+        if self.json:
+            emit_json({"valid": True, "webhook_id": headers.get("webhook-id")}, self.out)
+        else:
+            self.out.write(summary + "\n")
+        return EXIT_OK
+
+
+def read_input(name: str, option: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{option}: no such file: {path}")
+    return path.read_bytes()
+
+
+# The parser
+
+
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def common_options(defaults: bool) -> Parser:
+    """Options every command takes, before or after its name (values given first are kept)."""
+    suppress: Any = argparse.SUPPRESS
+    common = Parser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument(
+        "--url",
+        default=None if defaults else suppress,
+        help=f"the API (env STEPANIM_URL; default {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--api-key", default=None if defaults else suppress, metavar="KEY", help="API key (env STEPANIM_API_KEY)"
+    )
+    group.add_argument(
+        "--json", action="store_true", default=False if defaults else suppress, help="print JSON (for scripts)"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=False if defaults else suppress, help="no progress on stderr"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=False if defaults else suppress, help="say when it retries"
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=positive(float),
+        default=30.0 if defaults else suppress,
+        metavar="SECONDS",
+        help="timeout of each HTTP request (default 30)",
+    )
+    return common
+
+
+def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("waiting")
+    group.add_argument(
+        "--wait", action="store_true", help=f"wait for the {what}, showing progress on stderr; print its video URL"
+    )
+    group.add_argument("-o", "--output", metavar="FILE", help="download the video to FILE (implies --wait)")
+    group.add_argument(
+        "--timeout", type=positive(float), metavar="SECONDS", help="give up waiting after this long (exit 5)"
+    )
+
+
+def add_video_options(parser: argparse.ArgumentParser, title: str) -> None:
+    video = parser.add_argument_group(title)
+    video.add_argument("--duration", type=positive(float), metavar="SECONDS", help="length in seconds (0.5-120)")
+    video.add_argument("--fps", type=int, help="frames per second of the video (1-60)")
+    video.add_argument("--codec", choices=choices(Codec), help="video codec (see `stepanim capabilities`)")
+    video.add_argument(
+        "--interpolation",
+        choices=choices(Interpolation),
+        help="none holds each step, blend cross-fades, mci is motion compensated",
+    )
+    video.add_argument("--skip-steps", type=int, metavar="N", help="leave out the first N (noisiest) steps")
+    video.add_argument("--hold-last", type=float, metavar="SECONDS", help="hold the final frame this long")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Render the denoising steps of a diffusion run as a video, through the Steps Animation "
+        "Service's HTTP API.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common_options(defaults=True)],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    common = [common_options(defaults=False)]
+
+    def command(name: str, help_: str, handler: Callable[[Cli], int], **kwargs: Any) -> Parser:
+        sub: Parser = commands.add_parser(name, help=help_, description=help_, parents=common, **kwargs)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    submit = command("submit", "start an animation (POST /animations)", Cli.submit)
+    submit.add_argument("prompt", help="what to draw")
+    image = submit.add_argument_group("image")
+    image.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from")
+    image.add_argument("--model", help="a model of the workers' models folder, or a hub id (server default)")
+    image.add_argument("--width", type=int, help="pixels, 64-2048, a multiple of 8 (default 512)")
+    image.add_argument("--height", type=int, help="pixels, 64-2048, a multiple of 8 (default 512)")
+    image.add_argument("--steps", type=int, help="denoising steps, one frame each (default 20)")
+    image.add_argument("--scheduler", choices=choices(Scheduler), help="sampler (default euler_a)")
+    image.add_argument(
+        "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (default 7.5)"
+    )
+    image.add_argument("--seed", type=int, help="random seed (chosen by the server when omitted)")
+    image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each (1-8)")
+    add_video_options(submit, "video")
+    frames = submit.add_argument_group("frames")
+    frames.add_argument(
+        "--run-on-incomplete",
+        action=argparse.BooleanOptionalAction,
+        help="make a video of the steps done when the render is canceled or stops early",
+    )
+    frames.add_argument(
+        "--keep-frames", action=argparse.BooleanOptionalAction, help="keep the frames (needed for renditions)"
+    )
+    frames.add_argument(
+        "--frames-only", action=argparse.BooleanOptionalAction, help="no video: the frames and a zip of them"
+    )
+    frames.add_argument("--capture-source", choices=choices(FrameSource), help="what each frame shows")
+    frames.add_argument("--decoder", choices=choices(FrameDecoder), help="how frames are decoded")
+    frames.add_argument("--capture-resolution", choices=choices(FrameResolution), help="frame size")
+    frames.add_argument(
+        "--rendition",
+        dest="renditions",
+        action="append",
+        type=parse_video_options,
+        metavar="OPTIONS",
+        help="another video of the same frames, e.g. codec=vp9,duration=3 (repeatable, up to 8)",
+    )
+    img2img = submit.add_argument_group("img2img")
+    init = img2img.add_mutually_exclusive_group()
+    init.add_argument("--init-image", metavar="PATH", help="start from this image (uploaded through /uploads)")
+    init.add_argument("--init-upload", metavar="UPLOAD_ID", help="start from an earlier upload (`stepanim upload`)")
+    img2img.add_argument("--strength", type=float, help="how far the image is changed, 0-1 (default 0.75)")
+    hooks = submit.add_argument_group("webhooks")
+    hooks.add_argument("--webhook", metavar="URL", help="receives signed POSTs about the job")
+    hooks.add_argument(
+        "--webhook-event",
+        dest="webhook_events",
+        action="append",
+        choices=choices(WebhookEvent),
+        help="an event to send (repeatable; default: the final ones)",
+    )
+    submit.add_argument("--idempotency-key", metavar="KEY", help="reuse to make a repeated submit return the same job")
+    add_wait_options(submit, "animation")
+
+    wait = command("wait", "wait for an animation, then print its video URL or download it", Cli.wait)
+    wait.add_argument("id", help="animation id")
+    wait.add_argument("-o", "--output", metavar="FILE", help="download the video to FILE")
+    wait.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="give up after this long (exit 5)")
+
+    status = command("status", "show an animation (GET /animations/{id})", Cli.status)
+    status.add_argument("id", help="animation id")
+
+    cancel = command("cancel", "cancel an animation (safe to repeat)", Cli.cancel)
+    cancel.add_argument("id", help="animation id")
+
+    listing = command("list", "this API key's recent animations, newest first", Cli.list)
+    listing.add_argument(
+        "--status", action="append", choices=choices(JobStatus), help="only these statuses (repeatable)"
+    )
+    listing.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+    listing.add_argument("--cursor", help="the next page, as a previous list printed")
+
+    for name, aliases in (("rerender", ["encode"]),):
+        rerender = command(
+            name,
+            "make another video of a succeeded animation's frames (POST /animations/{id}/renditions)",
+            Cli.rerender,
+            aliases=aliases,
+        )
+        rerender.add_argument("id", help="animation id")
+        add_video_options(rerender, "video")
+        add_wait_options(rerender, "rendition")
+
+    upload = command("upload", "upload an init image for img2img; prints its upload id", Cli.upload)
+    upload.add_argument("file", help="a PNG, JPEG or WebP image")
+
+    command("capabilities", "codecs, interpolations and schedulers this server supports", Cli.capabilities)
+
+    webhook = commands.add_parser(
+        "webhook", help="webhook secret and signature checks", description="Webhook secret and signature checks."
+    )
+    hooks_commands = webhook.add_subparsers(
+        dest="webhook_command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    secret = hooks_commands.add_parser(
+        "secret", help="print the whsec_ secret that signs this key's webhooks", parents=common
+    )
+    secret.add_argument("--rotate", action="store_true", help="make a new secret (the old one signs for 24 h more)")
+    secret.set_defaults(handler=Cli.webhook_secret)
+    verify = hooks_commands.add_parser(
+        "verify",
+        parents=common,
+        help="check a saved delivery's signature (exit 0 valid, 1 invalid)",
+        description="Check the Standard Webhooks signature of a saved delivery: its exact body, and its "
+        "webhook-id, webhook-timestamp and webhook-signature headers (from --headers or the options). The "
+        "secret is --secret, else STEPANIM_WEBHOOK_SECRET, else every current secret from the API.",
+    )
+    verify.add_argument(
+        "--body", required=True, metavar="FILE", help="the delivery's body, byte for byte (- for stdin)"
+    )
+    verify.add_argument(
+        "--headers", metavar="FILE", help="its headers: a JSON object or `Name: value` lines (- for stdin)"
+    )
+    verify.add_argument("--id", dest="msg_id", metavar="ID", help="the webhook-id header")
+    verify.add_argument("--timestamp", metavar="UNIX", help="the webhook-timestamp header")
+    verify.add_argument("--signature", metavar="SIG", help="the webhook-signature header (v1,...)")
+    verify.add_argument("--secret", action="append", metavar="WHSEC", help="a whsec_ secret (repeatable)")
+    verify.add_argument(
+        "--tolerance",
+        type=positive(float),
+        default=300.0,
+        metavar="SECONDS",
+        help="refuse timestamps further than this from now (default 300, as Standard Webhooks asks)",
+    )
+    verify.add_argument(
+        "--no-timestamp-check", action="store_true", help="accept any timestamp (for a delivery saved long ago)"
+    )
+    verify.set_defaults(handler=Cli.webhook_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    handler: Callable[[Cli], int] = args.handler
+    cli: Cli | None = None
+    try:
+        cli = Cli(args, out, err)
+        return handler(cli)
+    except UsageError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except ApiError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_API_ERROR
+    except JobFailed as e:
+        err.write(f"{PROG}: {e}\n")
+        return EXIT_JOB_FAILED
+    except WaitTimeout as e:
+        err.write(f"{PROG}: {e}; it keeps running\n")
+        return EXIT_TIMEOUT
+    except ConnectionFailed as e:
+        err.write(f"{PROG}: error: cannot reach the API: {e}\n")
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        err.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_REJECTED
+    finally:
+        if cli is not None:
+            cli.api.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

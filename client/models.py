@@ -1,0 +1,298 @@
+"""Typed models of the API's requests and responses, written by hand from ``openapi.yaml``.
+
+Each class is named after its schema in ``components.schemas``, and
+``tests/unit/test_client_models.py`` checks, in both directions, that every schema and every
+field there has its counterpart here with the same type, required-ness and default: the
+client and the OpenAPI document cannot drift apart silently.
+
+Request models refuse unknown fields (a typo fails here, not on the server); value ranges
+are left to the server, whose 422 names the field and the limit. Response models ignore
+fields they do not know, so that a newer server does not break an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Enumerations (string enums in the OpenAPI document).
+Codec = Literal["h264", "h265", "vp9", "av1", "prores", "gif"]
+Interpolation = Literal["none", "blend", "mci"]
+JobStatus = Literal["queued", "rendering", "encoding", "succeeded", "failed", "canceled"]
+RenditionStatus = Literal["queued", "encoding", "succeeded", "failed"]
+FrameSource = Literal["denoised", "noisy"]
+FrameDecoder = Literal["approx", "taesd", "full"]
+FrameResolution = Literal["quarter", "full"]
+Scheduler = Literal["euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc"]
+WebhookEvent = Literal[
+    "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
+]
+DeliveryOutcome = Literal["delivered", "retrying", "failed", "gone"]
+
+TERMINAL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("animation.succeeded", "animation.failed", "animation.canceled")
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL_RENDITION_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
+
+ENUMS: dict[str, Any] = {
+    "Codec": Codec,
+    "Interpolation": Interpolation,
+    "JobStatus": JobStatus,
+    "RenditionStatus": RenditionStatus,
+    "FrameSource": FrameSource,
+    "FrameDecoder": FrameDecoder,
+    "FrameResolution": FrameResolution,
+}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# Requests
+
+
+class VideoOptions(_Request):
+    """How captured steps become one video: the body of POST /animations/{id}/renditions."""
+
+    duration: float = 5.0
+    fps: int = 30
+    codec: Codec = "h264"
+    interpolation: Interpolation = "none"
+    skip_steps: int = 0
+    hold_last: float = 0.0
+
+
+class AnimationOptions(VideoOptions):
+    """The video of an animation, and what happens to its frames."""
+
+    run_on_incomplete: bool = False
+    keep_frames: bool = True
+    frames_only: bool = False
+
+
+class CaptureOptions(_Request):
+    source: FrameSource = "denoised"
+    decoder: FrameDecoder = "full"
+    resolution: FrameResolution = "full"
+
+
+class InitImage(_Request):
+    """Exactly one of ``upload_id`` (from POST /uploads) or ``data`` (base64)."""
+
+    upload_id: str | None = None
+    data: str | None = None
+
+
+class AnimationCreate(_Request):
+    """Body of POST /animations. Only the fields you set are sent; the server fills in the rest."""
+
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    scheduler: Scheduler = "euler_a"
+    guidance_scale: float = 7.5
+    seed: int | None = None
+    animation: AnimationOptions = Field(default_factory=AnimationOptions)
+    webhook: str | None = None
+    webhook_events: list[WebhookEvent] = Field(default_factory=lambda: list(TERMINAL_WEBHOOK_EVENTS))
+    capture: CaptureOptions = Field(default_factory=CaptureOptions)
+    init_image: InitImage | None = None
+    strength: float | None = None
+    batch_size: int = 1
+    renditions: list[VideoOptions] = Field(default_factory=list)
+
+
+# Responses
+
+
+class ProgressPublic(_Response):
+    step: int
+    total: int
+    latest_frame_url: str | None = None
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = None
+
+
+class ImagePublic(_Response):
+    batch_index: int
+    seed: int
+    frames: int
+
+
+class ErrorInfo(_Response):
+    """Why a job or rendition failed."""
+
+    code: str
+    message: str
+
+
+class VideoPublic(_Response):
+    url: str
+    filename: str
+    content_type: str
+    codec: Codec
+    size_bytes: int
+    duration: float
+    frames: int
+
+
+class JobUrls(_Response):
+    get: str
+    cancel: str
+    stream: str
+
+
+class WebhookDeliveryPublic(_Response):
+    webhook_id: str
+    event: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    outcome: DeliveryOutcome
+    next_attempt_at: datetime | None
+
+
+class RenditionPublic(_Response):
+    id: str
+    status: RenditionStatus
+    options: VideoOptions
+    created_at: datetime
+    finished_at: datetime | None
+    video: VideoPublic | None
+    error: ErrorInfo | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_RENDITION_STATUSES
+
+
+class FramesArchivePublic(_Response):
+    url: str
+    filename: str
+    size_bytes: int
+    frames: int
+
+
+class AnimationPublic(_Response):
+    """An animation job, as GET /animations/{id} returns it."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    model: str
+    seed: int
+    progress: ProgressPublic
+    images: list[ImagePublic] = Field(default_factory=list)
+    error: ErrorInfo | None
+    video: VideoPublic | None
+    urls: JobUrls
+    cancel_requested: bool = False
+    webhook_deliveries: list[WebhookDeliveryPublic] = Field(default_factory=list)
+    request: AnimationCreate
+    renditions: list[RenditionPublic] = Field(default_factory=list)
+    frame_urls: list[str] | None = None
+    frames_zip: FramesArchivePublic | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The job reached its final status (succeeded, failed or canceled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+Animation = AnimationPublic  # the short name
+
+
+class AnimationList(_Response):
+    data: list[AnimationPublic]
+    next_cursor: str | None
+
+
+class UploadPublic(_Response):
+    id: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class CapabilitiesPublic(_Response):
+    codecs: list[Codec]
+    interpolations: list[Interpolation]
+    schedulers: list[str]
+    missing: dict[str, str]
+    ffmpeg_version: str
+    probed_at: str
+
+
+class SecretPublic(_Response):
+    secret: str
+    expires_at: datetime | None
+
+
+class WebhookSecrets(_Response):
+    current: str
+    secrets: list[SecretPublic]
+
+
+class WebhookPayload(_Response):
+    """The body of a webhook delivery."""
+
+    type: WebhookEvent
+    timestamp: datetime
+    data: AnimationPublic
+
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = Field([])
+
+
+class ErrorResponse(_Response):
+    """The one shape of every error response."""
+
+    error: ErrorBody
+
+
+# Every schema of openapi.yaml's components, by name (checked by tests/unit/test_client_models.py).
+SCHEMAS: dict[str, type[BaseModel]] = {
+    model.__name__: model
+    for model in (
+        VideoOptions,
+        AnimationOptions,
+        CaptureOptions,
+        InitImage,
+        AnimationCreate,
+        ProgressPublic,
+        ImagePublic,
+        ErrorInfo,
+        VideoPublic,
+        JobUrls,
+        WebhookDeliveryPublic,
+        RenditionPublic,
+        FramesArchivePublic,
+        AnimationPublic,
+        AnimationList,
+        UploadPublic,
+        CapabilitiesPublic,
+        SecretPublic,
+        WebhookSecrets,
+        WebhookPayload,
+        ErrorBody,
+        ErrorResponse,
+    )
+}

@@ -1,0 +1,334 @@
+"""``Client``: the blocking client (httpx)."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client import _core
+from client._core import Event, RetryPolicy
+from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, WaitTimeout
+from client.models import (
+    AnimationCreate,
+    AnimationList,
+    AnimationPublic,
+    CapabilitiesPublic,
+    RenditionPublic,
+    UploadPublic,
+    VideoOptions,
+    WebhookSecrets,
+)
+
+
+class Client:
+    """A client of the Steps Animation Service.
+
+    >>> with Client("http://127.0.0.1:8000", api_key="sa_...") as api:  # doctest: +SKIP
+    ...     job = api.create({"prompt": "a lighthouse", "steps": 20})
+    ...     job = api.wait(job.id, timeout=600)
+    ...     api.download(job.video.url, "lighthouse.mp4")
+
+    Calls answered 429 or 503 are retried as ``retry`` says, honouring ``Retry-After``;
+    ``create`` sends an ``Idempotency-Key``, so a retried POST never starts a second render.
+    Errors raise ``ApiError`` (status, code, message); an unreachable API ``ConnectionFailed``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        on_retry: _core.OnRetry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("STEPANIM_URL") or _core.DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("STEPANIM_API_KEY") or None
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
+        self._http = httpx.Client(
+            timeout=timeout, headers={"User-Agent": _core.USER_AGENT}, transport=transport, follow_redirects=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # Plumbing
+
+    def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        idempotent: bool,
+        auth: bool = True,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One call, retried on 429/503 (and broken connections when ``idempotent``); raises ApiError on errors."""
+        url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
+        headers = {**(_core.auth_headers(self.api_key) if auth else {}), **kwargs.pop("headers", {})}
+        tries = 0
+        while True:
+            tries += 1
+            request = self._http.build_request(
+                method, url, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as e:
+                delay = self.retry.delay(tries, None) if _core.retryable_exception(e, idempotent=idempotent) else None
+                if delay is None:
+                    raise ConnectionFailed(f"{method} {url}: {type(e).__name__}: {e}") from e
+                self._wait_retry(f"{method} {url}", delay, type(e).__name__)
+                continue
+            if response.status_code < 400:
+                return response
+            response.read()
+            response.close()
+            error = _core.api_error(response)
+            delay = (
+                self.retry.delay(tries, error.retry_after)
+                if _core.retryable_response(response, self.retry, error)
+                else None
+            )
+            if delay is None:
+                raise error
+            self._wait_retry(f"{method} {url}", delay, f"HTTP {response.status_code} {error.code}")
+
+    def _wait_retry(self, what: str, delay: float, why: str) -> None:
+        if self.on_retry is not None:
+            self.on_retry(what, delay, why)
+        time.sleep(delay)
+
+    def _json(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
+        return self._send(method, path, idempotent=idempotent, **kwargs).json()
+
+    # Animations
+
+    def create(
+        self, request: AnimationCreate | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> AnimationPublic:
+        """POST /animations: accept a job (queued). An ``Idempotency-Key`` (a new UUID unless given) makes
+        retries safe: the server returns the same job for the same key and body."""
+        key = idempotency_key or str(uuid.uuid4())
+        body = _core.create_body(request)
+        data = self._json("POST", "/animations", idempotent=True, json=body, headers={"Idempotency-Key": key})
+        return AnimationPublic.model_validate(data)
+
+    submit = create
+
+    def get(self, animation_id: str) -> AnimationPublic:
+        """GET /animations/{id}: status, progress, error, signed video URL, renditions."""
+        return AnimationPublic.model_validate(self._json("GET", f"/animations/{animation_id}", idempotent=True))
+
+    def cancel(self, animation_id: str) -> AnimationPublic:
+        """POST /animations/{id}/cancel (safe to repeat); a finished job raises ApiError 409 ``already_finished``."""
+        data = self._json("POST", f"/animations/{animation_id}/cancel", idempotent=True)
+        return AnimationPublic.model_validate(data)
+
+    def create_rendition(self, animation_id: str, options: VideoOptions | Mapping[str, Any]) -> RenditionPublic:
+        """POST /animations/{id}/renditions: another video of a succeeded job's frames."""
+        body = _core.rendition_body(options)
+        data = self._json("POST", f"/animations/{animation_id}/renditions", idempotent=False, json=body)
+        return RenditionPublic.model_validate(data)
+
+    def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:
+        data = self._json("GET", f"/animations/{animation_id}/renditions/{rendition_id}", idempotent=True)
+        return RenditionPublic.model_validate(data)
+
+    def wait_rendition(
+        self, animation_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> RenditionPublic:
+        """Poll a rendition until it succeeded or failed; ``WaitTimeout`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rendition = self.get_rendition(animation_id, rendition_id)
+            if rendition.finished:
+                return rendition
+            if deadline is not None and time.monotonic() + poll_interval > deadline:
+                raise WaitTimeout(rendition_id, timeout or 0, what="rendition")
+            time.sleep(poll_interval)
+
+    def upload(
+        self, file: str | os.PathLike[str] | bytes, *, filename: str | None = None, content_type: str | None = None
+    ) -> UploadPublic:
+        """POST /uploads: store an init image; use its ``id`` as ``init_image.upload_id``."""
+        if isinstance(file, bytes):
+            data, name = file, filename or "image"
+        else:
+            path = Path(file)
+            data, name = path.read_bytes(), filename or path.name
+        files = {"file": (name, data, content_type or "application/octet-stream")}
+        return UploadPublic.model_validate(self._json("POST", "/uploads", idempotent=True, files=files))
+
+    def capabilities(self) -> CapabilitiesPublic:
+        return CapabilitiesPublic.model_validate(self._json("GET", "/capabilities", idempotent=True))
+
+    def webhook_secrets(self) -> WebhookSecrets:
+        """GET /webhooks/secret: the secret(s) that sign this key's webhooks."""
+        return WebhookSecrets.model_validate(self._json("GET", "/webhooks/secret", idempotent=True))
+
+    def rotate_webhook_secret(self) -> WebhookSecrets:
+        return WebhookSecrets.model_validate(self._json("POST", "/webhooks/secret/rotate", idempotent=False))
+
+    def download(self, url: str, path: str | os.PathLike[str]) -> Path:
+        """Save a signed URL (a video, a frame, a zip) to ``path``, via a temporary file beside it.
+
+        Signed URLs carry their own authorization: no API key is sent with them.
+        """
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.part")
+        response = self._send("GET", url, idempotent=True, auth=False, stream=True)
+        try:
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        except httpx.TransportError as e:
+            partial.unlink(missing_ok=True)
+            raise ConnectionFailed(f"download of {url} broke: {type(e).__name__}: {e}") from e
+        finally:
+            response.close()
+        partial.replace(target)
+        return target
+
+    # Events and waiting
+
+    def events(self, animation_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
+        """The job's server-sent events, from its start (or after ``last_event_id``) to its final status.
+
+        A broken or closed connection is resumed with ``Last-Event-ID``, so no event is lost
+        or repeated; the iteration ends after the final status event.
+        """
+        for event in self._events(animation_id, last_event_id=last_event_id, deadline=None):
+            if event is not None:
+                yield event
+
+    def _events(
+        self, animation_id: str, *, last_event_id: str | None, deadline: float | None
+    ) -> Iterator[Event | None]:
+        """Events, and None on every keep-alive (so a caller with a deadline gets control back)."""
+        path = f"/animations/{animation_id}/events"
+        decoder = _core.SSEDecoder(last_event_id)
+        broken = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            received = False
+            try:
+                response = self._send(
+                    "GET",
+                    path,
+                    idempotent=True,
+                    stream=True,
+                    headers=_core.stream_headers(decoder.last_event_id),
+                    timeout=_core.stream_timeout(remaining, self.timeout),
+                )
+                try:
+                    if not _core.is_event_stream(response):
+                        ctype = response.headers.get("content-type")
+                        raise EventStreamUnavailable(f"{path} answered {ctype!r}, not {_core.EVENT_STREAM}")
+                    for line in response.iter_lines():
+                        event = decoder.feed(line)
+                        if event is None:
+                            yield None
+                            continue
+                        received, broken = True, 0
+                        yield event
+                        if event.is_final:
+                            return
+                finally:
+                    response.close()
+            except httpx.TransportError as e:  # the stream broke (opening it was retried by _send already)
+                broken += 1
+                if broken >= self.retry.attempts:
+                    raise ConnectionFailed(f"event stream of {animation_id} broke: {e}") from e
+            else:
+                # A clean end without the final event: the connection's time limit, or a stream
+                # that expired. Nothing more will come when the job is already finished.
+                if not received and self.get(animation_id).finished:
+                    return
+            delay = (decoder.retry or 1000) / 1000 if broken == 0 else self.retry.backoff_delay(broken)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(delay)
+
+    def wait(
+        self,
+        animation_id: str,
+        *,
+        timeout: float | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        poll_interval: float = 1.0,
+    ) -> AnimationPublic:
+        """Block until the job is finished and return it (fresh, with signed URLs).
+
+        Follows the event stream (``on_event`` sees every event); when the stream cannot be
+        used it polls ``GET /animations/{id}`` every ``poll_interval`` seconds instead, and
+        ``on_event`` gets a ``status`` event whenever the job changed. Raises ``WaitTimeout``
+        after ``timeout`` seconds. The job is returned whatever its final status.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event in self._events(animation_id, last_event_id=None, deadline=deadline):
+                if event is not None and on_event is not None:
+                    on_event(event)
+                if event is not None and event.is_final:
+                    break
+        except (EventStreamUnavailable, ConnectionFailed):
+            pass  # poll below
+        except ApiError as e:
+            if e.status < 500 and e.status not in self.retry.statuses:
+                raise
+        return self._poll(animation_id, deadline, timeout, on_event, poll_interval)
+
+    def _poll(
+        self,
+        animation_id: str,
+        deadline: float | None,
+        timeout: float | None,
+        on_event: Callable[[Event], None] | None,
+        poll_interval: float,
+    ) -> AnimationPublic:
+        previous: AnimationPublic | None = None
+        while True:
+            job = self.get(animation_id)
+            if job.finished:
+                return job
+            if on_event is not None and _core.changed(previous, job):
+                on_event(_core.polled_event(job))
+            previous = job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(animation_id, timeout or 0, job)
+            pause = poll_interval if deadline is None else min(poll_interval, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    # Listing (last: the method's name shadows the builtin in the class body)
+
+    def list(self, *, status: Iterable[str] | None = None, limit: int = 20, cursor: str | None = None) -> AnimationList:
+        """GET /animations: this key's tenant's jobs, newest first, a page at a time."""
+        params: builtins.list[tuple[str, str | int]] = [("limit", limit)]
+        params += [("status", s) for s in status or ()]
+        if cursor:
+            params.append(("cursor", cursor))
+        return AnimationList.model_validate(self._json("GET", "/animations", idempotent=True, params=params))
