@@ -229,11 +229,14 @@ function showResult(job) {
   const gif = $("gif");
   if (job.video) {
     const isGif = job.video.content_type === "image/gif";
-    if (isGif && gif.dataset.src !== job.video.url) {
-      gif.dataset.src = job.video.url;
+    // Signed URLs change at every read: a video is known by its job and file, not its URL,
+    // so that a later read of the job does not restart it.
+    const identity = `${job.id}/${job.video.filename}/${job.video.size_bytes}`;
+    if (isGif && gif.dataset.src !== identity) {
+      gif.dataset.src = identity;
       gif.src = job.video.url;
-    } else if (!isGif && video.dataset.src !== job.video.url) {
-      video.dataset.src = job.video.url;
+    } else if (!isGif && video.dataset.src !== identity) {
+      video.dataset.src = identity;
       video.src = job.video.url;
       video.muted = true;
       video.play().catch(() => {}); // autoplay of a muted video is allowed; controls remain

@@ -198,11 +198,13 @@ def test_a_job_submitted_in_the_page_shows_its_frames_live_then_plays(
     assert len(links) == 1 and httpx.get(links[0], timeout=30).status_code == 200
     screenshot(page, "job-done.png", capsys)
 
-    # Re-encode: a second video of the same frames appears in the downloads.
+    # Re-encode: a second video of the same frames appears in the downloads (the one playing goes on).
+    playing = page.eval_on_selector("#video", "v => v.currentSrc")
     page.select_option("#rendition-form select[name=codec]", codec)
     page.fill("#rendition-form input[name=duration]", "2")
     page.click("#rendition-form button[type=submit]")
     page.wait_for_function("() => document.querySelectorAll('#downloads a').length === 2", timeout=JOB_TIMEOUT_MS)
+    assert page.eval_on_selector("#video", "v => v.currentSrc") == playing
     job = httpx.get(f"{web.api_url}/animations/{job_id}", timeout=30).json()
     assert [r["status"] for r in job["renditions"]] == ["succeeded"]
     assert job["renditions"][0]["options"]["duration"] == 2
