@@ -1,5 +1,6 @@
 # Everything a fresh Debian/Ubuntu machine needs is installed by these targets:
-# system packages (python3-venv, ffmpeg, redis-server) when missing, then a venv
+# system packages (python3-venv, ffmpeg, redis-server, chromium for the web page's
+# browser test) when missing, then a venv
 # that is rebuilt only when pyproject.toml or requirements.lock change.
 
 PYTHON ?= python3
@@ -24,6 +25,7 @@ system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	if [ -n "$$missing" ]; then \
 	  if ! command -v apt-get >/dev/null; then \

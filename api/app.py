@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio
 from fastapi import Depends, FastAPI
 
-from api import errors, openapi
+from api import errors, openapi, web
 from api.limits import BodySizeLimit
 from api.routes import animations, capabilities, events, files, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
@@ -56,5 +56,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     metrics_routes.install(app)  # /metrics and the JSON access log
     webhooks.document_webhooks(app)
     openapi.install(app)
+    web.install(app)  # the page at / (not in the OpenAPI document)
     setup_logging(service="api", level=settings.log_level, fmt=settings.log_format)
     return app

@@ -26,6 +26,10 @@ class CapabilitiesPublic(BaseModel):
     schedulers: list[str] = Field(
         description="Sampler names accepted by POST /animations.", examples=[["euler_a", "ddim", "dpmpp_2m"]]
     )
+    default_model: str = Field(
+        description="The model a job renders with when its request names none (`model` omitted).",
+        examples=["tiny-sd"],
+    )
     missing: dict[str, str] = Field(
         description="What is unavailable here, and what ffmpeg lacks for it.",
         examples=[{"av1": "encoder libaom-av1"}],
@@ -56,7 +60,8 @@ def require(caps: Capabilities | None, options: VideoOptions, field: str) -> Non
     responses={503: {"model": ErrorResponse, "description": "No encoder worker has reported yet."}},
 )
 def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
-    """Codecs and interpolation modes the installed ffmpeg really supports, and the scheduler names.
+    """Codecs and interpolation modes the installed ffmpeg really supports, the scheduler names,
+    and the model a job gets when it names none.
 
     The encoder worker probes its own ffmpeg once when it starts and publishes the
     result; requests for anything missing are refused with 422.
@@ -73,6 +78,7 @@ def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
         codecs=caps.codecs,
         interpolations=caps.interpolations,
         schedulers=list(SCHEDULERS),
+        default_model=svc.settings.default_model,
         missing=caps.missing,
         ffmpeg_version=caps.ffmpeg_version,
         probed_at=caps.probed_at.isoformat(),

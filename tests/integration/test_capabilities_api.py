@@ -70,6 +70,7 @@ def test_capabilities_lists_what_the_encoder_has(svc: Services, client: TestClie
     assert body["codecs"] == ["h264", "h265", "vp9", "prores", "gif"]
     assert body["interpolations"] == ["none"]
     assert body["schedulers"] == list(SCHEDULERS)
+    assert body["default_model"] == svc.settings.default_model
     assert body["missing"] == {
         "av1": "ffmpeg lacks libaom-av1",
         "blend": "ffmpeg lacks minterpolate",
