@@ -108,7 +108,9 @@ REQUEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "capture_source": ("capture", "source"),
     "decoder": ("capture", "decoder"),
     "capture_resolution": ("capture", "resolution"),
+    "upscale": ("capture", "upscale"),
     "init_upload": ("init_image", "upload_id"),
+    "init_url": ("init_image", "url"),
     "strength": ("strength",),
     "webhook": ("webhook",),
     "webhook_events": ("webhook_events",),
@@ -576,6 +578,7 @@ def build_parser() -> Parser:
     frames.add_argument("--capture-source", choices=choices(FrameSource), help="what each frame shows")
     frames.add_argument("--decoder", choices=choices(FrameDecoder), help="how frames are decoded")
     frames.add_argument("--capture-resolution", choices=choices(FrameResolution), help="frame size")
+    frames.add_argument("--upscale", type=int, help="enlarge every frame by this factor, 1-4 (e.g. 4 for digits)")
     frames.add_argument(
         "--rendition",
         dest="renditions",
@@ -588,6 +591,9 @@ def build_parser() -> Parser:
     init = img2img.add_mutually_exclusive_group()
     init.add_argument("--init-image", metavar="PATH", help="start from this image (uploaded through /uploads)")
     init.add_argument("--init-upload", metavar="UPLOAD_ID", help="start from an earlier upload (`stepanim upload`)")
+    init.add_argument(
+        "--init-url", metavar="URL", help="start from the image at this public URL (the server fetches it)"
+    )
     img2img.add_argument("--strength", type=float, help="how far the image is changed, 0-1 (default 0.75)")
     hooks = submit.add_argument_group("webhooks")
     hooks.add_argument("--webhook", metavar="URL", help="receives signed POSTs about the job")

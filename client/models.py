@@ -80,13 +80,15 @@ class CaptureOptions(_Request):
     source: FrameSource = "denoised"
     decoder: FrameDecoder = "full"
     resolution: FrameResolution = "full"
+    upscale: int = 1
 
 
 class InitImage(_Request):
-    """Exactly one of ``upload_id`` (from POST /uploads) or ``data`` (base64)."""
+    """Exactly one of ``upload_id`` (from POST /uploads), ``data`` (base64) or ``url``."""
 
     upload_id: str | None = None
     data: str | None = None
+    url: str | None = None
 
 
 class AnimationCreate(_Request):
@@ -229,10 +231,21 @@ class UploadPublic(_Response):
     size_bytes: int
 
 
+class ModelInfo(_Response):
+    """A render worker's local model, with the request fields that suit it."""
+
+    name: str
+    description: str = ""
+    example_prompt: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
 class CapabilitiesPublic(_Response):
     codecs: list[Codec]
     interpolations: list[Interpolation]
     schedulers: list[str]
+    default_model: str
+    models: list[ModelInfo]
     missing: dict[str, str]
     ffmpeg_version: str
     probed_at: str
@@ -289,6 +302,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         AnimationList,
         UploadPublic,
         CapabilitiesPublic,
+        ModelInfo,
         SecretPublic,
         WebhookSecrets,
         WebhookPayload,

@@ -21,6 +21,7 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:idempotency:<t>:<sha256 of the key>``  what an Idempotency-Key produced
 - ``<p>:delivery:<webhook-id>``  attempts made of one webhook message (one scheduler per attempt)
 - ``<p>:capabilities:encoder``  what the encoder worker's ffmpeg supports (``stepanim.capabilities``)
+- ``<p>:capabilities:models``  the render worker's local models (``stepanim.model_catalog``)
 
 Celery's Redis transport keeps its own keys in the same database: one list per queue
 (named after the queue) and ``unacked`` / ``unacked_index`` for delivered messages not
@@ -45,6 +46,7 @@ import redis.asyncio
 
 from stepanim.capabilities import Capabilities
 from stepanim.jobs import Job, JobStatus
+from stepanim.model_catalog import ModelInfo
 
 
 class JobNotFound(Exception):
@@ -238,6 +240,18 @@ class JobStore:
     def get_capabilities(self) -> Capabilities | None:
         raw = self.redis.get(self._capabilities_key())
         return None if raw is None else Capabilities.model_validate_json(raw)
+
+    # Render worker's models ---------------------------------------------------------
+    def _model_catalog_key(self) -> str:
+        return f"{self.prefix}:capabilities:models"
+
+    def set_model_catalog(self, models: list[ModelInfo]) -> None:
+        """Written by a render worker when it starts; the newest start wins."""
+        self.redis.set(self._model_catalog_key(), json.dumps([m.model_dump(mode="json") for m in models]))
+
+    def get_model_catalog(self) -> list[ModelInfo]:
+        raw = self.redis.get(self._model_catalog_key())
+        return [] if raw is None else [ModelInfo.model_validate(m) for m in json.loads(raw)]
 
     def ping(self) -> None:
         self.redis.ping()
@@ -609,18 +623,6 @@ def _is_terminal(raw: bytes | str) -> bool:
 
 def _millis(seconds: float) -> int:
     return int(seconds * 1000)
-
-    # Encoder capabilities -----------------------------------------------------------
-    def _capabilities_key(self) -> str:
-        return f"{self.prefix}:capabilities:encoder"
-
-    def set_capabilities(self, caps: Capabilities) -> None:
-        """Written by the encoder worker when it starts; no expiry (the next start overwrites it)."""
-        self.redis.set(self._capabilities_key(), caps.model_dump_json())
-
-    def get_capabilities(self) -> Capabilities | None:
-        raw = self.redis.get(self._capabilities_key())
-        return None if raw is None else Capabilities.model_validate_json(raw)
 
 
 def _text(value: bytes | str) -> str:

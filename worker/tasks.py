@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from functools import cache
+from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready
 
-from stepanim import lifecycle, metrics, reconcile
+from stepanim import lifecycle, metrics, model_catalog, reconcile
 from stepanim.jobs import JobStatus
 from stepanim.queues import RENDER_TASK, enqueue_encode
 from stepanim.retries import retry_or_fail
@@ -31,6 +33,15 @@ def services() -> Services:
 @cache
 def pipelines() -> PipelineCache:
     return PipelineCache(get_settings())
+
+
+@worker_ready.connect
+def publish_models(**_: Any) -> None:
+    """Tell the API which models this worker has (GET /capabilities lists them)."""
+    svc = services()
+    models = model_catalog.scan(svc.settings.models_dir)
+    svc.store.set_model_catalog(models)
+    log.info("models published: %s", ", ".join(m.name for m in models) or "none")
 
 
 @app.task(name=RENDER_TASK, bind=True, max_retries=5)

@@ -16,6 +16,7 @@ from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.jobs import SCHEDULERS, Codec, Interpolation, VideoOptions
+from stepanim.model_catalog import ModelInfo
 
 router = APIRouter(tags=["capabilities"])
 
@@ -29,6 +30,10 @@ class CapabilitiesPublic(BaseModel):
     default_model: str = Field(
         description="The model a job renders with when its request names none (`model` omitted).",
         examples=["tiny-sd"],
+    )
+    models: list[ModelInfo] = Field(
+        description="The render workers' local models, each with the request defaults that suit it (empty until a "
+        "render worker has started; hub ids and paths may be used as well)."
     )
     missing: dict[str, str] = Field(
         description="What is unavailable here, and what ffmpeg lacks for it.",
@@ -61,7 +66,7 @@ def require(caps: Capabilities | None, options: VideoOptions, field: str) -> Non
 )
 def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
     """Codecs and interpolation modes the installed ffmpeg really supports, the scheduler names,
-    and the model a job gets when it names none.
+    the model a job gets when it names none, and the render workers' local models.
 
     The encoder worker probes its own ffmpeg once when it starts and publishes the
     result; requests for anything missing are refused with 422.
@@ -79,6 +84,7 @@ def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
         interpolations=caps.interpolations,
         schedulers=list(SCHEDULERS),
         default_model=svc.settings.default_model,
+        models=svc.store.get_model_catalog(),
         missing=caps.missing,
         ffmpeg_version=caps.ffmpeg_version,
         probed_at=caps.probed_at.isoformat(),

@@ -109,6 +109,30 @@ function applyCapabilities(caps) {
     form.elements.model.placeholder = `${caps.default_model} (server default)`;
     fillModels([caps.default_model]);
   }
+  defaultModel = caps.default_model || "";
+  const first = models.size === 0;
+  models = new Map((caps.models ?? []).map((info) => [info.name, info]));
+  fillModels([...models.keys()]);
+  if (first && models.size > 0) applyModelDefaults(form);
+}
+
+// ---- per-model defaults (GET /capabilities lists the workers' models and what suits each) ----
+
+let defaultModel = "";
+let models = new Map(); // name -> {name, description, example_prompt, defaults}
+let extraDefaults = {}; // the chosen model's defaults that no form field shows (e.g. capture)
+
+function applyModelDefaults(form) {
+  const info = models.get(form.elements.model.value.trim() || defaultModel);
+  extraDefaults = {};
+  $("model-note").textContent = info?.description ?? "";
+  if (!info) return;
+  for (const [name, value] of Object.entries(info.defaults)) {
+    const input = form.elements[name];
+    if (input instanceof HTMLInputElement && typeof value !== "object") input.value = String(value);
+    else extraDefaults[name] = value;
+  }
+  if (info.example_prompt) form.elements.prompt.placeholder = info.example_prompt;
 }
 
 async function loadCapabilities() {
@@ -146,6 +170,9 @@ function readJobForm(form) {
       interpolation: f.interpolation.value,
     },
   };
+  for (const [name, value] of Object.entries(extraDefaults)) {
+    body[name] = name === "animation" ? { ...value, ...body.animation } : value;
+  }
   if (f.negative_prompt.value.trim()) body.negative_prompt = f.negative_prompt.value;
   if (f.model.value.trim()) body.model = f.model.value.trim();
   if (f.seed.value !== "") body.seed = number(f.seed);
@@ -154,6 +181,7 @@ function readJobForm(form) {
 
 function setupForm() {
   const form = $("job-form");
+  form.elements.model.addEventListener("change", () => applyModelDefaults(form));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = $("submit");

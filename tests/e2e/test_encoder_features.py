@@ -52,6 +52,13 @@ def test_capabilities_come_from_the_encoders_ffmpeg(service: Service) -> None:
     assert set(caps["codecs"]) == {"h264", "h265", "vp9", "av1", "prores", "gif"}
     assert set(caps["interpolations"]) == {"none", "blend", "mci"}
     assert "ddim" in caps["schedulers"] and "plms" in caps["schedulers"]
+    # The render worker publishes the models in its folder when it starts (maybe after the encoder).
+    deadline = time.monotonic() + 60
+    while not caps["models"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        caps = capabilities(service)
+    assert [m["name"] for m in caps["models"]] == ["tiny-sd"]
+    assert caps["default_model"] == "tiny-sd"
 
 
 def test_renditions_up_front_and_later(service: Service, tmp_path: Path) -> None:

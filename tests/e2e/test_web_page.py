@@ -92,12 +92,26 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+SMALL_MODEL = {
+    "description": "The tiny model at 32 px, upscaled",
+    "example_prompt": "a small thing",
+    "defaults": {"width": 32, "height": 32, "steps": 3, "capture": {"upscale": 2}},
+}
+
+
 @pytest.fixture(scope="module")
 def web(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Development mode (no key needed) with one API key of tenant ``acme`` as well."""
     workdir = tmp_path_factory.mktemp("web")
+    # tiny-sd, and the same weights as "tiny-small" with request defaults (stepanim.json).
+    models = workdir / "models"
+    (models / "tiny-small").mkdir(parents=True)
+    (models / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
+    for entry in (models_dir / "tiny-sd").iterdir():
+        (models / "tiny-small" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    (models / "tiny-small" / "stepanim.json").write_text(json.dumps(SMALL_MODEL))
     settings = {
-        "STEPANIM_MODELS_DIR": str(models_dir),
+        "STEPANIM_MODELS_DIR": str(models),
         "STEPANIM_DEFAULT_MODEL": "tiny-sd",
         "STEPANIM_DEVICE": "cpu",
         "HF_HUB_OFFLINE": "1",
@@ -221,6 +235,27 @@ def test_a_job_submitted_in_the_page_shows_its_frames_live_then_plays(
     page.set_viewport_size({"width": 375, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     screenshot(page, "job-phone.png", capsys)
+
+
+def test_choosing_a_model_fills_in_its_defaults(page: Any, web: Stack) -> None:
+    """GET /capabilities lists the render worker's models; choosing one applies its stepanim.json defaults."""
+    page.goto(f"{web.api_url}/")
+    wait_for_form(page)
+    page.wait_for_function("() => document.querySelectorAll('#model-list option').length >= 2", timeout=60_000)
+    assert page.eval_on_selector("input[name=width]", "e => e.value") == "512"  # tiny-sd suggests nothing
+    page.fill("input[name=model]", "tiny-small")
+    page.dispatch_event("input[name=model]", "change")
+    assert page.eval_on_selector("input[name=width]", "e => e.value") == "32"
+    assert page.eval_on_selector("input[name=steps]", "e => e.value") == "3"
+    assert page.text_content("#model-note") == SMALL_MODEL["description"]
+    assert page.eval_on_selector("textarea[name=prompt]", "e => e.placeholder") == "a small thing"
+    page.fill("textarea[name=prompt]", "small")
+    page.fill("input[name=duration]", "1")
+    page.click("#submit")
+    wait_for_status(page, "succeeded")
+    job = httpx.get(f"{web.api_url}/animations/{page.text_content('#job-id')}", timeout=30).json()
+    request = job["request"]
+    assert (job["model"], request["width"], request["capture"]["upscale"]) == ("tiny-small", 32, 2)
 
 
 def test_api_key_from_the_page_and_an_init_image(
