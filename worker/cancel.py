@@ -34,8 +34,9 @@ class CancelWatch:
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        # Not joined: the thread may be waiting up to recheck_seconds for a message, and the
+        # render must not wait for it; it sees the stop and ends (closing its subscription) by itself.
         self._stop.set()
-        self._thread.join(timeout=self.recheck_seconds + 1)
 
     def is_set(self) -> bool:
         """Whether a cancel was seen; costs no I/O."""
@@ -53,6 +54,9 @@ class CancelWatch:
                         if sub.get_message(timeout=self.recheck_seconds) is not None:
                             self._canceled.set()
                             return
-            except redis.RedisError as e:  # Redis away for a moment: try again, the flag outlives it
+            except (redis.RedisError, OSError, ValueError) as e:
+                if self._stop.is_set():
+                    return  # the render is over (its client may be closed already): nothing to watch
+                # Redis away for a moment: try again, the flag outlives it.
                 log.warning("cancel watch for job %s: %s; retrying", self.job_id, e)
                 self._stop.wait(0.5)

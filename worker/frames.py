@@ -3,8 +3,9 @@
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
 One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and reports the batch's steps at once (one progress write for a
-backlog of steps, so the writes get cheaper per step exactly when sampling is ahead).
+PNGs, uploads them, and reports the steps written: every step, but at most one
+report (one Redis transaction with an event per step) each ``progress_interval``
+seconds, so a fast sampler does not pay a progress write per step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,10 +47,13 @@ class FrameWriter:
     seeds: list[int]
     on_frames: OnFrames
     queue_size: int = 8
+    progress_interval: float = 0.05  # seconds between progress reports; a report never waits longer
     keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
     _thread: threading.Thread = field(init=False)
     _error: BaseException | None = field(default=None, init=False)
+    _unreported: list[tuple[int, str]] = field(default_factory=list, init=False)
+    _reported_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.keys = [[] for _ in self.seeds]
@@ -89,8 +94,13 @@ class FrameWriter:
         try:
             done = False
             while not done:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=self._report_due_in())
+                except queue.Empty:  # nothing new, and steps wait to be reported: report them now
+                    self._report()
+                    continue
                 if first is None:
+                    self._report()
                     return
                 batch = [first]
                 while len(batch) * len(self.seeds) < MAX_DECODE_BATCH:
@@ -103,6 +113,8 @@ class FrameWriter:
                         break
                     batch.append(item)
                 self._write(batch)
+                if done or self._report_due_in() == 0:
+                    self._report()
         except BaseException as e:  # handed to the sampling thread by submit()/close()
             self._error = e
             while True:  # unblock a producer waiting on a full queue
@@ -123,4 +135,16 @@ class FrameWriter:
         # Every step is reported, also after a backlog: clients following the job's events
         # see each step (the first image of the batch is the one shown).
         done = len(self.keys[0]) - len(batch)
-        self.on_frames([(step, self.keys[0][done + n]) for n, (step, _) in enumerate(batch)])
+        self._unreported.extend((step, self.keys[0][done + n]) for n, (step, _) in enumerate(batch))
+
+    def _report_due_in(self) -> float | None:
+        """Seconds until the waiting steps must be reported; None when none wait."""
+        if not self._unreported:
+            return None
+        return max(0.0, self._reported_at + self.progress_interval - time.monotonic())
+
+    def _report(self) -> None:
+        if self._unreported:
+            steps, self._unreported = self._unreported, []
+            self.on_frames(steps)
+            self._reported_at = time.monotonic()
