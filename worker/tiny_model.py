@@ -16,10 +16,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -136,6 +145,74 @@ def build_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
     )
 
 
+def build_sdxl_pipeline(*, seed: int = 0) -> StableDiffusionXLPipeline:
+    """A tiny random-weight SDXL pipeline: two text encoders (the second with a projection),
+    a UNet with SDXL's "text_time" added conditioning, an 8x VAE with SDXL's scaling factor."""
+    vocab, merges = tiny_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)  # type: ignore[arg-type]
+    text_config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        projection_dim=32,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(text_config)
+        text_encoder_2 = CLIPTextModelWithProjection(text_config)
+        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8, and the pooled text embedding
+            cross_attention_dim=64,  # the two encoders' hidden states side by side
+        )
+        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            sample_size=64,
+            block_out_channels=(16, 16, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            scaling_factor=0.13025,
+        )
+    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
+        **{
+            k: v
+            for k, v in SD15_SCHEDULER_CONFIG.items()
+            if k not in ("skip_prk_steps", "set_alpha_to_one", "clip_sample")
+        }
+    )
+    return StableDiffusionXLPipeline(  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
 def is_complete(path: Path) -> bool:
     """Whether ``path`` holds a saved pipeline: ``model_index.json`` and every component folder."""
     index = path / "model_index.json"
@@ -149,8 +226,9 @@ def is_complete(path: Path) -> bool:
     )
 
 
-def build_tiny_model(path: Path, *, seed: int = 0) -> Path:
-    """Write the tiny pipeline to ``path`` (unless one is already there) and return ``path``.
+def build_tiny_model(path: Path, *, seed: int = 0, sdxl: bool = False) -> Path:
+    """Write the tiny pipeline (SD 1.x, or SDXL when ``sdxl``) to ``path`` (unless one is already there)
+    and return ``path``.
 
     The model is saved into a temporary folder beside ``path`` and renamed into place,
     so readers never see a half-written model and concurrent builders are safe.
@@ -163,7 +241,8 @@ def build_tiny_model(path: Path, *, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        build_pipeline(seed=seed).save_pretrained(tmp)  # type: ignore[attr-defined]  # mypy sees a stub class
+        pipe: Any = build_sdxl_pipeline(seed=seed) if sdxl else build_pipeline(seed=seed)
+        pipe.save_pretrained(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private
         os.replace(tmp, path)  # replaces a missing or empty folder; fails if another builder won
     except OSError:
