@@ -2,7 +2,8 @@
 
 The job's Redis stream is the source: every event keeps its stream id as the SSE
 ``id``, so a client that reconnects with ``Last-Event-ID`` gets exactly what it missed.
-The stream ends after the terminal status event.
+The stream ends after the terminal status event, or, when renditions are still being
+made then, once the last of them has finished.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def is_final(event: dict[str, Any]) -> bool:
     return event.get("type") == "status" and JobStatus(event.get("status", "queued")).is_terminal()
 
 
+def settled(job: Job) -> bool:
+    """Nothing more will happen to ``job``: it is finished and no rendition of it is being made."""
+    return job.status.is_terminal() and all(r.status.is_terminal() for r in job.renditions)
+
+
 async def stream(request: Request, svc: Services, job: Job, after: str) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     try:
@@ -97,7 +103,7 @@ async def stream(request: Request, svc: Services, job: Job, after: str) -> Async
 
 async def _events(request: Request, svc: Services, job: Job, after: str) -> AsyncIterator[str]:
     reader = AsyncEvents(request.app.state.async_redis, svc.store)
-    if job.status.is_terminal() and not await run_in_threadpool(svc.store.events, job.id, after):
+    if settled(job) and not await run_in_threadpool(svc.store.events, job.id, after):
         return  # nothing was missed and nothing more will come
     loop = asyncio.get_running_loop()
     closes_at = loop.time() + svc.settings.events_max_seconds
@@ -109,15 +115,22 @@ async def _events(request: Request, svc: Services, job: Job, after: str) -> Asyn
         if not events:
             yield ": keep-alive\n\n"
             current = await run_in_threadpool(svc.store.get, job.id)
-            if current.status.is_terminal() and not await run_in_threadpool(svc.store.events, job.id, after):
+            if settled(current) and not await run_in_threadpool(svc.store.events, job.id, after):
                 return  # the stream expired or was trimmed: do not wait forever
             continue
+        ending = False
         for event_id, event in events:
             after = event_id
             name, data = await run_in_threadpool(render_event, svc, job.id, event)
             yield sse(event_id, name, data)
-            if is_final(event):
-                return
+            if (is_final(event) or name == "rendition") and settled(await run_in_threadpool(svc.store.get, job.id)):
+                ending = True  # after the final status, renditions still being made are followed to their end
+        if ending:
+            # Settled: what the stream holds now is all there will be; send it and close.
+            for event_id, event in await run_in_threadpool(svc.store.events, job.id, after):
+                name, data = await run_in_threadpool(render_event, svc, job.id, event)
+                yield sse(event_id, name, data)
+            return
 
 
 @router.get(
@@ -127,7 +140,8 @@ async def _events(request: Request, svc: Services, job: Job, after: str) -> Asyn
     responses={
         200: {
             "description": "A `text/event-stream`: `status` events (with the job), `progress` events (with the "
-            "newest frame's URL) and rendition updates, each with its `id`; it ends after the final status.",
+            "newest frame's URL) and `rendition` updates (`id`, `status`), each with its `id`; it ends after the "
+            "final status, or after the last rendition still being made then.",
             "content": {"text/event-stream": {"schema": EVENT_SCHEMA, "example": EXAMPLE}},
         },
         404: {"model": ErrorResponse, "description": "No such animation for this tenant."},

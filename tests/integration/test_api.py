@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from stepanim import lifecycle
-from stepanim.jobs import JobStatus
+from stepanim.jobs import Codec, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import REFUSED
 
@@ -332,6 +332,35 @@ def test_events_replay_everything_and_resume_after_last_event_id(api: Api) -> No
     assert [e["id"] for e in resumed] == ids[3:]
     assert parse_sse(api.get(f"/animations/{job_id}/events", last_event_id=ids[-1]).text) == []
     assert_error(api.get(f"/animations/{job_id}/events", last_event_id="yesterday"), 422, "invalid_request")
+
+
+def test_the_stream_follows_a_rendition_made_after_the_job_finished(api: Api) -> None:
+    svc = api.svc
+    job_id = create(api)["id"]
+    lifecycle.start_rendering(svc, job_id)
+    lifecycle.start_encoding(svc, job_id, frames=[f"jobs/{job_id}/frames/1.png"])
+    lifecycle.succeed(svc, job_id, None)
+    rendition = Rendition(id="r" * 32, options=VideoOptions(codec=Codec.gif), created_at=utcnow())
+    lifecycle.add_rendition(svc, job_id, rendition)
+
+    def encode_it() -> None:  # as the encoder would, while the client is connected
+        time.sleep(0.5)
+        lifecycle.rendition_status(svc, job_id, rendition.id, RenditionStatus.encoding)
+        lifecycle.rendition_status(svc, job_id, rendition.id, RenditionStatus.succeeded)
+
+    encoder = threading.Thread(target=encode_it)
+    encoder.start()
+    events = parse_sse(api.get(f"/animations/{job_id}/events").text)  # ends once the rendition has
+    encoder.join()
+    tail = [(e["event"], e["data"].get("status")) for e in events][-4:]
+    assert tail == [
+        ("status", "succeeded"),
+        ("rendition", "queued"),
+        ("rendition", "encoding"),
+        ("rendition", "succeeded"),
+    ]
+    # A settled job with nothing missed: the stream ends at once.
+    assert parse_sse(api.get(f"/animations/{job_id}/events", last_event_id=events[-1]["id"]).text) == []
 
 
 # Prefer: wait -------------------------------------------------------------------------------------
