@@ -139,9 +139,14 @@ class AsyncClient:
         data = await self._json("POST", f"/animations/{animation_id}/cancel", idempotent=True)
         return AnimationPublic.model_validate(data)
 
-    async def create_rendition(self, animation_id: str, options: VideoOptions | Mapping[str, Any]) -> RenditionPublic:
+    async def create_rendition(
+        self, animation_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RenditionPublic:
+        """POST /animations/{id}/renditions with an ``Idempotency-Key``: retries never make a second video."""
         body = _core.rendition_body(options)
-        data = await self._json("POST", f"/animations/{animation_id}/renditions", idempotent=False, json=body)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        path = f"/animations/{animation_id}/renditions"
+        data = await self._json("POST", path, idempotent=True, json=body, headers=headers)
         return RenditionPublic.model_validate(data)
 
     async def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:

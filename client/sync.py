@@ -146,10 +146,15 @@ class Client:
         data = self._json("POST", f"/animations/{animation_id}/cancel", idempotent=True)
         return AnimationPublic.model_validate(data)
 
-    def create_rendition(self, animation_id: str, options: VideoOptions | Mapping[str, Any]) -> RenditionPublic:
-        """POST /animations/{id}/renditions: another video of a succeeded job's frames."""
+    def create_rendition(
+        self, animation_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RenditionPublic:
+        """POST /animations/{id}/renditions: another video of a succeeded job's frames. An ``Idempotency-Key``
+        (a new UUID unless given) makes retries safe: they never make a second video."""
         body = _core.rendition_body(options)
-        data = self._json("POST", f"/animations/{animation_id}/renditions", idempotent=False, json=body)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        path = f"/animations/{animation_id}/renditions"
+        data = self._json("POST", path, idempotent=True, json=body, headers=headers)
         return RenditionPublic.model_validate(data)
 
     def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:

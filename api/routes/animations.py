@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import re
 import secrets
@@ -16,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, PrincipalDep, ServicesDep, retry_after
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
+from api.idempotency import IdempotencyKey, run_once
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
 from stepanim.auth import Principal
@@ -24,12 +23,10 @@ from stepanim.public import AnimationList, AnimationPublic, to_public
 from stepanim.queues import enqueue_render
 from stepanim.services import Services
 from stepanim.settings import Settings
-from stepanim.store import AsyncEvents, JobNotFound
+from stepanim.store import AsyncEvents
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations", tags=["animations"])
-
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 def check_limits(body: AnimationCreate, settings: Settings) -> None:
@@ -78,12 +75,6 @@ def check_webhook(body: AnimationCreate, settings: Settings) -> None:
         ) from e
 
 
-def fingerprint(body: AnimationCreate) -> str:
-    """Identity of a request body for Idempotency-Key: its canonical JSON, defaults filled in."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def parse_wait(prefer: str | None, *, limit: int) -> int | None:
     """The ``wait=N`` preference of a ``Prefer`` header (RFC 7240), capped at ``limit``; None if absent.
 
@@ -112,40 +103,22 @@ def accept(svc: Services, body: AnimationCreate, principal: Principal, idempoten
         )
     check_limits(body, settings)
     check_webhook(body, settings)
-    print_ = fingerprint(body)
-    if idempotency_key is not None:
-        record = svc.store.claim_idempotency(principal.tenant, idempotency_key, print_)
-        if record is not None:
-            if record.fingerprint != print_:
-                raise ApiError(
-                    422,
-                    "idempotency_key_reused",
-                    "Idempotency-Key: this key was used with a different request body",
-                    details=[{"field": "Idempotency-Key", "message": "used before with a different body"}],
-                )
-            if record.job_id is None:
-                raise ApiError(
-                    409,
-                    "idempotency_conflict",
-                    "Idempotency-Key: a request with this key is still being processed; retry shortly",
-                    headers={"Retry-After": "1"},
-                )
-            try:
-                return svc.store.get(record.job_id), True
-            except JobNotFound:  # the job expired before the key: start afresh
-                svc.store.release_idempotency(principal.tenant, idempotency_key)
-                return accept(svc, body, principal, idempotency_key)
-    try:
-        job = create(svc, body, principal)
-    except BaseException:
-        if idempotency_key is not None:
-            svc.store.release_idempotency(principal.tenant, idempotency_key)
-        raise
-    if idempotency_key is not None:
-        svc.store.complete_idempotency(
-            principal.tenant, idempotency_key, print_, job.id, ttl=settings.idempotency_ttl_seconds
-        )
-    return job, False
+    made: list[Job] = []
+
+    def make() -> str:
+        made.append(create(svc, body, principal))
+        return made[0].id
+
+    job_id, replayed = run_once(
+        svc.store,
+        tenant=principal.tenant,
+        key=idempotency_key,
+        body=body,
+        make=make,
+        exists=lambda job_id: svc.store.get_many([job_id])[0] is not None,
+        ttl=settings.idempotency_ttl_seconds,
+    )
+    return (made[0] if made else svc.store.get(job_id)), replayed
 
 
 def create(svc: Services, body: AnimationCreate, principal: Principal) -> Job:
@@ -244,16 +217,7 @@ async def create_animation(
     svc: ServicesDep,
     principal: PrincipalDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            pattern=IDEMPOTENCY_KEY_PATTERN,
-            description="Makes the request safe to repeat (IETF Idempotency-Key draft): the same key and body "
-            "return the same job for 24 hours; another body with the same key is refused (422); a repeat "
-            "while the first is in flight gets 409.",
-            examples=["5e1f3c9a-6c1d-4f0e-9d8b-2a7f4b3c1e0d"],
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
     prefer: Annotated[
         str | None,
         Header(

@@ -7,14 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from api.deps import JobDep, ServicesDep
+from api.deps import JobDep, PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
+from api.idempotency import key_header, run_once
 from api.routes.capabilities import require
 from stepanim import lifecycle
-from stepanim.jobs import Rendition, VideoOptions, utcnow
+from stepanim.jobs import Job, Rendition, VideoOptions, utcnow
 from stepanim.naming import new_rendition_id
 from stepanim.public import RenditionPublic, rendition_public
 from stepanim.queues import enqueue_rendition
+from stepanim.services import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations/{animation_id}/renditions", tags=["renditions"])
@@ -37,18 +39,57 @@ REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "li
         **AUTH_RESPONSES,
         400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
         404: {"model": ErrorResponse},
-        409: {"model": ErrorResponse, "description": "Not finished yet, or its frames were deleted."},
+        409: {
+            "model": ErrorResponse,
+            "description": "Not finished yet, its frames were deleted, or a request with this Idempotency-Key is "
+            "still being processed.",
+        },
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse},
     },
 )
-def create_rendition(*, job: JobDep, body: VideoOptions, svc: ServicesDep, response: Response) -> RenditionPublic:
+def create_rendition(
+    *,
+    job: JobDep,
+    body: VideoOptions,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, key_header("rendition")] = None,
+) -> RenditionPublic:
     """Re-encode a succeeded animation from its stored frames (other codec, duration, fps, interpolation).
 
     The encoder worker makes it; the response (202) is the queued rendition, and the
     animation lists it with its status and, once done, a signed URL. A job whose frames
-    were deleted (`keep_frames: false`) cannot be re-encoded: 409.
+    were deleted (`keep_frames: false`) cannot be re-encoded: 409. With an
+    `Idempotency-Key` a repeat returns the same rendition (header `Idempotent-Replayed: true`).
     """
+    made: list[Rendition] = []
+
+    def make() -> str:
+        made.append(add(job, body, svc))
+        return made[0].id
+
+    rendition_id, replayed = run_once(
+        svc.store,
+        tenant=principal.tenant,
+        key=None if idempotency_key is None else f"rendition:{job.id}:{idempotency_key}",  # not a job's key
+        body=body,
+        make=make,
+        exists=lambda rid: any(r.id == rid for r in svc.store.get(job.id).renditions),
+        ttl=svc.settings.idempotency_ttl_seconds,
+    )
+    rendition = made[0] if made else next(r for r in svc.store.get(job.id).renditions if r.id == rendition_id)
+    response.headers["Location"] = (
+        f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}/renditions/{rendition.id}"
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return rendition_public(rendition, svc.storage)
+
+
+def add(job: Job, body: VideoOptions, svc: Services) -> Rendition:
+    """Record a new rendition of ``job`` and queue it for the encoder; refusals are ApiErrors."""
     require(svc.store.get_capabilities(), body, "body")
     if job.frames and body.skip_steps >= len(job.frames):
         raise ApiError(
@@ -69,10 +110,7 @@ def create_rendition(*, job: JobDep, body: VideoOptions, svc: ServicesDep, respo
         raise ApiError(
             503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
         ) from e
-    response.headers["Location"] = (
-        f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}/renditions/{rendition.id}"
-    )
-    return rendition_public(rendition, svc.storage)
+    return rendition
 
 
 @router.get(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from stepanim.store import JobStore
 from tests.conftest import ffprobe_json
@@ -89,6 +90,29 @@ def test_renditions_up_front_and_later(service: Service, tmp_path: Path) -> None
     assert [r["id"] for r in listed] == [gif["id"], h265["id"], rendition["id"]]
     keys = [k for k in service.storage_keys() if f"/{rendition['id']}/" in k]
     assert keys == [f"jobs/{job['id']}/renditions/{rendition['id']}/{NAME}.webm"]
+
+
+def test_a_rendition_request_with_an_idempotency_key_is_made_once(service: Service) -> None:
+    if service.backend != "local":
+        pytest.skip("API logic: one backend is enough")
+    job = service.wait(service.post({**SMALL, "animation": {"duration": 1}}).json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    url = f"{service.url}/animations/{job['id']}/renditions"
+    key = {"Idempotency-Key": "again-1"}
+    first = httpx.post(url, json={"codec": "gif", "duration": 1}, headers=key, timeout=30)
+    again = httpx.post(url, json={"codec": "gif", "duration": 1}, headers=key, timeout=30)
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    other = httpx.post(url, json={"codec": "vp9", "duration": 1}, headers=key, timeout=30)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    # The same key on another animation is another request.
+    job2 = service.wait(service.post({**SMALL, "animation": {"duration": 1}}).json()["id"])
+    url2 = f"{service.url}/animations/{job2['id']}/renditions"
+    elsewhere = httpx.post(url2, json={"codec": "gif", "duration": 1}, headers=key, timeout=30)
+    assert elsewhere.status_code == 202 and "Idempotent-Replayed" not in elsewhere.headers
+    assert [r["id"] for r in service.get(job["id"])["renditions"]] == [first.json()["id"]]
+    assert wait_rendition(service, job["id"], first.json()["id"])["status"] == "succeeded"
 
 
 def test_deleted_frames_cannot_be_reencoded(service: Service) -> None:

@@ -133,7 +133,7 @@ def test_the_same_key_with_another_body_is_refused(api: Api) -> None:
 
 
 def test_a_duplicate_while_the_first_is_in_flight_gets_409(api: Api) -> None:
-    from api.routes.animations import fingerprint
+    from api.idempotency import fingerprint
     from stepanim.jobs import AnimationCreate
 
     # The first request has claimed the key and not finished (as if it were still running).

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from api.errors import ApiError
-from api.routes.animations import decode_cursor, encode_cursor, fingerprint, parse_wait
+from api.idempotency import fingerprint
+from api.routes.animations import decode_cursor, encode_cursor, parse_wait
 from stepanim import auth
 from stepanim.jobs import AnimationCreate
 from stepanim.settings import DEV_SECRET, DEV_WEBHOOK_SECRET, ApiKeyConfig, Settings
