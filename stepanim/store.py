@@ -22,6 +22,7 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:delivery:<webhook-id>``  attempts made of one webhook message (one scheduler per attempt)
 - ``<p>:capabilities:encoder``  what the encoder worker's ffmpeg supports (``stepanim.capabilities``)
 - ``<p>:capabilities:models``  the render worker's local models (``stepanim.model_catalog``)
+- ``<p>:upload:<id>``         the tenant that stored an init image; it expires with the upload's usability
 
 Celery's Redis transport keeps its own keys in the same database: one list per queue
 (named after the queue) and ``unacked`` / ``unacked_index`` for delivered messages not
@@ -240,6 +241,18 @@ class JobStore:
     def get_capabilities(self) -> Capabilities | None:
         raw = self.redis.get(self._capabilities_key())
         return None if raw is None else Capabilities.model_validate_json(raw)
+
+    # Uploads ----------------------------------------------------------------------------
+    def _upload_key(self, upload_id: str) -> str:
+        return f"{self.prefix}:upload:{upload_id}"
+
+    def set_upload_owner(self, upload_id: str, tenant: str) -> None:
+        """Record who stored an init image; it can be used for ``ttl_seconds`` (as long as a job lives)."""
+        self.redis.set(self._upload_key(upload_id), tenant, ex=self.ttl_seconds)
+
+    def upload_owner(self, upload_id: str) -> str | None:
+        raw = self.redis.get(self._upload_key(upload_id))
+        return None if raw is None else _text(raw)
 
     # Render worker's models ---------------------------------------------------------
     def _model_catalog_key(self) -> str:

@@ -123,7 +123,7 @@ def accept(svc: Services, body: AnimationCreate, principal: Principal, idempoten
 
 def create(svc: Services, body: AnimationCreate, principal: Principal) -> Job:
     settings = svc.settings
-    body = prepare_init_image(body, svc)  # an inline image goes to storage, the record keeps its id
+    body = prepare_init_image(body, svc, tenant=principal.tenant)  # an inline image becomes an upload
     now = utcnow()
     job = Job(
         id=uuid.uuid4().hex,

@@ -38,8 +38,8 @@ def _refuse(e: ImageError, field: str) -> ApiError:
     return ApiError(_STATUS.get(e.problem, 422), _CODE.get(e.problem, "invalid_image"), f"{field}: {e}")
 
 
-def store_image(svc: Services, data: bytes, *, field: str) -> tuple[str, ImageInfo]:
-    """Check ``data`` and store it as a new upload; a refused image is not stored."""
+def store_image(svc: Services, data: bytes, *, field: str, tenant: str) -> tuple[str, ImageInfo]:
+    """Check ``data`` and store it as a new upload of ``tenant``; a refused image is not stored."""
     settings = svc.settings
     try:
         info = inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels)
@@ -47,10 +47,11 @@ def store_image(svc: Services, data: bytes, *, field: str) -> tuple[str, ImageIn
         raise _refuse(e, field) from e
     upload_id = uuid.uuid4().hex
     svc.storage.put_bytes(upload_key(upload_id), data, info.content_type)
+    svc.store.set_upload_owner(upload_id, tenant)
     return upload_id, info
 
 
-def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
+def prepare_init_image(body: AnimationCreate, svc: Services, *, tenant: str) -> AnimationCreate:
     """Resolve a job's init image before the job is stored.
 
     An ``upload_id`` must name a stored upload (else 422); base64 ``data``, or the image at
@@ -61,7 +62,8 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
     if init is None:
         return body
     if init.upload_id is not None:
-        if not svc.storage.exists(upload_key(init.upload_id)):
+        # Another tenant's upload, or one older than a job lives, is "no upload" here.
+        if svc.store.upload_owner(init.upload_id) != tenant or not svc.storage.exists(upload_key(init.upload_id)):
             raise ApiError(422, "invalid_request", f"init_image.upload_id: no upload with id {init.upload_id!r}")
         return body
     if init.url is not None:
@@ -83,7 +85,7 @@ def prepare_init_image(body: AnimationCreate, svc: Services) -> AnimationCreate:
             data = decode_base64(init.data, max_bytes=svc.settings.max_upload_bytes)
         except ImageError as e:
             raise _refuse(e, field) from e
-    upload_id, _ = store_image(svc, data, field=field)
+    upload_id, _ = store_image(svc, data, field=field, tenant=tenant)
     return body.model_copy(update={"init_image": InitImage(upload_id=upload_id)})
 
 
@@ -113,13 +115,13 @@ def create_upload(
 
     The image is checked (type from its content, not its name; size; dimensions) and
     stored; the response's `id` goes into POST /animations as
-    `{"init_image": {"upload_id": "<id>"}}`. A refused image is not stored: 413 when the
-    file is too large, 415 when it is not PNG, JPEG or WebP, 422 when its dimensions are
-    out of range or it cannot be decoded.
+    `{"init_image": {"upload_id": "<id>"}}` (by the same tenant, within 7 days). A refused
+    image is not stored: 413 when the file is too large, 415 when it is not PNG, JPEG or
+    WebP, 422 when its dimensions are out of range or it cannot be decoded.
     """
     limit = svc.settings.max_upload_bytes
     data = file.file.read(limit + 1)  # a sync route: FastAPI runs it in a thread, storage calls block
-    upload_id, info = store_image(svc, data, field="file")
+    upload_id, info = store_image(svc, data, field="file", tenant=principal.tenant)
     return UploadPublic(
         id=upload_id, content_type=info.content_type, width=info.width, height=info.height, size_bytes=info.size_bytes
     )

@@ -4,6 +4,8 @@ webhook secrets."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import threading
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from stepanim import lifecycle
 from stepanim.jobs import Codec, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
@@ -434,3 +437,34 @@ def test_malformed_download_links_are_4xx_not_500(api: Api) -> None:
         response = api.client.get("/files/jobs/x/video.mp4", params=params)
         assert response.status_code in (403, 422), (params, response.text)
         assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+# Uploads belong to a tenant ------------------------------------------------------------------------
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_upload_is_only_usable_by_its_tenant_and_while_its_record_lives(api: Api) -> None:
+    upload = api.client.post("/uploads", files={"file": ("a.png", png(), "image/png")}, headers=headers("alice"))
+    assert upload.status_code == 201, upload.text
+    upload_id = upload.json()["id"]
+    body = {**BODY, "init_image": {"upload_id": upload_id}, "strength": 0.5}
+
+    refused = api.post(body, "bob")  # another tenant: as if there were no such upload
+    assert_error(refused, 422, "invalid_request")
+    assert refused.json()["error"]["message"] == f"init_image.upload_id: no upload with id {upload_id!r}"
+    assert api.post(body, "alice2").status_code == 202  # the same tenant, another key
+
+    api.svc.store.redis.delete(f"stepanim:upload:{upload_id}")  # as when its 7 days are over
+    assert_error(api.post(body, "alice"), 422, "invalid_request")
+
+    # An inline image becomes an upload of the tenant that sent it.
+    inline = {**BODY, "init_image": {"data": base64.b64encode(png()).decode()}, "strength": 0.5}
+    created = api.post(inline, "bob")
+    assert created.status_code == 202, created.text
+    stored = created.json()["request"]["init_image"]["upload_id"]
+    assert api.svc.store.upload_owner(stored) == "globex"
