@@ -35,28 +35,55 @@ def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+def authenticate(request: Request, svc: Services) -> auth.Principal:
+    """The caller, from its API key (or the development tenant when that mode is on)."""
+    try:
+        return auth.authenticate(svc.settings, auth.parse_bearer(request.headers.get("authorization")))
+    except auth.AuthError as e:
+        raise ApiError(401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="stepanim"'}) from e
+
+
+def rate_limit(svc: Services, principal: auth.Principal, *, creates: bool = False) -> None:
+    """Count the request against the key's limits (all requests; new animations too when ``creates``): 429 when over."""
+    settings = svc.settings
+    limits = [("all", settings.rate_limit_per_minute, "requests")]
+    if creates:
+        limits.append(("create", settings.create_rate_limit_per_minute, "new animations"))
+    waits = svc.store.hit_rates(principal.key_id, [(bucket, limit) for bucket, limit, _ in limits])
+    for (_, limit, what), wait in zip(limits, waits, strict=True):
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"more than {limit} {what} a minute for this API key",
+                headers=retry_after(wait),
+            )
+
+
 def get_principal(
     request: Request,
     svc: ServicesDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> auth.Principal:
-    """The caller, from its API key (or the development tenant when that mode is on); rate limited per key."""
-    try:
-        principal = auth.authenticate(svc.settings, auth.parse_bearer(request.headers.get("authorization")))
-    except auth.AuthError as e:
-        raise ApiError(401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="stepanim"'}) from e
-    wait = svc.store.hit_rate(principal.key_id, "all", limit=svc.settings.rate_limit_per_minute)
-    if wait is not None:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"more than {svc.settings.rate_limit_per_minute} requests a minute for this API key",
-            headers=retry_after(wait),
-        )
+    """The caller, rate limited per key."""
+    principal = authenticate(request, svc)
+    rate_limit(svc, principal)
+    return principal
+
+
+def get_creator(
+    request: Request,
+    svc: ServicesDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> auth.Principal:
+    """The caller of POST /animations: both of its rate limits are counted in one round trip."""
+    principal = authenticate(request, svc)
+    rate_limit(svc, principal, creates=True)
     return principal
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+CreatorDep = Annotated[auth.Principal, Depends(get_creator)]
 
 
 def get_job(

@@ -7,7 +7,7 @@ time so that a URL handed out is always fresh.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -183,6 +183,7 @@ def rendition_public(rendition: Rendition, storage: Storage) -> RenditionPublic:
 
 def to_public(job: Job, svc: Services) -> AnimationPublic:
     storage = svc.storage
+    cancel_requested, deliveries = svc.store.public_extras(job.id)
     latest = job.progress.latest_frame
     video = video_public(job.video, storage) if job.video is not None else None
     archive = job.frames_archive
@@ -207,8 +208,8 @@ def to_public(job: Job, svc: Services) -> AnimationPublic:
         error=job.error,
         video=video,
         urls=job_urls(svc, job.id),
-        cancel_requested=svc.store.cancel_requested(job.id),
-        webhook_deliveries=deliveries_of(svc, job.id),
+        cancel_requested=cancel_requested,
+        webhook_deliveries=[WebhookDeliveryPublic.model_validate(r) for r in deliveries],
         request=job.request,
         renditions=[rendition_public(r, storage) for r in job.renditions],
         frame_urls=[storage.signed_url(key) for key in job.frames] if frames_only and not job.frames_deleted else None,
@@ -226,8 +227,3 @@ def to_public(job: Job, svc: Services) -> AnimationPublic:
 def job_urls(svc: Services, job_id: str) -> JobUrls:
     base = f"{svc.settings.public_base_url.rstrip('/')}/animations/{job_id}"
     return JobUrls(get=base, cancel=f"{base}/cancel", stream=f"{base}/events")
-
-
-def deliveries_of(svc: Services, job_id: str) -> list[WebhookDeliveryPublic]:
-    records: list[dict[str, Any]] = svc.store.deliveries(job_id)
-    return [WebhookDeliveryPublic.model_validate(r) for r in records]

@@ -482,16 +482,20 @@ class JobStore:
     # Rate limit -----------------------------------------------------------------------
     def hit_rate(self, key_id: str, bucket: str, *, limit: int, window: int = 60) -> float | None:
         """Count one request in the current fixed window; seconds to wait when over ``limit``, else None."""
+        return self.hit_rates(key_id, [(bucket, limit)], window=window)[0]
+
+    def hit_rates(self, key_id: str, buckets: list[tuple[str, int]], *, window: int = 60) -> list[float | None]:
+        """:meth:`hit_rate` for several (bucket, limit) pairs in one round trip, in order."""
         now = time.time()
         number = int(now // window)
-        key = self._rate_key(key_id, bucket, number)
         with self.redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window + 5)
-            count, _ = pipe.execute()
-        if int(count) > limit:
-            return max(0.001, (number + 1) * window - now)
-        return None
+            for bucket, _ in buckets:
+                key = self._rate_key(key_id, bucket, number)
+                pipe.incr(key)
+                pipe.expire(key, window + 5)
+            counts = pipe.execute()[::2]
+        wait = max(0.001, (number + 1) * window - now)
+        return [wait if int(count) > limit else None for count, (_, limit) in zip(counts, buckets, strict=True)]
 
     # Idempotency keys -------------------------------------------------------------------
     def claim_idempotency(
@@ -568,6 +572,14 @@ class JobStore:
 
     def deliveries(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self._deliveries_key(job_id), 0, -1)]
+
+    def public_extras(self, job_id: str) -> tuple[bool, list[dict[str, Any]]]:
+        """What a client sees beside the record, in one round trip: (cancel requested, webhook deliveries)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self._cancel_key(job_id))
+            pipe.lrange(self._deliveries_key(job_id), 0, -1)
+            canceled, raws = pipe.execute()
+        return bool(canceled), [json.loads(raw) for raw in raws]
 
     def delivery_attempts(self, msg_id: str) -> int:
         """Attempts already made of the message with this webhook-id."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, PrincipalDep, ServicesDep, retry_after
+from api.deps import CreatorDep, JobDep, PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import IdempotencyKey, run_once
 from api.routes.uploads import prepare_init_image
@@ -93,14 +93,6 @@ def parse_wait(prefer: str | None, *, limit: int) -> int | None:
 def accept(svc: Services, body: AnimationCreate, principal: Principal, idempotency_key: str | None) -> tuple[Job, bool]:
     """Store and queue a job (or find the one this Idempotency-Key made). Returns (job, replayed)."""
     settings = svc.settings
-    wait = svc.store.hit_rate(principal.key_id, "create", limit=settings.create_rate_limit_per_minute)
-    if wait is not None:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"more than {settings.create_rate_limit_per_minute} new animations a minute for this API key",
-            headers=retry_after(wait),
-        )
     check_limits(body, settings)
     check_webhook(body, settings)
     made: list[Job] = []
@@ -215,7 +207,7 @@ async def create_animation(
     request: Request,
     body: AnimationCreate,
     svc: ServicesDep,
-    principal: PrincipalDep,
+    principal: CreatorDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     prefer: Annotated[
