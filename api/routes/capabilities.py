@@ -7,9 +7,10 @@ The encoder worker publishes what its ffmpeg supports when it starts (see
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import time
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import ServicesDep
@@ -17,6 +18,7 @@ from api.errors import ApiError, ErrorResponse
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.jobs import SCHEDULERS, Codec, Interpolation, VideoOptions
 from stepanim.model_catalog import ModelInfo
+from stepanim.services import Services
 
 router = APIRouter(tags=["capabilities"])
 
@@ -46,8 +48,20 @@ class CapabilitiesPublic(BaseModel):
     )
 
 
-def current(svc: ServicesDep) -> Capabilities | None:
-    return svc.store.get_capabilities()
+CACHE_SECONDS = 5.0  # encoders publish only when they start: a few seconds of staleness are harmless
+
+
+def current(request: Request, svc: Services) -> Capabilities | None:
+    """The encoder's capabilities, read from Redis at most every ``CACHE_SECONDS`` per API process
+    (every time while no encoder has reported yet)."""
+    cached: tuple[float, Capabilities] | None = getattr(request.app.state, "capabilities", None)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    caps = svc.store.get_capabilities()
+    if caps is not None:
+        request.app.state.capabilities = (now, caps)
+    return caps
 
 
 def require(caps: Capabilities | None, options: VideoOptions, field: str) -> None:
@@ -64,14 +78,14 @@ def require(caps: Capabilities | None, options: VideoOptions, field: str) -> Non
     response_model=CapabilitiesPublic,
     responses={503: {"model": ErrorResponse, "description": "No encoder worker has reported yet."}},
 )
-def get_capabilities(*, svc: ServicesDep) -> CapabilitiesPublic:
+def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPublic:
     """Codecs and interpolation modes the installed ffmpeg really supports, the scheduler names,
     the model a job gets when it names none, and the render workers' local models.
 
     The encoder worker probes its own ffmpeg once when it starts and publishes the
     result; requests for anything missing are refused with 422.
     """
-    caps = current(svc)
+    caps = current(request, svc)
     if caps is None:
         raise ApiError(
             503,
@@ -101,13 +115,16 @@ def _video_options(raw: Any) -> VideoOptions | None:
         return None  # the request's own validation names the bad value
 
 
-async def check_create_body(request: Request, caps: Annotated[Capabilities | None, Depends(current)]) -> None:
+async def check_create_body(request: Request, svc: ServicesDep) -> None:
     """Dependency of POST /animations: a codec or interpolation the encoder lacks is a 422, not a failed job.
 
     It reads the JSON body before the route validates it and looks only at
     ``animation`` and ``renditions``; anything malformed is left to validation.
     """
-    if request.method != "POST" or caps is None:
+    if request.method != "POST":
+        return
+    caps = current(request, svc)
+    if caps is None:
         return
     try:
         body = json.loads(await request.body())

@@ -90,7 +90,7 @@ def create_rendition(
 
 def add(job: Job, body: VideoOptions, svc: Services) -> Rendition:
     """Record a new rendition of ``job`` and queue it for the encoder; refusals are ApiErrors."""
-    require(svc.store.get_capabilities(), body, "body")
+    require(svc.store.get_capabilities(), body, "body")  # rarely called: read fresh
     if job.frames and body.skip_steps >= len(job.frames):
         raise ApiError(
             422,
