@@ -1,6 +1,7 @@
 """API benchmark: POST /animations against a bare endpoint of the same app, same run.
 
-Starts a private redis-server and one uvicorn process (no workers: jobs stay queued),
+Starts a private redis-server and one uvicorn process (no workers: jobs stay queued;
+the encoder's capabilities are published first, as a running encoder would),
 then drives each endpoint with keep-alive connections from one asyncio client for a
 fixed time. Prints requests per second, p50/p99 latency and the ratio POST / bare.
 
@@ -20,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from encoder.capabilities import probe_capabilities
+from encoder.ffmpeg import find_binary
 from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
+from stepanim.store import JobStore
 
 BODY = json.dumps(
     {"prompt": "a lighthouse", "steps": 20, "width": 512, "height": 512, "animation": {"duration": 3}}
@@ -93,6 +97,9 @@ def main() -> None:
         )
         try:
             stack.start_redis()
+            # As in production, an encoder has published what its ffmpeg can do (the API reads it).
+            store = JobStore.from_url(stack.redis_url)
+            store.set_capabilities(probe_capabilities(find_binary("ffmpeg", None)))
             stack.start_api()
             get, post = request_bytes("GET", "/healthz"), request_bytes("POST", "/animations", BODY)
             # Warm up both paths (connection pools, imports), then measure.
