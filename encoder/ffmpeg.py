@@ -103,8 +103,8 @@ CODECS: dict[Codec, CodecSpec] = {
     Codec.gif: CodecSpec("gif", "image/gif", None, (), "gif", metadata=False),
 }
 
-GIF_FPS = 15
-GIF_MAX_WIDTH = 256
+GIF_FPS = 10  # the extension's GIF rate and width: a GIF is a preview, and stays small
+GIF_MAX_WIDTH = 240
 
 
 def find_binary(name: str, explicit: str | None) -> str:
@@ -217,12 +217,17 @@ def build_args(
     args = _input_args(ffmpeg, pattern, start_number, timeline)
     chain = video_filter(timeline, interpolation, segment)
     if codec == Codec.gif:
-        # Scaled down first (cheaper interpolation), one palette per clip.
-        args += [
-            "-filter_complex",
-            f"[0:v]scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos,{chain},split[a][b];"
-            "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
-        ]
+        # Scaled down first (cheaper interpolation), one palette per clip. Without interpolation the
+        # palette is made from the input frames once each (the held copies add no colour), not from
+        # every output frame.
+        scale = f"scale='min({GIF_MAX_WIDTH},iw)':-2:flags=lanczos"
+        palette = "palettegen=stats_mode=diff"
+        graph = (
+            f"[0:v]{scale},split[a][b];[a]{palette}[p];[b]{chain}[v];[v][p]paletteuse=dither=bayer"
+            if interpolation == Interpolation.none
+            else f"[0:v]{scale},{chain},split[a][b];[a]{palette}[p];[b][p]paletteuse=dither=bayer"
+        )
+        args += ["-filter_complex", graph]
     else:
         args += ["-vf", chain]
     args += ["-fps_mode", "cfr", "-r", str(timeline.fps)]

@@ -92,7 +92,13 @@ class VideoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     duration: float = Field(5.0, ge=0.5, le=120, description="Length of the step animation in seconds.", examples=[3])
-    fps: int = Field(30, ge=1, le=60, description="Output frames per second.", examples=[30])
+    fps: int = Field(
+        30,
+        ge=1,
+        le=60,
+        description="Output frames per second (a GIF is made at no more than 10, 240 px wide, as the extension did).",
+        examples=[30],
+    )
     codec: Codec = Field(Codec.h264, description="Video codec; see GET /capabilities.")
     interpolation: Interpolation = Field(
         Interpolation.none, description="none holds each step; blend cross-fades; mci is motion compensated."

@@ -59,7 +59,7 @@ def test_codec_follows_the_output_and_skip_and_hold_work(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "ffmpeg: " not in result.stderr
     stream = ffprobe_json(out)["streams"][0]
-    assert stream["codec_name"] == "gif" and int(stream["nb_read_frames"]) == 45  # 3 s at 15 fps
+    assert stream["codec_name"] == "gif" and int(stream["nb_read_frames"]) == 30  # 3 s at 10 fps
 
 
 def test_clear_errors(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from encoder.encode import encode_sequence, sequence_path
-from encoder.ffmpeg import CODECS, FfmpegError, find_binary
+from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, find_binary
 from stepanim.jobs import AnimationOptions, Codec, Interpolation
 from tests.conftest import ffprobe_json
 
@@ -63,7 +63,7 @@ def test_codec_and_interpolation_matrix(tmp_path: Path, codec: Codec, interpolat
     assert out.suffix == f".{CODECS[codec].ext}"
     info = ffprobe_json(out)
     stream, fmt = info["streams"][0], info["format"]
-    fps = 15 if codec == Codec.gif else 30
+    fps = GIF_FPS if codec == Codec.gif else 30
     assert stream["codec_name"] == PROBE_NAMES[codec]
     assert fmt["format_name"] == CONTAINERS[CODECS[codec].ext]
     assert stream["pix_fmt"] == PIX_FMTS[codec]

@@ -104,7 +104,7 @@ def test_video_and_upfront_renditions(svc: Services) -> None:
     assert [r.status for r in done.renditions] == [RenditionStatus.succeeded] * 2
     vp9, gif = (r.video for r in done.renditions)
     assert vp9 is not None and vp9.codec == "vp9" and vp9.frames == 30
-    assert gif is not None and gif.codec == "gif" and gif.frames == 30  # 2 s at 15 fps
+    assert gif is not None and gif.codec == "gif" and gif.frames == 20  # 2 s at 10 fps
     stored = keys_of(svc, job)
     assert done.video.key in stored and vp9.key in stored and gif.key in stored
     assert vp9.key == f"jobs/{job.id}/renditions/{done.renditions[0].id}/{SEED}-a quoted prompt with ✨.webm"

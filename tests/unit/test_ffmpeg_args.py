@@ -58,7 +58,7 @@ def test_codec_table(codec: Codec, encoder: str, flag: str, value: str) -> None:
 
 def test_gif_uses_a_palette_and_no_encoder_flag() -> None:
     timeline = timeline_for(VideoOptions(codec=Codec.gif, duration=5, hold_last=1), 20)
-    assert timeline.fps == 15
+    assert timeline.fps == 10
     args = build_args(
         ffmpeg="ffmpeg",
         pattern=Path("/f/%05d.png"),
@@ -71,7 +71,7 @@ def test_gif_uses_a_palette_and_no_encoder_flag() -> None:
     graph = value_after(args, "-filter_complex")
     assert "palettegen" in graph and "paletteuse" in graph
     assert "-c:v" not in args
-    assert value_after(args, "-frames:v") == "90"  # 6 s at 15 fps
+    assert value_after(args, "-frames:v") == "60"  # 6 s at 10 fps
 
 
 @pytest.mark.parametrize("interpolation", list(Interpolation))
