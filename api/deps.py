@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -23,7 +24,7 @@ def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-# Declares the scheme in the OpenAPI document; the header itself is read in get_principal.
+# Declares the scheme in the OpenAPI document; the header itself is read in caller().
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -60,30 +61,24 @@ def rate_limit(svc: Services, principal: auth.Principal, *, creates: bool = Fals
             )
 
 
-def get_principal(
-    request: Request,
-    svc: ServicesDep,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> auth.Principal:
-    """The caller, rate limited per key."""
-    principal = authenticate(request, svc)
-    rate_limit(svc, principal)
-    return principal
+def caller(*, creates: bool) -> Callable[..., auth.Principal]:
+    """The dependency that authenticates the caller and counts its request (and, when ``creates``,
+    the new animation) against the key's rate limits, in one round trip."""
+
+    def dependency(
+        request: Request,
+        svc: ServicesDep,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> auth.Principal:
+        principal = authenticate(request, svc)
+        rate_limit(svc, principal, creates=creates)
+        return principal
+
+    return dependency
 
 
-def get_creator(
-    request: Request,
-    svc: ServicesDep,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> auth.Principal:
-    """The caller of POST /animations: both of its rate limits are counted in one round trip."""
-    principal = authenticate(request, svc)
-    rate_limit(svc, principal, creates=True)
-    return principal
-
-
-PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
-CreatorDep = Annotated[auth.Principal, Depends(get_creator)]
+PrincipalDep = Annotated[auth.Principal, Depends(caller(creates=False))]
+CreatorDep = Annotated[auth.Principal, Depends(caller(creates=True))]  # POST /animations
 
 
 def get_job(
