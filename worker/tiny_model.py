@@ -88,50 +88,61 @@ def tiny_vocab(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int], list[tup
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def build_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
-    """Build the tiny pipeline in memory with weights drawn from a fixed seed."""
+# What the SD 1.x and SDXL tiny UNets share: 8x8 latents (the pipelines' default size is 64x64).
+_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+
+def _tokenizer_and_text_config() -> tuple[CLIPTokenizer, CLIPTextConfig]:
     vocab, merges = tiny_vocab()
     # The tokenizers backend wants merges as pairs, despite the str annotation.
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)  # type: ignore[arg-type]
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        projection_dim=32,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS],
+    )
+    return tokenizer, config
+
+
+def _vae(**extra: Any) -> AutoencoderKL:
+    return AutoencoderKL(  # type: ignore[no-untyped-call]
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=64,
+        block_out_channels=(16, 16, 32, 32),  # four blocks: three 2x downsamples = 8x, as in SD
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        **extra,
+    )
+
+
+def build_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
+    """Build the tiny pipeline in memory with weights drawn from a fixed seed."""
+    tokenizer, text_config = _tokenizer_and_text_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(vocab),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=MAX_LENGTH,
-                projection_dim=32,
-                bos_token_id=vocab[BOS],
-                eos_token_id=vocab[EOS],
-                pad_token_id=vocab[EOS],
-            )
-        )
-        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
-            sample_size=8,  # 8x8 latents: the pipeline's default size is 64x64
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            norm_num_groups=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=4,
-        )
-        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            sample_size=64,
-            block_out_channels=(16, 16, 32, 32),  # four blocks: three 2x downsamples = 8x, as in SD
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=8,
-        )
+        text_encoder = CLIPTextModel(text_config)
+        unet = UNet2DConditionModel(**_UNET, cross_attention_dim=32, attention_head_dim=4)  # type: ignore[no-untyped-call]
+        vae = _vae()
     scheduler = PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)  # type: ignore[no-untyped-call]
     return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
         vae=vae,
@@ -148,33 +159,13 @@ def build_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
 def build_sdxl_pipeline(*, seed: int = 0) -> StableDiffusionXLPipeline:
     """A tiny random-weight SDXL pipeline: two text encoders (the second with a projection),
     a UNet with SDXL's "text_time" added conditioning, an 8x VAE with SDXL's scaling factor."""
-    vocab, merges = tiny_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)  # type: ignore[arg-type]
-    text_config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=MAX_LENGTH,
-        projection_dim=32,
-        bos_token_id=vocab[BOS],
-        eos_token_id=vocab[EOS],
-        pad_token_id=vocab[EOS],
-    )
+    tokenizer, text_config = _tokenizer_and_text_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(text_config)
         text_encoder_2 = CLIPTextModelWithProjection(text_config)
         unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            norm_num_groups=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            **_UNET,
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",
@@ -183,18 +174,7 @@ def build_sdxl_pipeline(*, seed: int = 0) -> StableDiffusionXLPipeline:
             projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8, and the pooled text embedding
             cross_attention_dim=64,  # the two encoders' hidden states side by side
         )
-        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            sample_size=64,
-            block_out_channels=(16, 16, 32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=8,
-            scaling_factor=0.13025,
-        )
+        vae = _vae(scaling_factor=0.13025)
     scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
         **{
             k: v
