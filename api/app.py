@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import redis.asyncio
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from api import errors, openapi, web
 from api.limits import BodySizeLimit
@@ -15,6 +15,7 @@ from api.routes import metrics as metrics_routes
 from stepanim.logs import setup_logging
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
+from stepanim.store import AsyncJobStore
 
 DESCRIPTION = """\
 Turns the denoising steps of a diffusion run into a short video.
@@ -33,19 +34,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Blocking reads (live events, Prefer: wait) wait up to 15 s: the socket timeout is above that.
-        app.state.async_redis = redis.asyncio.Redis.from_url(
+        client = redis.asyncio.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
         )
+        app.state.async_store = AsyncJobStore(client, app.state.services.store)
         try:
             yield
         finally:
-            await app.state.async_redis.aclose()
+            await client.aclose()
 
     app = FastAPI(title="Steps Animation Service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
-    app.include_router(animations.router, dependencies=[Depends(capabilities.check_create_body)])
+    app.include_router(animations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -14,15 +13,25 @@ from stepanim import auth
 from stepanim.jobs import Job
 from stepanim.naming import check_job_id
 from stepanim.services import Services
-from stepanim.store import JobNotFound
+from stepanim.settings import Settings
+from stepanim.store import AsyncJobStore, JobNotFound
 
 
-def get_services(request: Request) -> Services:
+# Dependencies without I/O are ``async def``: FastAPI would run a plain ``def`` in a thread.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_async_store(request: Request) -> AsyncJobStore:
+    store: AsyncJobStore = request.app.state.async_store
+    return store
+
+
+AsyncStoreDep = Annotated[AsyncJobStore, Depends(get_async_store)]
 
 # Declares the scheme in the OpenAPI document; the header itself is read in caller().
 bearer = HTTPBearer(
@@ -44,13 +53,16 @@ def authenticate(request: Request, svc: Services) -> auth.Principal:
         raise ApiError(401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="stepanim"'}) from e
 
 
-def rate_limit(svc: Services, principal: auth.Principal, *, creates: bool = False) -> None:
-    """Count the request against the key's limits (all requests; new animations too when ``creates``): 429 when over."""
-    settings = svc.settings
+def rate_limits(settings: Settings, *, creates: bool) -> list[tuple[str, int, str]]:
+    """The key's (bucket, limit per minute, what is counted) windows: all requests, and new animations."""
     limits = [("all", settings.rate_limit_per_minute, "requests")]
     if creates:
         limits.append(("create", settings.create_rate_limit_per_minute, "new animations"))
-    waits = svc.store.hit_rates(principal.key_id, [(bucket, limit) for bucket, limit, _ in limits])
+    return limits
+
+
+def refuse_if_limited(limits: list[tuple[str, int, str]], waits: list[float | None]) -> None:
+    """429 with Retry-After for the first window that is full."""
     for (_, limit, what), wait in zip(limits, waits, strict=True):
         if wait is not None:
             raise ApiError(
@@ -61,24 +73,36 @@ def rate_limit(svc: Services, principal: auth.Principal, *, creates: bool = Fals
             )
 
 
-def caller(*, creates: bool) -> Callable[..., auth.Principal]:
-    """The dependency that authenticates the caller and counts its request (and, when ``creates``,
-    the new animation) against the key's rate limits, in one round trip."""
-
-    def dependency(
-        request: Request,
-        svc: ServicesDep,
-        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> auth.Principal:
-        principal = authenticate(request, svc)
-        rate_limit(svc, principal, creates=creates)
-        return principal
-
-    return dependency
+async def rate_limit(store: AsyncJobStore, settings: Settings, principal: auth.Principal, *, creates: bool) -> None:
+    """Count the request against the key's limits (all requests; new animations too when ``creates``): 429 when over."""
+    limits = rate_limits(settings, creates=creates)
+    refuse_if_limited(limits, await store.hit_rates(principal.key_id, [(b, n) for b, n, _ in limits]))
 
 
-PrincipalDep = Annotated[auth.Principal, Depends(caller(creates=False))]
-CreatorDep = Annotated[auth.Principal, Depends(caller(creates=True))]  # POST /animations
+async def caller(
+    request: Request,
+    svc: ServicesDep,
+    store: AsyncStoreDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> auth.Principal:
+    """The dependency that authenticates the caller and counts its request against the key's rate limit."""
+    principal = authenticate(request, svc)
+    await rate_limit(store, svc.settings, principal, creates=False)
+    return principal
+
+
+async def creator(
+    request: Request,
+    svc: ServicesDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> auth.Principal:
+    """POST /animations: authenticates only; the request is counted against both rate limits in the
+    same Redis script that admits the job (``api.routes.animations.accept``)."""
+    return authenticate(request, svc)
+
+
+PrincipalDep = Annotated[auth.Principal, Depends(caller)]
+CreatorDep = Annotated[auth.Principal, Depends(creator)]
 
 
 def get_job(

@@ -1,9 +1,10 @@
 """Idempotency-Key (IETF draft) for the POSTs that create something: one place for the rules.
 
 The first request with a key claims it, makes the thing, and records its id with the
-body's fingerprint. A repeat with the same body gets that id back (replayed); with
-another body, 422; while the first is still in flight, 409 with Retry-After. A key
-whose thing has expired is released and the request runs afresh.
+body's fingerprint (new jobs do all three in the Redis script that stores the job). A
+repeat with the same body gets that id back (replayed); with another body, 422; while
+the first is still in flight, 409 with Retry-After. A key whose thing has expired is
+released and the request runs afresh.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Header
 from pydantic import BaseModel
 
 from api.errors import ApiError
-from stepanim.store import JobStore
+from stepanim.store import IdempotencyRecord, JobStore
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
@@ -42,6 +43,26 @@ def fingerprint(body: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def replayed_id(record: IdempotencyRecord, print_: str) -> str:
+    """What a key that is already taken means for a request with body fingerprint ``print_``:
+    the id it made (a replay), or 422 (another body) or 409 (its first request is in flight)."""
+    if record.fingerprint != print_:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "Idempotency-Key: this key was used with a different request body",
+            details=[{"field": "Idempotency-Key", "message": "used before with a different body"}],
+        )
+    if record.job_id is None:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "Idempotency-Key: a request with this key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return record.job_id
+
+
 def run_once(
     store: JobStore,
     *,
@@ -52,28 +73,18 @@ def run_once(
     exists: Callable[[str], bool],
     ttl: int,
 ) -> tuple[str, bool]:
-    """``make()`` once per (tenant, key); returns (the id it made, whether this is a replay)."""
+    """``make()`` once per (tenant, key); returns (the id it made, whether this is a replay).
+
+    (New jobs take the same rules in one Redis script instead: ``api.routes.animations.accept``.)
+    """
     if key is None:
         return make(), False
     print_ = fingerprint(body)
     record = store.claim_idempotency(tenant, key, print_)
     if record is not None:
-        if record.fingerprint != print_:
-            raise ApiError(
-                422,
-                "idempotency_key_reused",
-                "Idempotency-Key: this key was used with a different request body",
-                details=[{"field": "Idempotency-Key", "message": "used before with a different body"}],
-            )
-        if record.job_id is None:
-            raise ApiError(
-                409,
-                "idempotency_conflict",
-                "Idempotency-Key: a request with this key is still being processed; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        if exists(record.job_id):
-            return record.job_id, True
+        made_before = replayed_id(record, print_)
+        if exists(made_before):
+            return made_before, True
         store.release_idempotency(tenant, key)  # what it made expired before the key: start afresh
         return run_once(store, tenant=tenant, key=key, body=body, make=make, exists=exists, ttl=ttl)
     try:

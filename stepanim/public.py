@@ -7,7 +7,7 @@ time so that a URL handed out is always fresh.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -181,9 +181,15 @@ def rendition_public(rendition: Rendition, storage: Storage) -> RenditionPublic:
     )
 
 
-def to_public(job: Job, svc: Services) -> AnimationPublic:
+# What a job that was just created has beside its record: no cancel flag, no deliveries.
+NEW_JOB_EXTRAS: tuple[bool, list[dict[str, Any]]] = (False, [])
+
+
+def to_public(job: Job, svc: Services, *, extras: tuple[bool, list[dict[str, Any]]] | None = None) -> AnimationPublic:
+    """The job as clients see it. ``extras`` (cancel requested, webhook deliveries) are read
+    from the store unless given."""
     storage = svc.storage
-    cancel_requested, deliveries = svc.store.public_extras(job.id)
+    cancel_requested, deliveries = extras if extras is not None else svc.store.public_extras(job.id)
     latest = job.progress.latest_frame
     video = video_public(job.video, storage) if job.video is not None else None
     archive = job.frames_archive

@@ -6,8 +6,13 @@ render worker (torch, diffusers) or the encoder.
 
 from __future__ import annotations
 
+import base64
+import uuid
+from typing import Any
+
 from celery import Celery
-from kombu import Queue  # type: ignore[attr-defined]
+from kombu import Queue, serialization  # type: ignore[attr-defined]
+from kombu.utils import json as kombu_json
 
 from stepanim.settings import Settings
 
@@ -58,6 +63,48 @@ def _install_hooks(settings: Settings, *, service: str) -> None:
     logs.install_celery_hooks(service=service, level=settings.log_level, fmt=settings.log_format)
     metrics.install_celery_hooks(settings)
     reconcile.install_celery_hooks(shutdown_timeout=settings.shutdown_timeout_seconds)
+
+
+def task_message(app: Celery, name: str, args: list[Any], *, queue: str) -> str:
+    """The broker message of task ``name``, exactly as ``send_task`` makes it and kombu's Redis
+    transport stores it: JSON ``LPUSH``ed onto the list named after the queue.
+
+    The API writes a render message in the same Redis script as the job record (see
+    ``AsyncJobStore.admit``), so a job is never stored without its task nor queued without its
+    record, and a POST costs one round trip instead of kombu's publish. Celery's own
+    message protocol (v2) builds headers and body; the envelope is kombu's virtual
+    transport format. ``tests/integration/test_store.py`` compares it with a message
+    published by ``send_task`` and a real worker runs it in every end-to-end test.
+    """
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        task_id,
+        name,
+        args=args,
+        kwargs={},
+        argsrepr=repr(args),
+        kwargsrepr="{}",  # (ids: no need for saferepr)
+    )
+    content_type, content_encoding, payload = serialization.dumps(  # type: ignore[no-untyped-call]
+        body, serializer=app.conf.task_serializer
+    )
+    raw = payload if isinstance(payload, bytes) else payload.encode(content_encoding)
+    message = {
+        "body": base64.b64encode(raw).decode(),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_mode": 2,  # persistent
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,  # kombu's list for priority 0 is the bare queue name
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    text: str = kombu_json.dumps(message)  # type: ignore[no-untyped-call]
+    return text
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:

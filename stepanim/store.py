@@ -38,9 +38,10 @@ import contextlib
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import redis
 import redis.asyncio
@@ -135,14 +136,6 @@ class JobStore:
             created = pipe.execute()[0]
         if not created:
             raise ValueError(f"job {job.id} already exists")
-
-    def discard(self, job: Job) -> None:
-        """Take back a job that was never handed to a worker (the queue refused it)."""
-        self.delete(job.id)
-        if job.tenant is not None:
-            self.redis.zrem(self._tenant_jobs_key(job.tenant), job.id)
-        if job.key_id is not None:
-            self.release_active(job.key_id, job.id)
 
     def get(self, job_id: str) -> Job:
         raw = self.redis.get(self._job_key(job_id))
@@ -449,53 +442,12 @@ class JobStore:
             more = True
         return page, (last if more and last is not None else None)
 
-    # Concurrent-job quota -----------------------------------------------------------
-    _ACQUIRE_ACTIVE = """
-    if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
-        redis.call('SADD', KEYS[1], ARGV[1])
-        redis.call('EXPIRE', KEYS[1], ARGV[3])
-        return 1
-    end
-    return redis.call('SISMEMBER', KEYS[1], ARGV[1])
-    """
-
-    def acquire_active(self, key_id: str, job_id: str, *, limit: int) -> bool:
-        """Count ``job_id`` among the key's unfinished jobs unless ``limit`` are running already."""
-        key = self._active_key(key_id)
-        if self.redis.eval(self._ACQUIRE_ACTIVE, 1, key, job_id, limit, self.ttl_seconds):
-            return True
-        # Forget jobs that finished without releasing (or expired), then try once more.
-        members = [_text(m) for m in self.redis.smembers(key)]
-        raws = self.redis.mget([self._job_key(m) for m in members]) if members else []
-        stale = [m for m, raw in zip(members, raws, strict=True) if raw is None or _is_terminal(raw)]
-        if not stale:
-            return False
-        self.redis.srem(key, *stale)
-        return bool(self.redis.eval(self._ACQUIRE_ACTIVE, 1, key, job_id, limit, self.ttl_seconds))
-
+    # Concurrent-job quota (taken in :meth:`AsyncJobStore.admit`) ------------------------
     def release_active(self, key_id: str, job_id: str) -> None:
         self.redis.srem(self._active_key(key_id), job_id)
 
     def active_jobs(self, key_id: str) -> set[str]:
         return {_text(m) for m in self.redis.smembers(self._active_key(key_id))}
-
-    # Rate limit -----------------------------------------------------------------------
-    def hit_rate(self, key_id: str, bucket: str, *, limit: int, window: int = 60) -> float | None:
-        """Count one request in the current fixed window; seconds to wait when over ``limit``, else None."""
-        return self.hit_rates(key_id, [(bucket, limit)], window=window)[0]
-
-    def hit_rates(self, key_id: str, buckets: list[tuple[str, int]], *, window: int = 60) -> list[float | None]:
-        """:meth:`hit_rate` for several (bucket, limit) pairs in one round trip, in order."""
-        now = time.time()
-        number = int(now // window)
-        with self.redis.pipeline() as pipe:
-            for bucket, _ in buckets:
-                key = self._rate_key(key_id, bucket, number)
-                pipe.incr(key)
-                pipe.expire(key, window + 5)
-            counts = pipe.execute()[::2]
-        wait = max(0.001, (number + 1) * window - now)
-        return [wait if int(count) > limit else None for count, (_, limit) in zip(counts, buckets, strict=True)]
 
     # Idempotency keys -------------------------------------------------------------------
     def claim_idempotency(
@@ -507,14 +459,13 @@ class JobStore:
         ``pending_ttl`` seconds if the claiming request died.
         """
         redis_key = self._idempotency_key(tenant, key)
-        pending = json.dumps({"fingerprint": fingerprint, "job_id": None})
+        pending = _pending_idempotency(fingerprint, claim=uuid.uuid4().hex)
         while True:
             if self.redis.set(redis_key, pending, nx=True, ex=pending_ttl):
                 return None
             raw = self.redis.get(redis_key)
             if raw is not None:
-                data = json.loads(raw)
-                return IdempotencyRecord(fingerprint=data["fingerprint"], job_id=data["job_id"])
+                return IdempotencyRecord.from_json(raw)
 
     def complete_idempotency(self, tenant: str, key: str, fingerprint: str, job_id: str, *, ttl: int) -> None:
         value = json.dumps({"fingerprint": fingerprint, "job_id": job_id})
@@ -613,16 +564,237 @@ class JobStore:
 class IdempotencyRecord:
     fingerprint: str
     job_id: str | None  # None while the first request is still creating the job
+    raw: bytes = b""  # the record as stored (to release exactly this one)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> IdempotencyRecord:
+        data = json.loads(raw)
+        return cls(data["fingerprint"], data["job_id"], raw if isinstance(raw, bytes) else raw.encode())
 
 
-class AsyncEvents:
-    """Blocking reads of a job's event stream for async code (live events, synchronous wait)."""
+def _pending_idempotency(fingerprint: str, *, claim: str) -> str:
+    """The record of a key whose request is still in flight; ``claim`` tells its owner."""
+    return json.dumps({"fingerprint": fingerprint, "job_id": None, "claim": claim})
+
+
+_DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Rate-limit windows: INCR each of KEYS (expiring after ARGV[1] seconds); the new counts.
+_COUNT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    counts[i] = redis.call('INCR', key)
+    if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return counts
+"""
+
+# Admission of a new job: everything POST /animations writes, in one atomic script.
+# KEYS: job, open set, tenant index, events, key's active set, render queue,
+#       n rate-limit windows[, idempotency key]
+# ARGV: job JSON, created (s), created (ms), job id, queued event, task message, ttl,
+#       active-job limit, fingerprint ('' without a key), idempotency ttl, our claim ('' if none),
+#       n, window expiry, n rate limits
+# Returns {outcome, what the idempotency key holds (or ''), the rate-window counts}.
+_ADMIT = """
+local nrates = tonumber(ARGV[12])
+local counts, over = {}, false
+for i = 1, nrates do
+    counts[i] = redis.call('INCR', KEYS[6 + i])
+    if counts[i] == 1 then redis.call('EXPIRE', KEYS[6 + i], ARGV[13]) end
+    if counts[i] > tonumber(ARGV[13 + i]) then over = true end
+end
+if over then return {'rate_limited', '', counts} end
+local idem = KEYS[7 + nrates]
+if ARGV[9] ~= '' then
+    local raw = redis.call('GET', idem)
+    if raw then
+        local record = cjson.decode(raw)
+        if record.fingerprint ~= ARGV[9] then return {'reused', raw, counts} end
+        if record.job_id ~= cjson.null then return {'replay', raw, counts} end
+        if record.claim ~= ARGV[11] or ARGV[11] == '' then return {'in_flight', raw, counts} end
+    end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', counts} end
+if redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 0 then
+    if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[8]) then return {'quota', '', counts} end
+    redis.call('SADD', KEYS[5], ARGV[4])
+    redis.call('EXPIRE', KEYS[5], ARGV[7])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[7])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'data', ARGV[5])
+redis.call('EXPIRE', KEYS[4], ARGV[7])
+redis.call('LPUSH', KEYS[6], ARGV[6])
+if ARGV[9] ~= '' then
+    redis.call('SET', idem, cjson.encode({fingerprint = ARGV[9], job_id = ARGV[4]}), 'EX', ARGV[10])
+end
+return {'created', '', counts}
+"""
+
+RATE_WINDOW_SECONDS = 60
+
+
+def _rate_window(key_id: str, store: JobStore, buckets: Sequence[tuple[str, int]]) -> tuple[list[str], float]:
+    """The keys of the current fixed window of each bucket, and the seconds until it ends."""
+    now = time.time()
+    number = int(now // RATE_WINDOW_SECONDS)
+    keys = [store._rate_key(key_id, bucket, number) for bucket, _ in buckets]
+    return keys, max(0.001, (number + 1) * RATE_WINDOW_SECONDS - now)
+
+
+def _rate_waits(counts: Sequence[int], buckets: Sequence[tuple[str, int]], wait: float) -> list[float | None]:
+    return [wait if int(count) > limit else None for count, (_, limit) in zip(counts, buckets, strict=True)]
+
+
+@dataclass(frozen=True)
+class IdempotencyRequest:
+    """An ``Idempotency-Key`` as the admission needs it: whose, which, and the body's fingerprint."""
+
+    tenant: str
+    key: str
+    fingerprint: str
+    ttl: int
+    claim: str = ""  # set when this request claimed the key before slow work (see AsyncJobStore.claim)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`AsyncJobStore.admit` did.
+
+    ``created``: stored and queued. ``rate_limited``: a rate-limit window is full (``waits``
+    says which, and for how long). ``replay``: the key already made ``record.job_id``.
+    ``reused``: the key was used with another body. ``in_flight``: another request holds the
+    key. ``quota``: the API key has its limit of unfinished jobs. Nothing but the rate
+    counters is written unless ``created``.
+    """
+
+    outcome: Literal["created", "rate_limited", "replay", "reused", "in_flight", "quota"]
+    record: IdempotencyRecord | None = None
+    waits: list[float | None] = field(default_factory=list)
+
+
+class AsyncJobStore:
+    """The API's non-blocking side of the store: admission of new jobs, rate limits, and
+    blocking reads of event streams (live events, ``Prefer: wait``). Key names come from
+    the :class:`JobStore` it wraps."""
 
     def __init__(self, client: redis.asyncio.Redis, store: JobStore) -> None:
         self.client = client
         self.store = store
+        self._admit = client.register_script(_ADMIT)
+        self._count = client.register_script(_COUNT)
 
-    async def read(
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.client.get(self.store._job_key(job_id))
+        return None if raw is None else Job.model_validate_json(raw)
+
+    async def get_capabilities(self) -> Capabilities | None:
+        raw = await self.client.get(self.store._capabilities_key())
+        return None if raw is None else Capabilities.model_validate_json(raw)
+
+    # Admission ----------------------------------------------------------------------
+    async def admit(
+        self,
+        job: Job,
+        *,
+        message: str,
+        queue: str,
+        max_active: int,
+        idempotency: IdempotencyRequest | None,
+        rates: Sequence[tuple[str, int]] = (),
+    ) -> Admission:
+        """Count the request in the key's ``rates`` (bucket, limit) windows, then store ``job``
+        and queue its task ``message`` on ``queue``, atomically, if no window is full, the API
+        key is below ``max_active`` unfinished jobs and the Idempotency-Key (if any) is free."""
+        assert job.tenant is not None and job.key_id is not None
+        s = self.store
+        created = job.created_at.timestamp()
+        event = json.dumps({"type": "status", "status": job.status.value})
+        rate_keys, wait = _rate_window(job.key_id, s, rates)
+        outcome, raw, counts = await self._admit(
+            keys=[
+                s._job_key(job.id),
+                s._open_key(),
+                s._tenant_jobs_key(job.tenant),
+                s._events_key(job.id),
+                s._active_key(job.key_id),
+                queue,
+                *rate_keys,
+                *([s._idempotency_key(idempotency.tenant, idempotency.key)] if idempotency else []),
+            ],
+            args=[
+                job.model_dump_json(),
+                created,
+                _millis(created),
+                job.id,
+                event,
+                message,
+                s.ttl_seconds,
+                max_active,
+                idempotency.fingerprint if idempotency else "",
+                idempotency.ttl if idempotency else 0,
+                idempotency.claim if idempotency else "",
+                len(rates),
+                RATE_WINDOW_SECONDS + 5,
+                *(limit for _, limit in rates),
+            ],
+        )
+        name = _text(outcome)
+        if name == "exists":
+            raise ValueError(f"job {job.id} already exists")
+        record = IdempotencyRecord.from_json(raw) if raw else None
+        return Admission(name, record, _rate_waits(counts, rates, wait))  # type: ignore[arg-type]
+
+    async def claim(self, idempotency: IdempotencyRequest) -> tuple[IdempotencyRequest, IdempotencyRecord | None]:
+        """Claim the key before slow work: (the request, now holding the claim), None; or what
+        the key already holds. A claim lapses after a minute if its request died."""
+        claim = uuid.uuid4().hex
+        key = self.store._idempotency_key(idempotency.tenant, idempotency.key)
+        pending = _pending_idempotency(idempotency.fingerprint, claim=claim)
+        while True:
+            if await self.client.set(key, pending, nx=True, ex=60):
+                return replace(idempotency, claim=claim), None
+            raw = await self.client.get(key)
+            if raw is not None:
+                return idempotency, IdempotencyRecord.from_json(raw)
+
+    async def release(self, idempotency: IdempotencyRequest, record: IdempotencyRecord) -> None:
+        """Forget the key while it still holds ``record`` (a claim of ours, or a job that is gone)."""
+        key = self.store._idempotency_key(idempotency.tenant, idempotency.key)
+        await self.client.eval(_DELETE_IF_EQUAL, 1, key, record.raw)
+
+    async def release_claim(self, idempotency: IdempotencyRequest) -> None:
+        """Give up our claim of the key (the request failed before it made a job)."""
+        pending = _pending_idempotency(idempotency.fingerprint, claim=idempotency.claim)
+        await self.release(idempotency, IdempotencyRecord.from_json(pending))
+
+    async def forget_finished_active(self, key_id: str) -> bool:
+        """Drop the key's active jobs that finished without releasing their place (or expired);
+        True if any place was freed."""
+        key = self.store._active_key(key_id)
+        members = [_text(m) for m in await self.client.smembers(key)]
+        raws = await self.client.mget([self.store._job_key(m) for m in members]) if members else []
+        stale = [m for m, raw in zip(members, raws, strict=True) if raw is None or _is_terminal(raw)]
+        if stale:
+            await self.client.srem(key, *stale)
+        return bool(stale)
+
+    # Rate limit -----------------------------------------------------------------------
+    async def hit_rates(self, key_id: str, buckets: Sequence[tuple[str, int]]) -> list[float | None]:
+        """Count one request in the current window of each (bucket, limit), in one round trip;
+        for each, the seconds to wait when over its limit, else None."""
+        keys, wait = _rate_window(key_id, self.store, buckets)
+        counts = await self._count(keys=keys, args=[RATE_WINDOW_SECONDS + 5])
+        return _rate_waits(counts, buckets, wait)
+
+    # Events ---------------------------------------------------------------------------
+    async def read_events(
         self, job_id: str, after: str, *, block_ms: int, count: int = 100
     ) -> list[tuple[str, dict[str, Any]]]:
         """Events after ``after`` (a stream id; ``0-0`` for all), waiting up to ``block_ms`` for one."""

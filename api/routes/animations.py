@@ -12,18 +12,28 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CreatorDep, JobDep, PrincipalDep, ServicesDep
+from api.deps import (
+    AsyncStoreDep,
+    CreatorDep,
+    JobDep,
+    PrincipalDep,
+    ServicesDep,
+    rate_limit,
+    rate_limits,
+    refuse_if_limited,
+)
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
-from api.idempotency import IdempotencyKey, run_once
+from api.idempotency import IdempotencyKey, fingerprint, replayed_id
+from api.routes.capabilities import check_create_body, current_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
 from stepanim.auth import Principal
 from stepanim.jobs import MAX_SEED, AnimationCreate, Job, JobStatus, Progress, utcnow
-from stepanim.public import AnimationList, AnimationPublic, to_public
-from stepanim.queues import enqueue_render
+from stepanim.public import NEW_JOB_EXTRAS, AnimationList, AnimationPublic, to_public
+from stepanim.queues import RENDER_QUEUE, RENDER_TASK, task_message
 from stepanim.services import Services
 from stepanim.settings import Settings
-from stepanim.store import AsyncEvents
+from stepanim.store import AsyncJobStore, IdempotencyRecord, IdempotencyRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations", tags=["animations"])
@@ -90,34 +100,98 @@ def parse_wait(prefer: str | None, *, limit: int) -> int | None:
     return None
 
 
-def accept(svc: Services, body: AnimationCreate, principal: Principal, idempotency_key: str | None) -> tuple[Job, bool]:
-    """Store and queue a job (or find the one this Idempotency-Key made). Returns (job, replayed)."""
+async def accept(
+    request: Request, svc: Services, store: AsyncJobStore, body: AnimationCreate, principal: Principal, key: str | None
+) -> tuple[Job, bool]:
+    """Store and queue a job (or find the one this Idempotency-Key made). Returns (job, replayed).
+
+    Every check comes before anything is written; then one Redis script counts the request
+    against the key's rate limits, stores the job, takes its place in the key's quota,
+    records the Idempotency-Key and queues the render task, all or nothing
+    (``AsyncJobStore.admit``). Only a job with an init image does slow work first (a fetch,
+    an upload): it is counted and claims its key before, so that a repeat meanwhile gets 409.
+    """
     settings = svc.settings
     check_limits(body, settings)
-    check_webhook(body, settings)
-    made: list[Job] = []
-
-    def make() -> str:
-        made.append(create(svc, body, principal))
-        return made[0].id
-
-    job_id, replayed = run_once(
-        svc.store,
-        tenant=principal.tenant,
-        key=idempotency_key,
-        body=body,
-        make=make,
-        exists=lambda job_id: svc.store.get_many([job_id])[0] is not None,
-        ttl=settings.idempotency_ttl_seconds,
+    check_create_body(await current_async(request, store), body)
+    if body.webhook is not None:
+        await run_in_threadpool(check_webhook, body, settings)  # resolves the host name
+    idem = (
+        IdempotencyRequest(principal.tenant, key, fingerprint(body), settings.idempotency_ttl_seconds)
+        if key is not None
+        else None
     )
-    return (made[0] if made else svc.store.get(job_id)), replayed
+    limits = rate_limits(settings, creates=True)
+    if body.init_image is not None:
+        await rate_limit(store, settings, principal, creates=True)  # counted before the slow work
+        limits = []
+        if idem is not None:
+            while True:
+                idem, record = await store.claim(idem)
+                if record is None:
+                    break
+                if (existing := await made_before(store, idem, record)) is not None:
+                    return existing, True
+        try:
+            body = await run_in_threadpool(prepare_init_image, body, svc, tenant=principal.tenant)
+        except BaseException:
+            if idem is not None:
+                await store.release_claim(idem)
+            raise
+    job = new_job(body, principal, settings)
+    message = task_message(svc.celery, RENDER_TASK, [job.id], queue=RENDER_QUEUE)
+    try:
+        for _ in range(3):
+            admission = await store.admit(
+                job,
+                message=message,
+                queue=RENDER_QUEUE,
+                max_active=settings.max_active_jobs,
+                idempotency=idem,
+                rates=[(bucket, limit) for bucket, limit, _ in limits],
+            )
+            limits = []  # counted once, however often the admission is tried
+            if admission.outcome == "created":
+                return job, False
+            if admission.outcome == "rate_limited":
+                refuse_if_limited(rate_limits(settings, creates=True), admission.waits)
+            if admission.outcome == "quota":
+                if await store.forget_finished_active(principal.key_id):
+                    continue  # places were held by jobs that ended without freeing them: try again
+                raise ApiError(
+                    429,
+                    "quota_exceeded",
+                    f"this API key already has {settings.max_active_jobs} unfinished animations; "
+                    "wait for one to finish or cancel one",
+                    headers={"Retry-After": "10"},
+                )
+            assert idem is not None and admission.record is not None
+            if (existing := await made_before(store, idem, admission.record)) is not None:
+                return existing, True
+    except BaseException:
+        if idem is not None and idem.claim:
+            await store.release_claim(idem)
+        raise
+    raise ApiError(
+        409,
+        "idempotency_conflict",
+        "Idempotency-Key: the key changed hands meanwhile; retry",
+        headers={"Retry-After": "1"},
+    )
 
 
-def create(svc: Services, body: AnimationCreate, principal: Principal) -> Job:
-    settings = svc.settings
-    body = prepare_init_image(body, svc, tenant=principal.tenant)  # an inline image becomes an upload
+async def made_before(store: AsyncJobStore, idem: IdempotencyRequest, record: IdempotencyRecord) -> Job | None:
+    """The job a taken Idempotency-Key made for this body (else 422 or 409, see
+    ``replayed_id``); None when that job has expired, and the key is then released."""
+    job = await store.get(replayed_id(record, idem.fingerprint))
+    if job is None:
+        await store.release(idem, record)
+    return job
+
+
+def new_job(body: AnimationCreate, principal: Principal, settings: Settings) -> Job:
     now = utcnow()
-    job = Job(
+    return Job(
         id=uuid.uuid4().hex,
         request=body,
         model=body.model or settings.default_model,
@@ -128,33 +202,11 @@ def create(svc: Services, body: AnimationCreate, principal: Principal) -> Job:
         tenant=principal.tenant,
         key_id=principal.key_id,
     )
-    if not svc.store.acquire_active(principal.key_id, job.id, limit=settings.max_active_jobs):
-        raise ApiError(
-            429,
-            "quota_exceeded",
-            f"this API key already has {settings.max_active_jobs} unfinished animations; "
-            "wait for one to finish or cancel one",
-            headers={"Retry-After": "10"},
-        )
-    try:
-        svc.store.create(job, event={"type": "status", "status": JobStatus.queued.value})
-    except BaseException:
-        svc.store.release_active(principal.key_id, job.id)
-        raise
-    try:
-        enqueue_render(svc.celery, job.id)
-    except Exception as e:  # the broker refused: take the record back, the client may retry
-        log.error("could not enqueue job %s: %s", job.id, e)
-        svc.store.discard(job)
-        raise ApiError(
-            503, "queue_unavailable", "the job queue is unavailable; try again", headers={"Retry-After": "5"}
-        ) from e
-    return job
 
 
 async def wait_until_finished(request: Request, svc: Services, job_id: str, seconds: float) -> Job:
     """The job once it is finished, or as it is after ``seconds``."""
-    reader = AsyncEvents(request.app.state.async_redis, svc.store)
+    store: AsyncJobStore = request.app.state.async_store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     after = "0-0"
@@ -163,7 +215,7 @@ async def wait_until_finished(request: Request, svc: Services, job_id: str, seco
         remaining = deadline - loop.time()
         if job.status.is_terminal() or remaining <= 0:
             return job
-        events = await reader.read(job_id, after, block_ms=int(min(remaining, 5.0) * 1000))
+        events = await store.read_events(job_id, after, block_ms=int(min(remaining, 5.0) * 1000))
         if events:
             after = events[-1][0]
 
@@ -207,6 +259,7 @@ async def create_animation(
     request: Request,
     body: AnimationCreate,
     svc: ServicesDep,
+    store: AsyncStoreDep,
     principal: CreatorDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -228,14 +281,17 @@ async def create_animation(
     With an `Idempotency-Key` the request can be retried safely: a repeat returns the
     same job (header `Idempotent-Replayed: true`) and starts no second render.
     """
-    job, replayed = await run_in_threadpool(accept, svc, body, principal, idempotency_key)
+    job, replayed = await accept(request, svc, store, body, principal, idempotency_key)
     wait = parse_wait(prefer, limit=svc.settings.max_wait_seconds)
     if wait is not None:
         response.headers["Preference-Applied"] = f"wait={wait}"
         job = await wait_until_finished(request, svc, job.id, wait)
         if job.status.is_terminal():
             response.status_code = status.HTTP_200_OK
-    public = await run_in_threadpool(to_public, job, svc)
+    if wait is None and not replayed:
+        public = to_public(job, svc, extras=NEW_JOB_EXTRAS)  # nothing to read back for a job just made
+    else:
+        public = await run_in_threadpool(to_public, job, svc)
     response.headers["Location"] = public.urls.get
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -6,19 +6,18 @@ The encoder worker publishes what its ffmpeg supports when it starts (see
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim.capabilities import Capabilities, unsupported
-from stepanim.jobs import SCHEDULERS, Codec, Interpolation, VideoOptions
+from stepanim.jobs import SCHEDULERS, AnimationCreate, Codec, Interpolation, VideoOptions
 from stepanim.model_catalog import ModelInfo
 from stepanim.services import Services
+from stepanim.store import AsyncJobStore
 
 router = APIRouter(tags=["capabilities"])
 
@@ -51,17 +50,28 @@ class CapabilitiesPublic(BaseModel):
 CACHE_SECONDS = 5.0  # encoders publish only when they start: a few seconds of staleness are harmless
 
 
-def current(request: Request, svc: Services) -> Capabilities | None:
-    """The encoder's capabilities, read from Redis at most every ``CACHE_SECONDS`` per API process
-    (every time while no encoder has reported yet)."""
+def _cached(request: Request) -> Capabilities | None:
+    """What this API process read less than ``CACHE_SECONDS`` ago, if anything."""
     cached: tuple[float, Capabilities] | None = getattr(request.app.state, "capabilities", None)
-    now = time.monotonic()
-    if cached is not None and now - cached[0] < CACHE_SECONDS:
+    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    caps = svc.store.get_capabilities()
-    if caps is not None:
-        request.app.state.capabilities = (now, caps)
+    return None
+
+
+def _remember(request: Request, caps: Capabilities | None) -> Capabilities | None:
+    if caps is not None:  # while no encoder has reported, read every time
+        request.app.state.capabilities = (time.monotonic(), caps)
     return caps
+
+
+def current(request: Request, svc: Services) -> Capabilities | None:
+    """The encoder's capabilities, read from Redis at most every ``CACHE_SECONDS`` per API process."""
+    return _cached(request) or _remember(request, svc.store.get_capabilities())
+
+
+async def current_async(request: Request, store: AsyncJobStore) -> Capabilities | None:
+    """:func:`current`, for the event loop."""
+    return _cached(request) or _remember(request, await store.get_capabilities())
 
 
 def require(caps: Capabilities | None, options: VideoOptions, field: str) -> None:
@@ -105,38 +115,8 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
     )
 
 
-def _video_options(raw: Any) -> VideoOptions | None:
-    if not isinstance(raw, dict):
-        return None
-    fields = {k: raw[k] for k in ("codec", "interpolation") if k in raw}
-    try:
-        return VideoOptions.model_validate(fields)
-    except ValidationError:
-        return None  # the request's own validation names the bad value
-
-
-async def check_create_body(request: Request, svc: ServicesDep) -> None:
-    """Dependency of POST /animations: a codec or interpolation the encoder lacks is a 422, not a failed job.
-
-    It reads the JSON body before the route validates it and looks only at
-    ``animation`` and ``renditions``; anything malformed is left to validation.
-    """
-    if request.method != "POST":
-        return
-    caps = current(request, svc)
-    if caps is None:
-        return
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return
-    if not isinstance(body, dict):
-        return
-    checks = [("animation", body.get("animation", {}))]
-    renditions = body.get("renditions")
-    if isinstance(renditions, list):
-        checks += [(f"renditions.{i}", r) for i, r in enumerate(renditions)]
-    for field, raw in checks:
-        options = _video_options(raw)
-        if options is not None:
-            require(caps, options, field)
+def check_create_body(caps: Capabilities | None, body: AnimationCreate) -> None:
+    """POST /animations: a codec or interpolation the encoder lacks is a 422, not a failed job."""
+    require(caps, body.animation, "animation")
+    for i, rendition in enumerate(body.renditions):
+        require(caps, rendition, f"renditions.{i}")

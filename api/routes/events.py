@@ -24,7 +24,7 @@ from api.errors import AUTH_RESPONSES, ErrorResponse
 from stepanim.jobs import Job, JobStatus
 from stepanim.public import to_public
 from stepanim.services import Services
-from stepanim.store import AsyncEvents, JobNotFound
+from stepanim.store import AsyncJobStore, JobNotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["animations"])
@@ -102,7 +102,7 @@ async def stream(request: Request, svc: Services, job: Job, after: str) -> Async
 
 
 async def _events(request: Request, svc: Services, job: Job, after: str) -> AsyncIterator[str]:
-    reader = AsyncEvents(request.app.state.async_redis, svc.store)
+    store: AsyncJobStore = request.app.state.async_store
     if settled(job) and not await run_in_threadpool(svc.store.events, job.id, after):
         return  # nothing was missed and nothing more will come
     loop = asyncio.get_running_loop()
@@ -111,7 +111,7 @@ async def _events(request: Request, svc: Services, job: Job, after: str) -> Asyn
         remaining = closes_at - loop.time()
         if remaining <= 0:
             return  # a bounded connection: the client reconnects with Last-Event-ID
-        events = await reader.read(job.id, after, block_ms=int(min(KEEPALIVE_SECONDS, remaining) * 1000))
+        events = await store.read_events(job.id, after, block_ms=int(min(KEEPALIVE_SECONDS, remaining) * 1000))
         if not events:
             yield ": keep-alive\n\n"
             current = await run_in_threadpool(svc.store.get, job.id)

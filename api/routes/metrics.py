@@ -48,7 +48,7 @@ class AccessLog:
         started = time.perf_counter()
 
         async def send_logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and access_log.isEnabledFor(logging.INFO):
                 extra: dict[str, Any] = {
                     "method": scope["method"],
                     "path": path,
