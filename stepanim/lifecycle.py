@@ -40,14 +40,23 @@ class TransitionError(Exception):
         self.target = target
 
 
-def transition(svc: Services, job_id: str, target: JobStatus, *, change: Callable[[Job], None] | None = None) -> Job:
+def transition(
+    svc: Services,
+    job_id: str,
+    target: JobStatus,
+    *,
+    change: Callable[[Job], None] | None = None,
+    only_from: frozenset[JobStatus] | None = None,
+) -> Job:
+    """Move the job to ``target`` (a no-op if it is there already); ``only_from`` narrows the
+    statuses it may come from. :class:`TransitionError` otherwise."""
     changed = False
 
     def apply(job: Job) -> Job | None:
         nonlocal changed
         if job.status == target:
             return None
-        if not can_transition(job.status, target):
+        if not can_transition(job.status, target) or (only_from is not None and job.status not in only_from):
             raise TransitionError(job_id, job.status, target)
         now = utcnow()
         job.status = target
@@ -122,8 +131,8 @@ def fail(svc: Services, job_id: str, code: str, message: str) -> Job:
     return transition(svc, job_id, JobStatus.failed, change=record)
 
 
-def cancel(svc: Services, job_id: str) -> Job:
-    return transition(svc, job_id, JobStatus.canceled)
+def cancel(svc: Services, job_id: str, *, only_from: frozenset[JobStatus] | None = None) -> Job:
+    return transition(svc, job_id, JobStatus.canceled, only_from=only_from)
 
 
 def record_progress(

@@ -62,7 +62,11 @@ def render_task(self: Task, job_id: str) -> None:
         return
     if not reconcile.acquire_lease(svc, job_id, stage="render", task=self):
         return  # another live worker renders this job (ops: lease, see stepanim/reconcile.py)
-    job = lifecycle.start_rendering(svc, job_id)
+    try:
+        job = lifecycle.start_rendering(svc, job_id)
+    except lifecycle.TransitionError as e:
+        log.info("render: job %s ended before it started: %s", job_id, e)  # canceled meanwhile
+        return
     try:
         result = render(job, svc, pipelines())
     except RenderCanceled:
@@ -86,5 +90,9 @@ def render_task(self: Task, job_id: str) -> None:
         return
     metrics.render_finished(svc.store, seconds=result.seconds, steps=result.steps_run)  # ops: /metrics
     # job.frames: the first image's frames (what the encoder reads today); job.images: every image of the batch.
-    lifecycle.start_encoding(svc, job_id, frames=result.frames[0], images=result.images())
+    try:
+        lifecycle.start_encoding(svc, job_id, frames=result.frames[0], images=result.images())
+    except lifecycle.TransitionError as e:
+        log.info("render: job %s ended while it rendered: %s", job_id, e)
+        return
     enqueue_encode(svc.celery, job_id)

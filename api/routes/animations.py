@@ -397,13 +397,21 @@ def cancel_animation(*, job: JobDep, svc: ServicesDep, response: Response) -> An
     if job.status == JobStatus.rendering:
         return to_public(svc.store.get(job.id), svc)
     try:
-        job = lifecycle.cancel(svc, job.id)
+        # Only while no render worker holds it: one that started meanwhile stops within a step, and
+        # a job that asked for run_on_incomplete then still becomes a video of the steps it made.
+        job = lifecycle.cancel(svc, job.id, only_from=CANCELED_BY_THE_API)
     except lifecycle.TransitionError:
-        job = svc.store.get(job.id)  # it finished in the meantime
+        job = svc.store.get(job.id)
+        if job.status == JobStatus.rendering:
+            return to_public(job, svc)  # 202: the worker sees the flag
         if job.status != JobStatus.canceled:
-            raise finished(job) from None
+            raise finished(job) from None  # it finished in the meantime
     response.status_code = status.HTTP_200_OK
     return to_public(job, svc)
+
+
+# A queued job has no worker yet and an encoding job's encoder watches the flag: the API ends them.
+CANCELED_BY_THE_API = frozenset({JobStatus.queued, JobStatus.encoding})
 
 
 def finished(job: Job) -> ApiError:

@@ -70,6 +70,20 @@ def test_illegal_transition_is_refused(svc: Services) -> None:
     assert lifecycle.cancel(svc, job.id).status == JobStatus.canceled  # repeating is a no-op
 
 
+def test_a_cancel_limited_to_some_statuses_leaves_the_others_alone(svc: Services) -> None:
+    # The API read the job as queued; a render worker took it meanwhile: the worker must stop it
+    # (so that run_on_incomplete can still encode its steps), not the API.
+    job = new_job(svc)
+    lifecycle.start_rendering(svc, job.id)
+    only = frozenset({JobStatus.queued, JobStatus.encoding})
+    with pytest.raises(lifecycle.TransitionError):
+        lifecycle.cancel(svc, job.id, only_from=only)
+    assert svc.store.get(job.id).status == JobStatus.rendering
+    lifecycle.start_encoding(svc, job.id, frames=[])
+    assert lifecycle.cancel(svc, job.id, only_from=only).status == JobStatus.canceled
+    assert lifecycle.cancel(svc, job.id, only_from=only).status == JobStatus.canceled  # repeating: a no-op
+
+
 def test_terminal_transition_enqueues_webhook_once(svc: Services) -> None:
     job = new_job(svc, webhook="http://127.0.0.1:9/hook")
     lifecycle.fail(svc, job.id, "x", "boom")
