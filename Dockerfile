@@ -11,7 +11,7 @@ WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
 # The pinned versions of what these processes import and their dependencies (no torch, no diffusers);
 # tests/unit/test_deploy.py checks that each name is pinned in requirements.lock.
-RUN grep -i -E '^(fastapi|starlette|annotated[-_]doc|uvicorn|h11|click|celery|kombu|amqp|billiard|vine|click[-_]didyoumean|click[-_]plugins|click[-_]repl|prompt[-_]toolkit|wcwidth|python[-_]dateutil|six|tzlocal|redis|opentelemetry[-_]api|packaging|boto3|botocore|s3transfer|jmespath|urllib3|pydantic|pydantic[-_]core|pydantic[-_]settings|annotated[-_]types|typing[-_]extensions|typing[-_]inspection|python[-_]dotenv|httpx|httpcore|anyio|idna|certifi|pyyaml|python[-_]multipart|prometheus[-_]client|pillow|numpy)==' \
+RUN grep -i -E '^(fastapi|starlette|annotated[-_]doc|uvicorn|h11|uvloop|httptools|click|celery|kombu|amqp|billiard|vine|click[-_]didyoumean|click[-_]plugins|click[-_]repl|prompt[-_]toolkit|wcwidth|python[-_]dateutil|six|tzlocal|redis|opentelemetry[-_]api|packaging|boto3|botocore|s3transfer|jmespath|urllib3|pydantic|pydantic[-_]core|pydantic[-_]settings|annotated[-_]types|typing[-_]extensions|typing[-_]inspection|python[-_]dotenv|httpx|httpcore|anyio|idna|certifi|pyyaml|python[-_]multipart|prometheus[-_]client|pillow|numpy)==' \
         requirements.lock > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt flower==2.0.1
 
