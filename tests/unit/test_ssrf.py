@@ -132,11 +132,17 @@ REFUSED = [
     ("http://unknown.invalid/", "cannot be resolved"),
     ("file:///etc/passwd", "scheme"),
     ("gopher://example.com:70/_payload", "scheme"),
+    ("gopher://127.0.0.1:70/_payload", "scheme"),
     ("ftp://example.com/", "scheme"),
     ("dict://127.0.0.1:11211/", "scheme"),
     ("http:///nohost", "no host"),
     ("http://example.com:99999/", "not a valid URL"),
 ]
+
+# POST /animations reads URLs with pydantic's URL type before the guard sees them: these rows
+# are refused there for another reason (a zone id is not a valid URL; "http:///nohost" becomes
+# "http://nohost/", which does not resolve).
+CREATE_TIME_REASON = {"http://[fe80::1%25eth0]/": "valid URL", "http:///nohost": "cannot be resolved"}
 
 
 @pytest.mark.parametrize(("url", "word"), REFUSED)
