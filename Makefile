@@ -10,29 +10,40 @@ STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml requirements.lock | sha256sum
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= a handwritten 7
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: help system-deps venv demo serve test test-fast lint fmt openapi model clean
+.PHONY: help system-deps browser-deps venv demo serve test test-fast lint fmt openapi model clean
 
 help:
 	@echo "make demo     run the service locally and render one animation (prints the video path last)"
 	@echo "make serve    run the service on http://127.0.0.1:8000 until Ctrl-C"
 	@echo "make test     run the whole test suite (unit, integration, end-to-end)"
-	@echo "make lint     ruff + mypy + openapi.yaml drift check"
+	@echo "make lint     ruff + mypy (the openapi.yaml drift check is a test)"
 	@echo "make openapi  regenerate openapi.yaml from the app"
 	@echo "make model    train the digits demo model into models/digits (long: see digits/train.py)"
 
+# ffmpeg, redis-server and venv support: what the service itself needs (demo, serve, test).
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
-	if [ -n "$$missing" ]; then \
-	  if ! command -v apt-get >/dev/null; then \
-	    echo "error: please install:$$missing (no apt-get on this machine)"; exit 1; fi; \
-	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	[ -z "$$missing" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "error: please install:$$missing (no apt-get on this machine)"; exit 1; }; \
+	[ "$$(id -u)" = 0 ] || command -v sudo >/dev/null || { echo "error: installing$$missing needs root: run as root, or install sudo"; exit 1; }; \
+	echo "installing system packages:$$missing"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing
+
+# Chromium, for the web page's browser test only: Debian's package is "chromium", Ubuntu's
+# "chromium-browser" (a snap). Without one the browser test says what to do.
+browser-deps:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$STEPANIM_CHROMIUM" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "warning: no Chromium and no apt-get: the browser test needs STEPANIM_CHROMIUM=/path/to/chrome"; exit 0; }; \
+	echo "installing Chromium for the web page's browser test"; \
+	$(SUDO) apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium 2>/dev/null \
+	|| DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium-browser \
+	|| echo "warning: could not install Chromium: set STEPANIM_CHROMIUM=/path/to/chrome (or STEPANIM_SKIP_BROWSER=1 to skip the browser test)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(MAKE) --no-print-directory system-deps
@@ -47,14 +58,14 @@ venv: $(STAMP)
 
 demo: venv
 	@$(MAKE) --no-print-directory system-deps
-	@$(PY) scripts/demo.py --prompt "$(PROMPT)"
+	@$(PY) scripts/demo.py --prompt "$(PROMPT)" $(DEMO_ARGS)
 
 serve: venv
 	@$(MAKE) --no-print-directory system-deps
 	@$(PY) scripts/serve.py
 
 test: venv
-	@$(MAKE) --no-print-directory system-deps
+	@$(MAKE) --no-print-directory system-deps browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
