@@ -13,7 +13,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from worker.capture import CaptureMode, LatentFamily, StepCapture, decode_approx, decode_full
+from worker.capture import LATENT_RGB, CaptureMode, LatentFamily, StepCapture, decode_approx, decode_full
 from worker.tiny_model import build_tiny_model
 
 STEPS = 5
@@ -152,6 +152,18 @@ def test_decode_approx_shapes() -> None:
         for image in images:
             assert image.shape == (8, 8, 3)
             assert image.dtype == np.uint8
+
+
+def test_decode_approx_projects_each_latent_channel_and_resizes() -> None:
+    for family in ("sd", "sdxl"):
+        factors, bias = LATENT_RGB[family]
+        for channel in range(4):
+            latents = torch.zeros(1, 4, 8, 8)
+            latents[:, channel] = 0.5
+            image = decode_approx(latents, family, size=(16, 24))[0]  # type: ignore[arg-type]
+            assert image.shape == (16, 24, 3) and image.dtype == np.uint8
+            expected = np.clip((0.5 * np.array(factors[channel]) + np.array(bias) + 1) * 127.5, 0, 255)
+            assert np.abs(image.astype(float) - expected).max() <= 1  # a flat latent stays flat
 
 
 def test_decode_full_shapes(base: Any) -> None:
