@@ -469,3 +469,21 @@ def test_an_upload_is_only_usable_by_its_tenant_and_while_its_record_lives(api: 
     assert created.status_code == 202, created.text
     stored = created.json()["request"]["init_image"]["upload_id"]
     assert api.svc.store.upload_owner(stored) == "globex"
+
+
+# Health ---------------------------------------------------------------------------------------
+
+
+def test_health_and_readiness_are_public_and_readiness_names_what_is_down(redis_url: str, tmp_path: Path) -> None:
+    with running_api(redis_url, tmp_path) as api:  # API keys are required here
+        assert api.client.get("/healthz").json() == {"status": "ok"}
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
+    from stepanim.devstack import free_port
+
+    with running_api(f"redis://127.0.0.1:{free_port()}/0", tmp_path) as down:  # nothing listens there
+        assert down.client.get("/healthz").status_code == 200  # alive, just not ready
+        ready = down.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable" and ready.json()["checks"]["redis"].startswith("error")
+        assert ready.json()["checks"]["storage"] == "ok"

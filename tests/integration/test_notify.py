@@ -3,6 +3,7 @@ receiver; the Celery side (hops, the worker) is in the e2e tests."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -75,6 +76,21 @@ def test_a_failed_attempt_is_scheduled_again_with_the_same_webhook_id(
         standard_webhooks.verify(secret, delivery.headers, delivery.body)
     shown = [(d["attempt"], d["status_code"], d["outcome"]) for d in svc.store.deliveries(job.id)]
     assert shown == [(1, 500, "retrying"), (2, 200, "delivered")]
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_tried_again(redis_url: str, tmp_path: Path) -> None:
+    svc = services(redis_url, tmp_path, webhook_timeout_seconds=0.5)
+    with socket.socket() as silent:  # accepts the connection, reads nothing, never answers
+        silent.bind((RECEIVER_HOST, 0))
+        silent.listen()
+        job = failed_job(svc, f"http://{RECEIVER_HOST}:{silent.getsockname()[1]}/hook")
+        started = time.monotonic()
+        next_at = deliver_job_event(svc, job.id, EVENT, 1)
+        assert time.monotonic() - started < 5
+    assert next_at is not None  # scheduled again
+    record = svc.store.deliveries(job.id)[0]
+    assert (record["status_code"], record["outcome"]) == (None, "retrying")
+    assert "Timeout" in record["error"], record
 
 
 def test_410_stops_and_redirects_are_not_followed(svc: Services, webhook_receiver: WebhookReceiver) -> None:
