@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -59,15 +60,27 @@ class LocalStorage:
         return path
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        # Write then rename: a reader never sees half an object. Plain os calls, and the folder
+        # made only when missing: the render worker writes a frame per step from a thread
+        # that shares the interpreter with the sampler.
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a reader never sees half an object.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = f"{path.parent}{os.sep}.tmp-{uuid.uuid4().hex}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            with memoryview(data) as view:
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.close(fd)
+            fd = -1
             os.replace(tmp, path)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             Path(tmp).unlink(missing_ok=True)
             raise
 
