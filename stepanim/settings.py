@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     pipeline_cache_size: int = Field(2, ge=1, description="Pipelines kept loaded per render worker process.")
     frame_queue_size: int = Field(8, ge=1, description="Captured steps waiting for decode/upload (backpressure).")
+    progress_interval_seconds: float = Field(
+        0.25,
+        ge=0,
+        description="Longest a written frame waits before the job shows it: the render worker writes progress "
+        "once per interval (one Redis transaction, an event per step), not once per step.",
+    )
     taesd_path: Path | None = Field(
         None,
         description="Folder of the TAESD weights (AutoencoderTiny, madebyollin/taesd) for SD 1.x/2.x latents; "

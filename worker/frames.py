@@ -47,7 +47,7 @@ class FrameWriter:
     seeds: list[int]
     on_frames: OnFrames
     queue_size: int = 8
-    progress_interval: float = 0.05  # seconds between progress reports; a report never waits longer
+    progress_interval: float = 0.25  # seconds between progress reports; a report never waits longer
     keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
     _thread: threading.Thread = field(init=False)

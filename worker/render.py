@@ -131,6 +131,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
         seeds=seeds,
         on_frames=on_frames,
         queue_size=svc.settings.frame_queue_size,
+        progress_interval=svc.settings.progress_interval_seconds,
     )
     steps = 0
     canceled = CancelWatch(svc.store, job.id)  # told by Redis pub/sub: no Redis call per step
