@@ -6,9 +6,11 @@
 the final VAE decode and no step callback. The *capture* variants run ``worker.render``,
 the code the render worker runs: every step captured, decoded off the sampling thread,
 written as PNG to local storage, progress and the cancel flag in a real redis-server.
-Rounds interleave the variants; each figure is the median of its rounds and each ratio
-is capture/plain measured in the same run: wall time (medians, and fastest rounds, the
-least disturbed on a shared machine) and this process's CPU time (all its threads).
+Rounds interleave the variants (ABBA order); each figure is the median of its rounds and
+each ratio is capture/plain measured in the same run: wall time (medians, and fastest
+rounds, the least disturbed on a shared machine), this process's CPU time (all its
+threads), and *paired*: the median over rounds of each round's capture/plain, which
+cancels the drift of a machine whose speed changes from one second to the next.
 """
 
 from __future__ import annotations
@@ -113,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 run()
             times: dict[str, list[float]] = {name: [] for name in variants}
             cpu: dict[str, list[float]] = {name: [] for name in variants}
-            for _ in range(args.rounds):
-                for name, run in variants.items():
+            order = list(variants)
+            for n in range(args.rounds):
+                # ABBA order: a machine that speeds up or slows down within a round favours nobody.
+                for name in order if n % 2 == 0 else reversed(order):
                     start, start_cpu = time.perf_counter(), time.process_time()
-                    run()
+                    variants[name]()
                     times[name].append(time.perf_counter() - start)
                     cpu[name].append(time.process_time() - start_cpu)
         finally:
@@ -131,12 +135,18 @@ def main(argv: list[str] | None = None) -> None:
         f"device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
         f"size={args.size} scheduler={args.scheduler} rounds={args.rounds}"
     )
-    print(f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}")
+    print(
+        f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}"
+        f" {'ratio paired':>13}"
+    )
     for name, values in times.items():
         median, fastest, used = statistics.median(values), min(values), statistics.median(cpu[name])
+        # Paired: each round's run against the plain run of the same round, then the median of
+        # those ratios; the steadiest figure where the machine's speed drifts between rounds.
+        paired = statistics.median(v / p for v, p in zip(values, times["plain"], strict=True))
         print(
             f"{name:<24} {median:9.3f} {fastest:7.3f} {median / plain:12.2f}x {fastest / plain_min:9.2f}x "
-            f"{used / plain_cpu:9.2f}x"
+            f"{used / plain_cpu:9.2f}x {paired:12.2f}x"
         )
 
 
