@@ -7,9 +7,9 @@ random-weight model (built into a temporary folder).
 
     python -m bench.load [--jobs 200] [--render-workers 1] [--clients 50]
 
-The issue asks for 1,000 jobs; a 2-core machine finishes about 200 small jobs in a few
-minutes, so that is the default. "Lost" means accepted (202) and not terminal at the end,
-or a terminal job without its video.
+``--jobs 1000`` is the issue's figure; 200 is the default. On a small machine the API,
+the workers, redis and this client share the cores. "Lost" means accepted (202) and not
+terminal at the end, or a terminal job without its video.
 """
 
 from __future__ import annotations
@@ -38,6 +38,18 @@ def job_body(n: int) -> dict[str, object]:
         "seed": n,
         "animation": {"duration": 1, "fps": 10, "codec": "h264"},
     }
+
+
+def any_open(client: httpx.Client, api: str) -> bool:
+    """Whether any job is still queued, rendering or encoding (the listing, a page at a time)."""
+    params: dict[str, object] = {"status": ["queued", "rendering", "encoding"], "limit": 1}
+    while True:
+        page = client.get(f"{api}/animations", params=params).json()  # type: ignore[arg-type]
+        if page["data"]:
+            return True
+        if page["next_cursor"] is None:
+            return False
+        params["cursor"] = page["next_cursor"]
 
 
 def main() -> None:
@@ -77,16 +89,15 @@ def main() -> None:
                 statuses = Counter(r.status_code for r in responses)
                 ids = [r.json()["id"] for r in responses if r.status_code == 202]
 
-                final: dict[str, dict[str, object]] = {}
+                # Wait without loading the two cores with polls: one listing request every 2 s
+                # says whether any job is still open; then every job is read once.
                 deadline = time.monotonic() + args.timeout
-                while len(final) < len(ids) and time.monotonic() < deadline:
-                    for job_id in ids:
-                        if job_id not in final:
-                            job = client.get(f"{api}/animations/{job_id}").json()
-                            if job["status"] in TERMINAL:
-                                final[job_id] = job
-                    time.sleep(0.5)
+                while time.monotonic() < deadline and any_open(client, api):
+                    time.sleep(2)
                 elapsed = time.perf_counter() - started
+                jobs = [client.get(f"{api}/animations/{job_id}").json() for job_id in ids]
+                final = {job["id"]: job for job in jobs if job["status"] in TERMINAL}
+                total_render = sum(float(job["progress"].get("elapsed_seconds") or 0) for job in final.values())
 
             outcome = Counter(str(job["status"]) for job in final.values())
             lost = len(ids) - len(final)
@@ -103,6 +114,7 @@ def main() -> None:
                 "jobs_per_second": round(len(final) / elapsed, 2),
                 "render_workers": args.render_workers,
                 "jobs_per_second_per_render_worker": round(len(final) / elapsed / args.render_workers, 2),
+                "mean_sampling_seconds_per_job": round(total_render / max(len(final), 1), 3),
             }
             print(json.dumps(report, indent=2))
         finally:
