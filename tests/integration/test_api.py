@@ -5,6 +5,7 @@ webhook secrets."""
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import threading
@@ -19,6 +20,7 @@ from PIL import Image
 
 from stepanim import lifecycle
 from stepanim.jobs import Codec, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
+from tests.conftest import RECEIVER_HOST
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
 
@@ -154,6 +156,46 @@ def test_concurrent_duplicates_make_one_job(api: Api) -> None:
     assert set(statuses) <= {202, 409} and 202 in statuses
     assert len({r.json()["id"] for r in responses if r.status_code == 202}) == 1
     assert api.render_queue_length() == 1
+
+
+def test_a_repeat_while_the_first_fetches_its_init_image_gets_409(redis_url: str, tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), "orange").save(png, format="PNG")
+    fetched: list[float] = []
+
+    class SlowImage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(time.monotonic())
+            time.sleep(1.0)  # the first request holds its key meanwhile
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png.getvalue())))
+            self.end_headers()
+            self.wfile.write(png.getvalue())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), SlowImage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = {**BODY, "init_image": {"url": f"http://{RECEIVER_HOST}:{server.server_port}/init.png"}}
+    try:
+        with running_api(redis_url, tmp_path, outbound_allow=[RECEIVER_HOST]) as api, ThreadPoolExecutor(1) as pool:
+            first = pool.submit(api.post, body, idempotency_key="order-6")
+            while not fetched:  # the first request has claimed the key and is fetching
+                time.sleep(0.02)
+            second = api.post(body, idempotency_key="order-6")
+            assert_error(second, 409, "idempotency_conflict")
+            assert second.headers["retry-after"] == "1"
+            made = first.result()
+            assert made.status_code == 202, made.text
+            again = api.post(body, idempotency_key="order-6")
+            assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+            assert again.json()["id"] == made.json()["id"]
+            assert len(fetched) == 1 and api.render_queue_length() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_refused_request_does_not_burn_its_key(api: Api) -> None:
