@@ -121,57 +121,75 @@ async def accept(
         if key is not None
         else None
     )
-    limits = rate_limits(settings, creates=True)
+    counted = False
     if body.init_image is not None:
-        await rate_limit(store, settings, principal, creates=True)  # counted before the slow work
-        limits = []
+        await rate_limit(store, settings, principal, creates=True)
+        counted = True
         if idem is not None:
-            while True:
-                idem, record = await store.claim(idem)
-                if record is None:
-                    break
-                if (existing := await made_before(store, idem, record)) is not None:
-                    return existing, True
+            idem, existing = await claim(store, idem)
+            if existing is not None:
+                return existing, True
         try:
             body = await run_in_threadpool(prepare_init_image, body, svc, tenant=principal.tenant)
         except BaseException:
             if idem is not None:
                 await store.release_claim(idem)
             raise
-    job = new_job(body, principal, settings)
-    message = task_message(svc.celery, RENDER_TASK, [job.id], queue=RENDER_QUEUE)
     try:
-        for _ in range(3):
-            admission = await store.admit(
-                job,
-                message=message,
-                queue=RENDER_QUEUE,
-                max_active=settings.max_active_jobs,
-                idempotency=idem,
-                rates=[(bucket, limit) for bucket, limit, _ in limits],
-            )
-            limits = []  # counted once, however often the admission is tried
-            if admission.outcome == "created":
-                return job, False
-            if admission.outcome == "rate_limited":
-                refuse_if_limited(rate_limits(settings, creates=True), admission.waits)
-            if admission.outcome == "quota":
-                if await store.forget_finished_active(principal.key_id):
-                    continue  # places were held by jobs that ended without freeing them: try again
-                raise ApiError(
-                    429,
-                    "quota_exceeded",
-                    f"this API key already has {settings.max_active_jobs} unfinished animations; "
-                    "wait for one to finish or cancel one",
-                    headers={"Retry-After": "10"},
-                )
-            assert idem is not None and admission.record is not None
-            if (existing := await made_before(store, idem, admission.record)) is not None:
-                return existing, True
+        return await admit(svc, store, new_job(body, principal, settings), idem, counted=counted)
     except BaseException:
         if idem is not None and idem.claim:
             await store.release_claim(idem)
         raise
+
+
+async def claim(store: AsyncJobStore, idem: IdempotencyRequest) -> tuple[IdempotencyRequest, Job | None]:
+    """Claim the Idempotency-Key before slow work: (the request holding the claim, None), or
+    the job the key already made for this body (422 or 409 otherwise)."""
+    while True:
+        claimed, record = await store.claim(idem)
+        if record is None:
+            return claimed, None
+        if (existing := await made_before(store, idem, record)) is not None:
+            return idem, existing
+
+
+async def admit(
+    svc: Services, store: AsyncJobStore, job: Job, idem: IdempotencyRequest | None, *, counted: bool
+) -> tuple[Job, bool]:
+    """Admit ``job`` (the one Redis script), or answer with what its key made; 429 when over a limit."""
+    settings = svc.settings
+    assert job.key_id is not None
+    message = task_message(svc.celery, RENDER_TASK, [job.id], queue=RENDER_QUEUE)
+    limits = rate_limits(settings, creates=True)
+    rates = [] if counted else [(bucket, limit) for bucket, limit, _ in limits]
+    for _ in range(3):
+        admission = await store.admit(
+            job,
+            message=message,
+            queue=RENDER_QUEUE,
+            max_active=settings.max_active_jobs,
+            idempotency=idem,
+            rates=rates,
+        )
+        rates = []  # counted once, however often the admission is tried
+        if admission.outcome == "created":
+            return job, False
+        if admission.outcome == "rate_limited":
+            refuse_if_limited(limits, admission.waits)
+        if admission.outcome == "quota":
+            if await store.forget_finished_active(job.key_id):
+                continue  # places were held by jobs that ended without freeing them: try again
+            raise ApiError(
+                429,
+                "quota_exceeded",
+                f"this API key already has {settings.max_active_jobs} unfinished animations; "
+                "wait for one to finish or cancel one",
+                headers={"Retry-After": "10"},
+            )
+        assert idem is not None and admission.record is not None  # the key is taken
+        if (existing := await made_before(store, idem, admission.record)) is not None:
+            return existing, True
     raise ApiError(
         409,
         "idempotency_conflict",
