@@ -73,7 +73,7 @@ def task_message(app: Celery, name: str, args: list[Any], *, queue: str) -> str:
     ``AsyncJobStore.admit``), so a job is never stored without its task nor queued without its
     record, and a POST costs one round trip instead of kombu's publish. Celery's own
     message protocol (v2) builds headers and body; the envelope is kombu's virtual
-    transport format. ``tests/integration/test_store.py`` compares it with a message
+    transport format. ``tests/integration/test_admission.py`` compares it with a message
     published by ``send_task`` and a real worker runs it in every end-to-end test.
     """
     task_id = str(uuid.uuid4())

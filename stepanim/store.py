@@ -50,6 +50,8 @@ from stepanim.capabilities import Capabilities
 from stepanim.jobs import Job, JobStatus
 from stepanim.model_catalog import ModelInfo
 
+CLAIM_SECONDS = 60  # an Idempotency-Key claimed by a request that died is free again after this
+
 
 class JobNotFound(Exception):
     def __init__(self, job_id: str) -> None:
@@ -453,7 +455,7 @@ class JobStore:
 
     # Idempotency keys -------------------------------------------------------------------
     def claim_idempotency(
-        self, tenant: str, key: str, fingerprint: str, *, pending_ttl: int = 60
+        self, tenant: str, key: str, fingerprint: str, *, pending_ttl: int = CLAIM_SECONDS
     ) -> IdempotencyRecord | None:
         """Claim ``key`` for a new request: None when claimed; else what the key already holds.
 
@@ -584,15 +586,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Rate-limit windows: INCR each of KEYS (expiring after ARGV[1] seconds); the new counts.
-_COUNT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-    counts[i] = redis.call('INCR', key)
-    if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+# Rate-limit windows, for both scripts below: INCR KEYS[first .. first+n-1] (a new window
+# expires after ``expiry`` seconds); the new counts.
+_COUNT_WINDOWS = """
+local function count_windows(first, n, expiry)
+    local counts = {}
+    for i = 1, n do
+        counts[i] = redis.call('INCR', KEYS[first + i - 1])
+        if counts[i] == 1 then redis.call('EXPIRE', KEYS[first + i - 1], expiry) end
+    end
+    return counts
 end
-return counts
 """
+
+# Rate limit of a request: every key of KEYS is a window (expiring after ARGV[1] seconds).
+_COUNT = _COUNT_WINDOWS + "return count_windows(1, #KEYS, ARGV[1])"
 
 # Admission of a new job: everything POST /animations writes, in one atomic script.
 # KEYS: job, open set, tenant index, events, key's active set, render queue,
@@ -601,15 +609,14 @@ return counts
 #       active-job limit, fingerprint ('' without a key), idempotency ttl, our claim ('' if none),
 #       n, window expiry, n rate limits
 # Returns {outcome, what the idempotency key holds (or ''), the rate-window counts}.
-_ADMIT = """
+_ADMIT = (
+    _COUNT_WINDOWS
+    + """
 local nrates = tonumber(ARGV[12])
-local counts, over = {}, false
+local counts = count_windows(7, nrates, ARGV[13])
 for i = 1, nrates do
-    counts[i] = redis.call('INCR', KEYS[6 + i])
-    if counts[i] == 1 then redis.call('EXPIRE', KEYS[6 + i], ARGV[13]) end
-    if counts[i] > tonumber(ARGV[13 + i]) then over = true end
+    if counts[i] > tonumber(ARGV[13 + i]) then return {'rate_limited', '', counts} end
 end
-if over then return {'rate_limited', '', counts} end
 local idem = KEYS[7 + nrates]
 if ARGV[9] ~= '' then
     local raw = redis.call('GET', idem)
@@ -638,6 +645,7 @@ if ARGV[9] ~= '' then
 end
 return {'created', '', counts}
 """
+)
 
 RATE_WINDOW_SECONDS = 60
 
@@ -755,12 +763,13 @@ class AsyncJobStore:
 
     async def claim(self, idempotency: IdempotencyRequest) -> tuple[IdempotencyRequest, IdempotencyRecord | None]:
         """Claim the key before slow work: (the request, now holding the claim), None; or what
-        the key already holds. A claim lapses after a minute if its request died."""
+        the key already holds (as :meth:`JobStore.claim_idempotency`). A claim lapses after
+        ``CLAIM_SECONDS`` if its request died."""
         claim = uuid.uuid4().hex
         key = self.store._idempotency_key(idempotency.tenant, idempotency.key)
         pending = _pending_idempotency(idempotency.fingerprint, claim=claim)
         while True:
-            if await self.client.set(key, pending, nx=True, ex=60):
+            if await self.client.set(key, pending, nx=True, ex=CLAIM_SECONDS):
                 return replace(idempotency, claim=claim), None
             raw = await self.client.get(key)
             if raw is not None:
