@@ -25,5 +25,6 @@ USER 10001
 ENV PYTHONUNBUFFERED=1 PYTHONPATH=/app
 EXPOSE 8000
 # uvicorn drains on SIGTERM (--timeout-graceful-shutdown); Celery workers shut down warm.
+# The app writes its own JSON access line (with the job id): uvicorn's is off.
 STOPSIGNAL SIGTERM
-CMD ["uvicorn", "api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30"]
+CMD ["uvicorn", "api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30", "--no-access-log"]

@@ -6,7 +6,7 @@ import math
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from api.errors import ApiError
 from stepanim import auth
@@ -24,21 +24,6 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def get_async_store(request: Request) -> AsyncJobStore:
-    store: AsyncJobStore = request.app.state.async_store
-    return store
-
-
-AsyncStoreDep = Annotated[AsyncJobStore, Depends(get_async_store)]
-
-# Declares the scheme in the OpenAPI document; the header itself is read in caller().
-bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="ApiKey",
-    description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`).",
-)
 
 
 def retry_after(seconds: float) -> dict[str, str]:
@@ -79,30 +64,35 @@ async def rate_limit(store: AsyncJobStore, settings: Settings, principal: auth.P
     refuse_if_limited(limits, await store.hit_rates(principal.key_id, [(b, n) for b, n, _ in limits]))
 
 
-async def caller(
-    request: Request,
-    svc: ServicesDep,
-    store: AsyncStoreDep,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> auth.Principal:
-    """The dependency that authenticates the caller and counts its request against the key's rate limit."""
-    principal = authenticate(request, svc)
-    await rate_limit(store, svc.settings, principal, creates=False)
-    return principal
+class ApiKeyAuth(HTTPBearer):
+    """The dependency that authenticates the caller (``Authorization: Bearer sa_...``) and,
+    with ``count``, counts the request against the key's rate limit.
+
+    A subclass of ``HTTPBearer``: one dependency that both declares the scheme in the
+    OpenAPI document and does the work (every dependency costs each request its own
+    resolution).
+    """
+
+    def __init__(self, *, count: bool) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="ApiKey",
+            description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`).",
+        )
+        self.count = count
+
+    async def __call__(self, request: Request) -> auth.Principal:  # type: ignore[override]
+        svc: Services = request.app.state.services
+        principal = authenticate(request, svc)
+        if self.count:
+            await rate_limit(request.app.state.async_store, svc.settings, principal, creates=False)
+        return principal
 
 
-async def creator(
-    request: Request,
-    svc: ServicesDep,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> auth.Principal:
-    """POST /animations: authenticates only; the request is counted against both rate limits in the
-    same Redis script that admits the job (``api.routes.animations.accept``)."""
-    return authenticate(request, svc)
-
-
-PrincipalDep = Annotated[auth.Principal, Depends(caller)]
-CreatorDep = Annotated[auth.Principal, Depends(creator)]
+# POST /animations only authenticates: the request is counted against both rate limits in the
+# same Redis script that admits the job (``api.routes.animations.accept``).
+PrincipalDep = Annotated[auth.Principal, Depends(ApiKeyAuth(count=True))]
+CreatorDep = Annotated[auth.Principal, Depends(ApiKeyAuth(count=False))]
 
 
 def get_job(

@@ -167,6 +167,7 @@ class Stack:
             "warning",
             "--timeout-graceful-shutdown",
             "10",
+            "--no-access-log",  # the app writes its own (api.routes.metrics.AccessLog)
         ]
         self.procs["api"] = proc = spawn("api", args, env=self.env(), log_dir=self.workdir / "logs")
         wait_until(

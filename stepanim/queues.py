@@ -7,12 +7,14 @@ render worker (torch, diffusers) or the encoder.
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 from kombu import Queue, serialization  # type: ignore[attr-defined]
-from kombu.utils import json as kombu_json
 
 from stepanim.settings import Settings
 
@@ -72,39 +74,56 @@ def task_message(app: Celery, name: str, args: list[Any], *, queue: str) -> str:
     The API writes a render message in the same Redis script as the job record (see
     ``AsyncJobStore.admit``), so a job is never stored without its task nor queued without its
     record, and a POST costs one round trip instead of kombu's publish. Celery's own
-    message protocol (v2) builds headers and body; the envelope is kombu's virtual
-    transport format. ``tests/integration/test_admission.py`` compares it with a message
-    published by ``send_task`` and a real worker runs it in every end-to-end test.
+    message protocol (v2) builds headers and body once per task and queue
+    (:func:`_message_template`); each message then only gets its ids and arguments.
+    ``tests/integration/test_admission.py`` compares it with a message published by
+    ``send_task`` and a real worker runs it in every end-to-end test.
     """
     task_id = str(uuid.uuid4())
-    headers, properties, body, _ = app.amqp.as_task_v2(
-        task_id,
-        name,
-        args=args,
-        kwargs={},
-        argsrepr=repr(args),
-        kwargsrepr="{}",  # (ids: no need for saferepr)
-    )
-    content_type, content_encoding, payload = serialization.dumps(  # type: ignore[no-untyped-call]
+    template = _message_template(app, name, queue)
+    body = json.dumps([args, {}, template.embed]).encode(template.content_encoding)
+    message = {
+        **template.envelope,
+        "body": base64.b64encode(body).decode(),
+        "headers": {**template.headers, "id": task_id, "root_id": task_id, "argsrepr": repr(args)},
+        "properties": {**template.properties, "correlation_id": task_id, "delivery_tag": str(uuid.uuid4())},
+    }
+    return json.dumps(message)
+
+
+@dataclass(frozen=True)
+class _MessageTemplate:
+    envelope: dict[str, Any]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    embed: dict[str, Any]
+    content_encoding: str
+
+
+@functools.lru_cache(maxsize=32)
+def _message_template(app: Celery, name: str, queue: str) -> _MessageTemplate:
+    """What every message of task ``name`` on ``queue`` shares, made by Celery (protocol v2) and
+    in kombu's Redis envelope; the ids and arguments are placeholders."""
+    headers, properties, body, _ = app.amqp.as_task_v2("", name, args=[], kwargs={}, argsrepr="[]", kwargsrepr="{}")
+    content_type, content_encoding, _payload = serialization.dumps(  # type: ignore[no-untyped-call]
         body, serializer=app.conf.task_serializer
     )
-    raw = payload if isinstance(payload, bytes) else payload.encode(content_encoding)
-    message = {
-        "body": base64.b64encode(raw).decode(),
-        "content-encoding": content_encoding,
-        "content-type": content_type,
-        "headers": headers,
-        "properties": {
+    if content_type != "application/json":
+        raise ValueError(f"task_message writes JSON messages; this app's task_serializer makes {content_type}")
+    _args, _kwargs, embed = body
+    return _MessageTemplate(
+        envelope={"content-encoding": content_encoding, "content-type": content_type},
+        headers=headers,
+        properties={
             **properties,
             "delivery_mode": 2,  # persistent
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,  # kombu's list for priority 0 is the bare queue name
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
         },
-    }
-    text: str = kombu_json.dumps(message)  # type: ignore[no-untyped-call]
-    return text
+        embed=embed,
+        content_encoding=content_encoding,
+    )
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:

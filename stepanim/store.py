@@ -47,6 +47,7 @@ import redis
 import redis.asyncio
 
 from stepanim.capabilities import Capabilities
+from stepanim.group_commit import ScriptBatch
 from stepanim.jobs import Job, JobStatus
 from stepanim.model_catalog import ModelInfo
 
@@ -605,43 +606,43 @@ _COUNT = _COUNT_WINDOWS + "return count_windows(1, #KEYS, ARGV[1])"
 # Admission of a new job: everything POST /animations writes, in one atomic script.
 # KEYS: job, open set, tenant index, events, key's active set, render queue,
 #       n rate-limit windows[, idempotency key]
-# ARGV: job JSON, created (s), created (ms), job id, queued event, task message, ttl,
-#       active-job limit, fingerprint ('' without a key), idempotency ttl, our claim ('' if none),
-#       n, window expiry, n rate limits
+# ARGV: job JSON, task message, and a JSON object of the rest (see AsyncJobStore.admit): few
+#       arguments, as each costs the client its own encoding.
 # Returns {outcome, what the idempotency key holds (or ''), the rate-window counts}.
 _ADMIT = (
     _COUNT_WINDOWS
     + """
-local nrates = tonumber(ARGV[12])
-local counts = count_windows(7, nrates, ARGV[13])
+local p = cjson.decode(ARGV[3])
+local nrates = #p.limits
+local counts = count_windows(7, nrates, p.window_expiry)
 for i = 1, nrates do
-    if counts[i] > tonumber(ARGV[13 + i]) then return {'rate_limited', '', counts} end
+    if counts[i] > p.limits[i] then return {'rate_limited', '', counts} end
 end
 local idem = KEYS[7 + nrates]
-if ARGV[9] ~= '' then
+if p.fingerprint ~= '' then
     local raw = redis.call('GET', idem)
     if raw then
         local record = cjson.decode(raw)
-        if record.fingerprint ~= ARGV[9] then return {'reused', raw, counts} end
+        if record.fingerprint ~= p.fingerprint then return {'reused', raw, counts} end
         if record.job_id ~= cjson.null then return {'replay', raw, counts} end
-        if record.claim ~= ARGV[11] or ARGV[11] == '' then return {'in_flight', raw, counts} end
+        if record.claim ~= p.claim or p.claim == '' then return {'in_flight', raw, counts} end
     end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', counts} end
-if redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 0 then
-    if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[8]) then return {'quota', '', counts} end
-    redis.call('SADD', KEYS[5], ARGV[4])
-    redis.call('EXPIRE', KEYS[5], ARGV[7])
+if redis.call('SISMEMBER', KEYS[5], p.id) == 0 then
+    if redis.call('SCARD', KEYS[5]) >= p.max_active then return {'quota', '', counts} end
+    redis.call('SADD', KEYS[5], p.id)
+    redis.call('EXPIRE', KEYS[5], p.ttl)
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[7])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[7])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'data', ARGV[5])
-redis.call('EXPIRE', KEYS[4], ARGV[7])
-redis.call('LPUSH', KEYS[6], ARGV[6])
-if ARGV[9] ~= '' then
-    redis.call('SET', idem, cjson.encode({fingerprint = ARGV[9], job_id = ARGV[4]}), 'EX', ARGV[10])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', p.ttl)
+redis.call('ZADD', KEYS[2], 'NX', p.created, p.id)
+redis.call('ZADD', KEYS[3], p.created_ms, p.id)
+redis.call('EXPIRE', KEYS[3], p.ttl)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'data', p.event)
+redis.call('EXPIRE', KEYS[4], p.ttl)
+redis.call('LPUSH', KEYS[6], ARGV[2])
+if p.fingerprint ~= '' then
+    redis.call('SET', idem, cjson.encode({fingerprint = p.fingerprint, job_id = p.id}), 'EX', p.idempotency_ttl)
 end
 return {'created', '', counts}
 """
@@ -697,8 +698,9 @@ class AsyncJobStore:
     def __init__(self, client: redis.asyncio.Redis, store: JobStore) -> None:
         self.client = client
         self.store = store
-        self._admit = client.register_script(_ADMIT)
-        self._count = client.register_script(_COUNT)
+        # Concurrent requests share round trips (group commit): see stepanim.group_commit.
+        self._admit = ScriptBatch(client, _ADMIT)
+        self._count = ScriptBatch(client, _COUNT)
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self.client.get(self.store._job_key(job_id))
@@ -727,34 +729,30 @@ class AsyncJobStore:
         created = job.created_at.timestamp()
         event = json.dumps({"type": "status", "status": job.status.value})
         rate_keys, wait = _rate_window(job.key_id, s, rates)
-        outcome, raw, counts = await self._admit(
-            keys=[
-                s._job_key(job.id),
-                s._open_key(),
-                s._tenant_jobs_key(job.tenant),
-                s._events_key(job.id),
-                s._active_key(job.key_id),
-                queue,
-                *rate_keys,
-                *([s._idempotency_key(idempotency.tenant, idempotency.key)] if idempotency else []),
-            ],
-            args=[
-                job.model_dump_json(),
-                created,
-                _millis(created),
-                job.id,
-                event,
-                message,
-                s.ttl_seconds,
-                max_active,
-                idempotency.fingerprint if idempotency else "",
-                idempotency.ttl if idempotency else 0,
-                idempotency.claim if idempotency else "",
-                len(rates),
-                RATE_WINDOW_SECONDS + 5,
-                *(limit for _, limit in rates),
-            ],
-        )
+        params = {
+            "id": job.id,
+            "created": repr(created),  # strings: Lua would print a number with 14 digits
+            "created_ms": str(_millis(created)),
+            "event": event,
+            "ttl": s.ttl_seconds,
+            "max_active": max_active,
+            "fingerprint": idempotency.fingerprint if idempotency else "",
+            "idempotency_ttl": idempotency.ttl if idempotency else 0,
+            "claim": idempotency.claim if idempotency else "",
+            "window_expiry": RATE_WINDOW_SECONDS + 5,
+            "limits": [limit for _, limit in rates],
+        }
+        keys = [
+            s._job_key(job.id),
+            s._open_key(),
+            s._tenant_jobs_key(job.tenant),
+            s._events_key(job.id),
+            s._active_key(job.key_id),
+            queue,
+            *rate_keys,
+            *([s._idempotency_key(idempotency.tenant, idempotency.key)] if idempotency else []),
+        ]
+        outcome, raw, counts = await self._admit(keys, [job.model_dump_json(), message, json.dumps(params)])
         name = _text(outcome)
         if name == "exists":
             raise ValueError(f"job {job.id} already exists")
@@ -801,7 +799,7 @@ class AsyncJobStore:
         """Count one request in the current window of each (bucket, limit), in one round trip;
         for each, the seconds to wait when over its limit, else None."""
         keys, wait = _rate_window(key_id, self.store, buckets)
-        counts = await self._count(keys=keys, args=[RATE_WINDOW_SECONDS + 5])
+        counts = await self._count(keys, [RATE_WINDOW_SECONDS + 5])
         return _rate_waits(counts, buckets, wait)
 
     # Events ---------------------------------------------------------------------------

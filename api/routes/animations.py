@@ -13,7 +13,6 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
-    AsyncStoreDep,
     CreatorDep,
     JobDep,
     PrincipalDep,
@@ -276,8 +275,6 @@ async def create_animation(
     *,
     request: Request,
     body: AnimationCreate,
-    svc: ServicesDep,
-    store: AsyncStoreDep,
     principal: CreatorDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -299,6 +296,10 @@ async def create_animation(
     With an `Idempotency-Key` the request can be retried safely: a repeat returns the
     same job (header `Idempotent-Replayed: true`) and starts no second render.
     """
+    # The hot path of the service: its services come from the app's state, not as dependencies
+    # (each dependency costs every request its own resolution).
+    svc: Services = request.app.state.services
+    store: AsyncJobStore = request.app.state.async_store
     job, replayed = await accept(request, svc, store, body, principal, idempotency_key)
     wait = parse_wait(prefer, limit=svc.settings.max_wait_seconds)
     if wait is not None:

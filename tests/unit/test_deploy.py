@@ -72,6 +72,7 @@ def test_compose_runs_the_reconciler_and_workers_shut_down_gracefully() -> None:
         assert int(minutes or 0) * 60 + int(seconds) > shutdown_timeout, name
         assert "inspect ping" in " ".join(services[name]["healthcheck"]["test"])
     assert "--timeout-graceful-shutdown" in services["api"]["command"]
+    assert "--no-access-log" in services["api"]["command"]  # the app writes its own JSON access line
 
 
 def test_env_example_names_only_real_settings() -> None:
