@@ -51,7 +51,7 @@ def test_concurrent_calls_share_round_trips_and_each_gets_its_own_reply(redis_ur
         replies = await asyncio.gather(*(batch(["gc:list"], [f"v{n}"]) for n in range(100)))
         assert sorted(replies) == list(range(2, 102))  # each call ran once
         assert batch.batches[2:] == [MAX_BATCH, 100 - MAX_BATCH]  # ... in two round trips
-        stored = [v.decode() for v in await client.lrange("gc:list", 0, -1)]
+        stored = [v.decode() for v in await client.lrange("gc:list", 0, -1)]  # type: ignore[union-attr]
         assert collections.Counter(stored) == collections.Counter(["alone", *(f"v{n}" for n in range(100))])
 
     run(redis_url, use)
