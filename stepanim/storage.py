@@ -49,13 +49,19 @@ def content_disposition(filename: str) -> str:
 class LocalStorage:
     def __init__(self, root: Path, *, secret: str, base_url: str, ttl_seconds: int) -> None:
         self.root = root.resolve()
+        self._prefix = f"{self.root}{os.sep}"
         self.secret = secret
         self.base_url = base_url.rstrip("/")
         self.ttl_seconds = ttl_seconds
 
     def path_for(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not key or not path.is_relative_to(self.root) or path == self.root:
+        return Path(self._path(key))
+
+    def _path(self, key: str) -> str:
+        # Lexical (no file system calls: a frame per step is written through here): keys are
+        # made by this service, and no key with ``..``, a leading ``/`` or a NUL gets out.
+        path = os.path.normpath(self._prefix + key)
+        if not key or key.startswith("/") or "\0" in key or not path.startswith(self._prefix):
             raise StorageError(f"key outside storage: {key!r}")
         return path
 
@@ -63,13 +69,14 @@ class LocalStorage:
         # Write then rename: a reader never sees half an object. Plain os calls, and the folder
         # made only when missing: the render worker writes a frame per step from a thread
         # that shares the interpreter with the sampler.
-        path = self.path_for(key)
-        tmp = f"{path.parent}{os.sep}.tmp-{uuid.uuid4().hex}"
+        path = self._path(key)
+        folder = os.path.dirname(path)
+        tmp = f"{folder}{os.sep}.tmp-{uuid.uuid4().hex}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o600)
         try:
             with memoryview(data) as view:

@@ -51,7 +51,7 @@ def test_list_does_not_match_a_longer_prefix(storage: Storage) -> None:
 
 def test_local_refuses_keys_outside_its_folder(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "store", secret="s" * 16, base_url="http://api", ttl_seconds=60)
-    for key in ["../escape", "/etc/passwd", "a/../../b", ""]:
+    for key in ["../escape", "/etc/passwd", "a/../../b", "", ".", "a/..", "jobs/x\0.png"]:
         with pytest.raises(StorageError):
             storage.put_bytes(key, b"x", "text/plain")
 

@@ -13,7 +13,16 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from worker.capture import LATENT_RGB, CaptureMode, LatentFamily, StepCapture, decode_approx, decode_full
+from worker.capture import (
+    DENSE_RESIZE_MAX,
+    LATENT_RGB,
+    CaptureMode,
+    LatentFamily,
+    StepCapture,
+    decode_approx,
+    decode_full,
+    resize_matrix,
+)
 from worker.tiny_model import build_tiny_model
 
 STEPS = 5
@@ -164,6 +173,26 @@ def test_decode_approx_projects_each_latent_channel_and_resizes() -> None:
             assert image.shape == (16, 24, 3) and image.dtype == np.uint8
             expected = np.clip((0.5 * np.array(factors[channel]) + np.array(bias) + 1) * 127.5, 0, 255)
             assert np.abs(image.astype(float) - expected).max() <= 1  # a flat latent stays flat
+
+
+@pytest.mark.parametrize("size_in, size_out", [(8, 16), (8, 64), (24, 7), (20, 61), (64, 128)])
+def test_resize_matrix_resamples_as_pillow_does(size_in: int, size_out: int) -> None:
+    yy, xx = np.mgrid[0 : 1 : size_in * 1j, 0 : 1 : size_in * 1j]
+    smooth = np.stack([np.sin(3 * yy + 1) * 100 + 128, np.cos(2 * xx) * 90 + 128, yy * xx * 200 + 20], -1)
+    image = np.round(smooth).astype(np.uint8)
+    pillow = np.asarray(Image.fromarray(image).resize((size_out, size_out), Image.Resampling.BICUBIC)).astype(float)
+    matrix = resize_matrix(size_in, size_out)
+    ours = np.einsum("Hh,hwc,Ww->HWc", matrix, image.astype(np.float32), matrix)
+    assert np.abs(np.clip(np.round(ours), 0, 255) - pillow).max() <= 1
+    assert np.allclose(matrix.sum(axis=1), 1)  # a flat image stays flat
+
+
+def test_decode_approx_large_upscale_is_pillows() -> None:
+    latents = torch.randn(1, 4, 16, 16)
+    assert DENSE_RESIZE_MAX < 16 * 1024  # too large for a product
+    large = decode_approx(latents, size=(1024, 1024))[0]
+    at_latent_size = Image.fromarray(decode_approx(latents)[0])
+    assert np.array_equal(large, np.asarray(at_latent_size.resize((1024, 1024), Image.Resampling.BICUBIC)))
 
 
 def test_decode_full_shapes(base: Any) -> None:
