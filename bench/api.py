@@ -2,13 +2,16 @@
 
 Starts a private redis-server and one uvicorn process (no workers: jobs stay queued;
 the encoder's capabilities are published first, as a running encoder would),
-then drives each endpoint with keep-alive connections from one asyncio client for a
-fixed time. Prints requests per second, p50/p99 latency and the ratio POST / bare.
+then drives each endpoint with keep-alive connections from one asyncio client, in
+rounds that alternate the two endpoints (ABBA order). Prints requests per second and
+p50/p99 latency of each over all rounds, the ratio POST / bare of those totals, and the
+*paired* ratio: the median over rounds of each round's POST / bare, the figure least
+disturbed by a machine whose speed drifts from one second to the next.
 
-    python -m bench.api [--seconds 10] [--connections 32]
+    python -m bench.api [--seconds 10] [--rounds 5] [--connections 32]
 
 The client shares the machine with the server: on a small machine the figures are a
-floor, the ratio is the useful number.
+floor, the ratios are the useful numbers.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def summary(name: str, latencies: list[float], seconds: float) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per endpoint, alternating (ABBA)")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
@@ -105,12 +109,26 @@ def main() -> None:
             # Warm up both paths (connection pools, imports), then measure.
             asyncio.run(drive(stack.api_port, get, seconds=1, connections=4, expect=200))
             asyncio.run(drive(stack.api_port, post, seconds=1, connections=4, expect=202))
-            kw = {"seconds": args.seconds, "connections": args.connections}
-            bare = summary(
-                "GET /healthz (bare)", asyncio.run(drive(stack.api_port, get, expect=200, **kw)), args.seconds
+            # ABBA rounds: a machine that speeds up or slows down favours neither endpoint.
+            share = args.seconds / args.rounds
+            latencies: dict[str, list[list[float]]] = {"bare": [], "post": []}
+            for n in range(args.rounds):
+                for name in ("bare", "post") if n % 2 == 0 else ("post", "bare"):
+                    raw, expect = (get, 200) if name == "bare" else (post, 202)
+                    latencies[name].append(
+                        asyncio.run(
+                            drive(stack.api_port, raw, seconds=share, connections=args.connections, expect=expect)
+                        )
+                    )
+            bare = summary("GET /healthz (bare)", [x for r in latencies["bare"] for x in r], args.seconds)
+            real = summary("POST /animations", [x for r in latencies["post"] for x in r], args.seconds)
+            paired = statistics.median(
+                len(p) / len(b) for p, b in zip(latencies["post"], latencies["bare"], strict=True)
             )
-            real = summary("POST /animations", asyncio.run(drive(stack.api_port, post, expect=202, **kw)), args.seconds)
-            print(f"ratio POST / bare: {real['rps'] / bare['rps']:.2f}x  ({args.connections} connections)")
+            print(
+                f"ratio POST / bare: {real['rps'] / bare['rps']:.2f}x, paired {paired:.2f}x "
+                f"({args.connections} connections, {args.rounds} rounds)"
+            )
         finally:
             stack.stop()
 
