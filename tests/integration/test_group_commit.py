@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError, ResponseError
 
+from stepanim.devstack import Stack
 from stepanim.group_commit import MAX_BATCH, ScriptBatch
 
 # Appends its argument to a list and answers how long the list is; refuses 'bad'.
@@ -118,3 +120,31 @@ def test_a_caller_that_goes_away_does_not_stop_the_others(redis_url: str) -> Non
         assert await batch(["gc:cancel"], ["after"]) == 3  # the canceled call's script ran all the same
 
     run(redis_url, use)
+
+
+def test_calls_fail_while_redis_is_down_and_work_again_once_it_is_back(tmp_path: Path) -> None:
+    """A restarted Redis: the pooled connection is dead and the script cache is empty."""
+    stack = Stack(workdir=tmp_path, settings={})
+    stack.start_redis()
+    try:
+
+        async def use() -> None:
+            client = redis.asyncio.Redis(port=stack.redis_port, socket_connect_timeout=1)
+            try:
+                batch = ScriptBatch(client, SCRIPT)
+                assert await batch(["gc:restart"], ["before"]) == 1
+                stack.restart_redis(kill=True)  # nothing kept: no AOF in this stack
+                assert await batch(["gc:restart"], ["after"]) == 1  # reconnected, script loaded again
+                stack.procs["redis"].kill()
+                results = await asyncio.gather(
+                    *(batch(["gc:restart"], ["x"]) for _ in range(3)), return_exceptions=True
+                )
+                assert all(isinstance(r, ConnectionError) for r in results), results
+                stack.start_redis()
+                assert await batch(["gc:restart"], ["back"]) == 1
+            finally:
+                await client.aclose()
+
+        asyncio.run(use())
+    finally:
+        stack.stop()
