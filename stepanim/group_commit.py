@@ -33,13 +33,14 @@ class ScriptBatch:
         self.script = client.register_script(script)  # its sha, and the text to load
         self._waiting: list[Call] = []
         self._sending = False
+        self._sender: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, args, future))
         if not self._sending:
             self._sending = True
-            asyncio.get_running_loop().create_task(self._send_all())
+            self._sender = asyncio.get_running_loop().create_task(self._send_all())  # held: the loop keeps weak refs
         return await future
 
     async def _send_all(self) -> None:
