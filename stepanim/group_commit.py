@@ -32,39 +32,39 @@ class ScriptBatch:
         self.client = client
         self.script = client.register_script(script)  # its sha, and the text to load
         self._waiting: list[Call] = []
-        self._sending = False
-        self._sender: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None  # held: the event loop keeps only weak references
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, args, future))
-        if not self._sending:
-            self._sending = True
-            self._sender = asyncio.get_running_loop().create_task(self._send_all())  # held: the loop keeps weak refs
+        if not self.sending:
+            self._sender = asyncio.get_running_loop().create_task(self._send_all())
         return await future
 
+    @property
+    def sending(self) -> bool:
+        """Whether a batch is on its way (calls made meanwhile go out with the next one)."""
+        return self._sender is not None and not self._sender.done()
+
     async def _send_all(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                try:
-                    replies = await self._run([(keys, args) for keys, args, _ in batch])
-                except Exception as e:  # the connection failed: every call of this batch fails with it
-                    _fail(batch, e)
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                replies = await self._run([(keys, args) for keys, args, _ in batch])
+            except Exception as e:  # the connection failed: every call of this batch fails with it
+                _fail(batch, e)
+                continue
+            except BaseException:  # canceled (the app shuts down): so is every waiting call
+                _fail(batch + self._waiting, None)
+                self._waiting = []
+                raise
+            for (_, _, future), reply in zip(batch, replies, strict=True):
+                if future.done():  # its caller went away; the script ran all the same
                     continue
-                except BaseException:  # canceled (the app shuts down): so is every waiting call
-                    _fail(batch + self._waiting, None)
-                    self._waiting = []
-                    raise
-                for (_, _, future), reply in zip(batch, replies, strict=True):
-                    if future.done():  # its caller went away; the script ran all the same
-                        continue
-                    if isinstance(reply, Exception):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-        finally:
-            self._sending = False
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
 
     async def _run(self, calls: list[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
         replies = await self._pipeline(calls)

@@ -244,15 +244,18 @@ def decode_approx(
         x = x.unsqueeze(0)
     rgb = np.einsum("bchw,cr->brhw", x.float().cpu().numpy(), factors) + bias[:, None, None]  # in [-1, 1]
     height, width = rgb.shape[-2:]
-    resize = size is not None and (height, width) != size
-    if resize and size is not None and height * size[0] <= DENSE_RESIZE_MAX and width * size[1] <= DENSE_RESIZE_MAX:
-        rgb = resize_matrix(height, size[0]) @ rgb @ resize_matrix(width, size[1]).T
-        resize = False
-    images = list(np.ascontiguousarray(np.clip((rgb + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)))
-    if resize and size is not None:  # a large upscale: Pillow's resampling touches 4 taps, a product all of them
-        resample = Image.Resampling.BICUBIC
-        images = [np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample)) for image in images]
-    return images
+    if size is None or (height, width) == size:
+        return _pixels(rgb)
+    if height * size[0] <= DENSE_RESIZE_MAX and width * size[1] <= DENSE_RESIZE_MAX:
+        return _pixels(resize_matrix(height, size[0]) @ rgb @ resize_matrix(width, size[1]).T)
+    # A large upscale: Pillow's resampling touches 4 taps per pixel, a product all of them.
+    resample = Image.Resampling.BICUBIC
+    return [np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample)) for image in _pixels(rgb)]
+
+
+def _pixels(rgb: np.ndarray) -> list[np.ndarray]:
+    """Bx3xHxW in [-1, 1] -> HxWx3 uint8 arrays."""
+    return list(np.ascontiguousarray(np.clip((rgb + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)))
 
 
 # Resizes whose (input x output) side is at most this are matrix products (a quarter-size

@@ -97,7 +97,7 @@ def test_a_lost_connection_fails_the_calls_it_carried_and_the_next_call_works(re
             batch = ScriptBatch(broken, SCRIPT)
             results = await asyncio.gather(*(batch(["gc:lost"], ["x"]) for _ in range(3)), return_exceptions=True)
             assert all(isinstance(r, ConnectionError) for r in results)
-            assert not batch._waiting and not batch._sending  # nothing left hanging
+            assert not batch._waiting and not batch.sending  # nothing left hanging
         finally:
             await broken.aclose()
         batch = ScriptBatch(client, SCRIPT)
