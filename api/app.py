@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
+    app.include_router(animations.create_router)
     app.include_router(animations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

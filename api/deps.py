@@ -64,35 +64,34 @@ async def rate_limit(store: AsyncJobStore, settings: Settings, principal: auth.P
     refuse_if_limited(limits, await store.hit_rates(principal.key_id, [(b, n) for b, n, _ in limits]))
 
 
+SCHEME_NAME = "ApiKey"  # the security scheme's name in the OpenAPI document
+
+
 class ApiKeyAuth(HTTPBearer):
-    """The dependency that authenticates the caller (``Authorization: Bearer sa_...``) and,
-    with ``count``, counts the request against the key's rate limit.
+    """The dependency that authenticates the caller (``Authorization: Bearer sa_...``) and
+    counts the request against the key's rate limit.
 
     A subclass of ``HTTPBearer``: one dependency that both declares the scheme in the
     OpenAPI document and does the work (every dependency costs each request its own
-    resolution).
+    resolution). ``POST /animations`` authenticates by hand instead, and is counted in the
+    Redis script that admits the job (``api.routes.animations``).
     """
 
-    def __init__(self, *, count: bool) -> None:
+    def __init__(self) -> None:
         super().__init__(
             auto_error=False,
-            scheme_name="ApiKey",
+            scheme_name=SCHEME_NAME,
             description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`).",
         )
-        self.count = count
 
     async def __call__(self, request: Request) -> auth.Principal:  # type: ignore[override]
         svc: Services = request.app.state.services
         principal = authenticate(request, svc)
-        if self.count:
-            await rate_limit(request.app.state.async_store, svc.settings, principal, creates=False)
+        await rate_limit(request.app.state.async_store, svc.settings, principal, creates=False)
         return principal
 
 
-# POST /animations only authenticates: the request is counted against both rate limits in the
-# same Redis script that admits the job (``api.routes.animations.accept``).
-PrincipalDep = Annotated[auth.Principal, Depends(ApiKeyAuth(count=True))]
-CreatorDep = Annotated[auth.Principal, Depends(ApiKeyAuth(count=False))]
+PrincipalDep = Annotated[auth.Principal, Depends(ApiKeyAuth())]
 
 
 def get_job(

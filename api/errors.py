@@ -96,6 +96,17 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def readable_json_error(error: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI words a body that is not JSON as ``JSON decode error`` at location ``("body",
+    <offset>)`` (which reads as a field named ``12``): say what is wrong, and where."""
+    if error.get("type") != "json_invalid":
+        return error
+    loc = tuple(error.get("loc", ()))
+    offset = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+    reason = (error.get("ctx") or {}).get("error")
+    return {**error, "loc": ("body",), "msg": f"not valid JSON{offset}" + (f": {reason}" if reason else "")}
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     first = errors[0]
     path = field_path(first.get("loc", ()))
@@ -117,7 +128,7 @@ def allowed_methods(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
+        errors = [readable_json_error(e) for e in exc.errors()]
         details = [
             {"field": field_path(e.get("loc", ())), "message": str(e.get("msg", "")).removeprefix("Value error, ")}
             for e in errors

@@ -15,26 +15,40 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Header
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints, TypeAdapter
 
 from api.errors import ApiError
+from api.params import header_parameter
 from stepanim.store import IdempotencyRecord, JobStore
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+KEY_EXAMPLES = ["5e1f3c9a-6c1d-4f0e-9d8b-2a7f4b3c1e0d"]
+# The header's value checked by hand (``api.params.header``), with the error FastAPI gives.
+KEY_ADAPTER: TypeAdapter[str] = TypeAdapter(Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)])
+
+
+def key_description(what: str) -> str:
+    return (
+        "Makes the request safe to repeat (IETF Idempotency-Key draft): the same key and body "
+        f"return the same {what} for 24 hours; another body with the same key is refused (422); a repeat "
+        "while the first is in flight gets 409."
+    )
 
 
 def key_header(what: str) -> Any:
     """The ``Idempotency-Key`` header parameter of a POST that creates ``what``."""
-    return Header(
+    return Header(pattern=IDEMPOTENCY_KEY_PATTERN, description=key_description(what), examples=KEY_EXAMPLES)
+
+
+def key_parameter(what: str) -> dict[str, Any]:
+    """The same parameter's OpenAPI entry, for a route that reads the header by hand."""
+    return header_parameter(
+        "idempotency-key",
+        title="Idempotency-Key",
+        description=key_description(what),
+        examples=KEY_EXAMPLES,
         pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="Makes the request safe to repeat (IETF Idempotency-Key draft): the same key and body "
-        f"return the same {what} for 24 hours; another body with the same key is refused (422); a repeat "
-        "while the first is in flight gets 409.",
-        examples=["5e1f3c9a-6c1d-4f0e-9d8b-2a7f4b3c1e0d"],
     )
-
-
-IdempotencyKey = Annotated[str | None, key_header("job")]
 
 
 def fingerprint(body: BaseModel) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -74,36 +75,42 @@ def task_message(app: Celery, name: str, args: list[Any], *, queue: str) -> str:
     The API writes a render message in the same Redis script as the job record (see
     ``AsyncJobStore.admit``), so a job is never stored without its task nor queued without its
     record, and a POST costs one round trip instead of kombu's publish. Celery's own
-    message protocol (v2) builds headers and body once per task and queue
-    (:func:`_message_template`); each message then only gets its ids and arguments.
-    ``tests/integration/test_admission.py`` compares it with a message published by
-    ``send_task`` and a real worker runs it in every end-to-end test.
+    message protocol (v2) builds the message once per task and queue
+    (:func:`_message_template`); each message then only gets its ids and arguments, written
+    into the template's JSON text. ``tests/integration/test_admission.py`` compares it with a
+    message published by ``send_task`` and a real worker runs it in every end-to-end test.
     """
-    task_id = str(uuid.uuid4())
     template = _message_template(app, name, queue)
-    body = json.dumps([args, {}, template.embed]).encode(template.content_encoding)
-    message = {
-        **template.envelope,
-        "body": base64.b64encode(body).decode(),
-        "headers": {**template.headers, "id": task_id, "root_id": task_id, "argsrepr": repr(args)},
-        "properties": {**template.properties, "correlation_id": task_id, "delivery_tag": str(uuid.uuid4())},
+    body = f"[{json.dumps(args)}, {{}}, {template.embed}]".encode(template.content_encoding)  # kombu's json.dumps
+    task_id = f'"{uuid.uuid4()}"'  # JSON strings; ids and base64 need no escaping
+    values = {
+        "body": f'"{base64.b64encode(body).decode()}"',
+        "id": task_id,
+        "root_id": task_id,
+        "argsrepr": json.dumps(repr(args)),
+        "correlation_id": task_id,
+        "delivery_tag": f'"{uuid.uuid4()}"',
     }
-    return json.dumps(message)
+    text = template.text
+    return "".join(text[n] if n % 2 == 0 else values[text[n]] for n in range(len(text)))
+
+
+# The fields that differ between messages, as they stand in the template until filled in.
+_SLOT = "\x00stepanim:{}\x00"
+_SLOTS = re.compile(re.escape(json.dumps(_SLOT.format("@"))).replace("@", "([a-z_]+)"))
 
 
 @dataclass(frozen=True)
 class _MessageTemplate:
-    envelope: dict[str, Any]
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    embed: dict[str, Any]
+    text: list[str]  # the message's JSON split around its slots: literal, field name, literal, ...
+    embed: str  # the JSON of the body's third part (callbacks, chain, chord)
     content_encoding: str
 
 
 @functools.lru_cache(maxsize=32)
 def _message_template(app: Celery, name: str, queue: str) -> _MessageTemplate:
     """What every message of task ``name`` on ``queue`` shares, made by Celery (protocol v2) and
-    in kombu's Redis envelope; the ids and arguments are placeholders."""
+    in kombu's Redis envelope, as JSON text with a slot for each id and the arguments."""
     headers, properties, body, _ = app.amqp.as_task_v2("", name, args=[], kwargs={}, argsrepr="[]", kwargsrepr="{}")
     content_type, content_encoding, _payload = serialization.dumps(  # type: ignore[no-untyped-call]
         body, serializer=app.conf.task_serializer
@@ -111,19 +118,23 @@ def _message_template(app: Celery, name: str, queue: str) -> _MessageTemplate:
     if content_type != "application/json":
         raise ValueError(f"task_message writes JSON messages; this app's task_serializer makes {content_type}")
     _args, _kwargs, embed = body
-    return _MessageTemplate(
-        envelope={"content-encoding": content_encoding, "content-type": content_type},
-        headers=headers,
-        properties={
+    slot = _SLOT.format
+    message = {
+        "body": slot("body"),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": {**headers, "id": slot("id"), "root_id": slot("root_id"), "argsrepr": slot("argsrepr")},
+        "properties": {
             **properties,
+            "correlation_id": slot("correlation_id"),
             "delivery_mode": 2,  # persistent
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,  # kombu's list for priority 0 is the bare queue name
             "body_encoding": "base64",
+            "delivery_tag": slot("delivery_tag"),
         },
-        embed=embed,
-        content_encoding=content_encoding,
-    )
+    }
+    return _MessageTemplate(_SLOTS.split(json.dumps(message)), json.dumps(embed), content_encoding)
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:
