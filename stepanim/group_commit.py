@@ -82,7 +82,7 @@ class ScriptBatch:
         policy says (as redis-py's ``Pipeline``, which does the same with more work per call)."""
         commands = [("EVALSHA", self.script.sha, len(keys), *keys, *args) for keys, args in calls]
         pool = self.client.connection_pool
-        connection = await pool.get_connection()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
 
         async def send() -> list[Any]:
             await connection.send_packed_command(connection.pack_commands(commands))
