@@ -26,7 +26,6 @@ from api.deps import (
 )
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import KEY_ADAPTER, fingerprint, key_parameter, replayed_id
-from api.params import header_parameter, json_request_body
 from api.routes.capabilities import check_create_body, current_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
@@ -286,9 +285,9 @@ PREFER_DESCRIPTION = (
         "security": [{SCHEME_NAME: []}],
         "parameters": [
             key_parameter("job"),
-            header_parameter("prefer", title="Prefer", description=PREFER_DESCRIPTION, examples=["wait=30"]),
+            params.header_parameter("prefer", title="Prefer", description=PREFER_DESCRIPTION, examples=["wait=30"]),
         ],
-        "requestBody": json_request_body(AnimationCreate, example=CREATE_EXAMPLE),
+        "requestBody": params.json_request_body(AnimationCreate, example=CREATE_EXAMPLE),
     },
 )
 async def create_animation(request: Request) -> Response:
