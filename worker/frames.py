@@ -2,10 +2,13 @@
 
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
-One background thread decodes whatever steps are waiting in one batch, encodes
-PNGs, uploads them, and reports the steps written: every step, but at most one
-report (one Redis transaction with an event per step) each ``progress_interval``
-seconds, so a fast sampler does not pay a progress write per step.
+One background thread decodes the waiting steps in one batch, encodes PNGs, uploads
+them, and reports the steps written: every step, but at most one report (one Redis
+transaction with an event per step) each ``progress_interval`` seconds, so a fast
+sampler does not pay a progress write per step. The thread wakes when a batch is full,
+when a report is due, at the end, and once as a batch starts (to time its report), not
+at every step: each wake-up takes the interpreter lock from the sampler
+(docs/performance.md, "Third pass").
 """
 
 from __future__ import annotations
@@ -74,10 +77,14 @@ class FrameWriter:
     _error: BaseException | None = field(default=None, init=False)
     _unreported: list[tuple[int, str]] = field(default_factory=list, init=False)
     _reported_at: float = field(default=0.0, init=False)
+    _wake: threading.Event = field(default_factory=threading.Event, init=False)
+    _batch_steps: int = field(default=1, init=False)  # steps per decode batch (the queue holds at least that)
+    _closing: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.keys = [[] for _ in self.seeds]
         self._queue = queue.Queue(maxsize=self.queue_size)
+        self._batch_steps = max(1, min(self.queue_size, MAX_DECODE_BATCH // len(self.seeds)))
         self._thread = threading.Thread(target=self._run, name=f"frames-{self.job_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -87,12 +94,18 @@ class FrameWriter:
             self._raise_if_failed()
             try:
                 self._queue.put((step, latents), timeout=0.5)
-                return
+                break
             except queue.Full:
-                continue
+                self._wake.set()
+        queued = self._queue.qsize()
+        # Wake the writer for a full batch, a report due, or a first step (so that it waits
+        # for the report with a timeout).
+        if queued == 1 or queued >= self._batch_steps or self._report_due_in(waiting=True) == 0:
+            self._wake.set()
 
     def close(self) -> None:
         """Wait for every queued frame to be written; re-raise the writer's error, if any."""
+        self._closing = True
         if self._thread.is_alive():
             self._put_sentinel()
             self._thread.join()
@@ -100,8 +113,10 @@ class FrameWriter:
 
     def _put_sentinel(self) -> None:
         while self._thread.is_alive():
+            self._wake.set()
             try:
                 self._queue.put(None, timeout=0.5)
+                self._wake.set()
                 return
             except queue.Full:
                 continue
@@ -114,16 +129,13 @@ class FrameWriter:
         try:
             done = False
             while not done:
-                try:
-                    first = self._queue.get(timeout=self._report_due_in())
-                except queue.Empty:  # nothing new, and steps wait to be reported: report them now
-                    self._report()
+                self._wake.clear()
+                due = self._report_due_in(waiting=not self._queue.empty())
+                if not self._closing and self._queue.qsize() < self._batch_steps and due != 0:
+                    self._wake.wait(due)  # None: nothing to write or report until a step arrives
                     continue
-                if first is None:
-                    self._report()
-                    return
-                batch = [first]
-                while len(batch) * len(self.seeds) < MAX_DECODE_BATCH:
+                batch: list[tuple[int, torch.Tensor]] = []
+                while len(batch) < self._batch_steps:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -132,7 +144,8 @@ class FrameWriter:
                         done = True
                         break
                     batch.append(item)
-                self._write(batch)
+                if batch:
+                    self._write(batch)
                 if done or self._report_due_in() == 0:
                     self._report()
         except BaseException as e:  # handed to the sampling thread by submit()/close()
@@ -157,9 +170,10 @@ class FrameWriter:
         done = len(self.keys[0]) - len(batch)
         self._unreported.extend((step, self.keys[0][done + n]) for n, (step, _) in enumerate(batch))
 
-    def _report_due_in(self) -> float | None:
-        """Seconds until the waiting steps must be reported; None when none wait."""
-        if not self._unreported:
+    def _report_due_in(self, *, waiting: bool = False) -> float | None:
+        """Seconds until the steps written (or, with ``waiting``, queued) must be reported;
+        None when there are none."""
+        if not self._unreported and not waiting:
             return None
         return max(0.0, self._reported_at + self.progress_interval - time.monotonic())
 
