@@ -614,9 +614,13 @@ _ADMIT = (
     + """
 local p = cjson.decode(ARGV[3])
 local nrates = #p.limits
-local counts = count_windows(7, nrates, p.window_expiry)
+local counts = {}
 -- One string (outcome, record and counts on three lines): a flat reply costs the client less to read.
 local function reply(outcome, raw) return outcome .. '\\n' .. raw .. '\\n' .. table.concat(counts, ',') end
+-- The job exists only if this very call ran before (ids are new per request): a batch retried
+-- after its connection broke, the first reply lost. It is admitted already; count nothing again.
+if redis.call('EXISTS', KEYS[1]) == 1 then return reply('exists', '') end
+counts = count_windows(7, nrates, p.window_expiry)
 for i = 1, nrates do
     if counts[i] > p.limits[i] then return reply('rate_limited', '') end
 end
@@ -630,7 +634,6 @@ if p.fingerprint ~= '' then
         if record.claim ~= p.claim or p.claim == '' then return reply('in_flight', raw) end
     end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return reply('exists', '') end
 if redis.call('SISMEMBER', KEYS[5], p.id) == 0 then
     if redis.call('SCARD', KEYS[5]) >= p.max_active then return reply('quota', '') end
     redis.call('SADD', KEYS[5], p.id)
@@ -725,7 +728,9 @@ class AsyncJobStore:
     ) -> Admission:
         """Count the request in the key's ``rates`` (bucket, limit) windows, then store ``job``
         and queue its task ``message`` on ``queue``, atomically, if no window is full, the API
-        key is below ``max_active`` unfinished jobs and the Idempotency-Key (if any) is free."""
+        key is below ``max_active`` unfinished jobs and the Idempotency-Key (if any) is free.
+        A job that is stored already was admitted by this same call before (its batch was
+        retried): nothing is written or counted again, and the outcome is ``created``."""
         assert job.tenant is not None and job.key_id is not None
         s = self.store
         created = job.created_at.timestamp()
@@ -757,8 +762,8 @@ class AsyncJobStore:
         reply = _text(await self._admit(keys, [job.model_dump_json(), message, json.dumps(params)]))
         name, rest = reply.split("\n", 1)
         raw, counts = rest.rsplit("\n", 1)
-        if name == "exists":
-            raise ValueError(f"job {job.id} already exists")
+        if name == "exists":  # admitted by an earlier run of this same call (see the script)
+            return Admission("created", None, [None] * len(rates))
         record = IdempotencyRecord.from_json(raw) if raw else None
         waits = _rate_waits([int(c) for c in counts.split(",")] if counts else [], rates, wait)
         return Admission(name, record, waits)  # type: ignore[arg-type]

@@ -90,6 +90,24 @@ def test_a_job_is_stored_indexed_and_queued_in_one_step(redis_url: str) -> None:
     assert store.redis.lrange(RENDER_QUEUE, 0, -1) == [json.dumps({"job": job.id}).encode()]
 
 
+def test_an_admission_run_twice_is_admitted_once(redis_url: str) -> None:
+    """A batch retried after its connection broke runs each script again (its first reply
+    was lost): the second run finds the job, counts nothing and reports it created."""
+    client = redis.Redis.from_url(redis_url)
+    job = new_job()
+    idem = IdempotencyRequest("acme", "retried", "f" * 64, ttl=86400)
+
+    async def twice(s: AsyncJobStore) -> list[Admission]:
+        return [await admit(s, job, idempotency=idem, rates=[("all", 5), ("create", 1)]) for _ in range(2)]
+
+    first, again = run(redis_url, twice)
+    assert first == again == Admission("created", None, [None, None])  # "create" allows 1: not counted twice
+    assert client.llen(RENDER_QUEUE) == 1
+    assert [e["status"] for _, e in JobStore.from_url(redis_url).events(job.id)] == ["queued"]
+    rate_counts = sorted(int(client.get(k)) for k in client.keys("*:rate:*"))  # type: ignore[arg-type, union-attr]
+    assert rate_counts == [1, 1]
+
+
 def test_refused_admissions_write_nothing_but_the_rate_counters(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     first = new_job()
