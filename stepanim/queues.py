@@ -102,7 +102,7 @@ _SLOTS = re.compile(re.escape(json.dumps(_SLOT.format("@"))).replace("@", "([a-z
 
 @dataclass(frozen=True)
 class _MessageTemplate:
-    text: list[str]  # the message's JSON split around its slots: literal, field name, literal, ...
+    text: tuple[str, ...]  # the message's JSON split around its slots: literal, field name, literal, ...
     embed: str  # the JSON of the body's third part (callbacks, chain, chord)
     content_encoding: str
 
@@ -134,7 +134,7 @@ def _message_template(app: Celery, name: str, queue: str) -> _MessageTemplate:
             "delivery_tag": slot("delivery_tag"),
         },
     }
-    return _MessageTemplate(_SLOTS.split(json.dumps(message)), json.dumps(embed), content_encoding)
+    return _MessageTemplate(tuple(_SLOTS.split(json.dumps(message))), json.dumps(embed), content_encoding)
 
 
 def enqueue_render(app: Celery, job_id: str) -> None:
