@@ -3,11 +3,11 @@
 ``POST /animations`` is the route every job goes through. FastAPI resolving its
 parameters (the body, two headers, the security scheme) took about a third of its time
 in the API benchmark (docs/performance.md, "Third pass"), so that endpoint takes the
-bare ``Request`` and reads them with these functions. They give FastAPI's answers: the
+bare ``Request`` and reads them with :func:`read_json` and :func:`validate`. They give FastAPI's answers: the
 same values, and the same errors in the same order (a ``RequestValidationError`` with
 FastAPI's locations, worded by the one handler in ``api/errors.py``). Because FastAPI no
 longer sees these parameters, the route declares them for the OpenAPI document with
-:func:`header_parameter` and :func:`json_request_body` (``tests/integration/test_params.py``
+:func:`header_parameter` and :func:`json_request_body` (``tests/unit/test_params.py``
 checks both halves against a route FastAPI resolves).
 """
 
@@ -68,29 +68,33 @@ def _located(error: Any, *loc: str | int) -> dict[str, Any]:
     return {**error, "loc": (*loc, *error["loc"])}
 
 
-def header(request: Request, name: str, adapter: TypeAdapter[Any] | None, errors: list[dict[str, Any]]) -> Any:
-    """The first value of header ``name`` (None if absent), validated by ``adapter``; a
-    refusal is added to ``errors`` at FastAPI's location (``("header", name)``)."""
-    value = request.headers.get(name)
-    if value is None or adapter is None:
-        return value
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as e:
-        errors.extend(_located(error, "header", name) for error in e.errors())
-        return None
-
-
-def body(model: type[M], value: Any, errors: list[dict[str, Any]]) -> M | None:
-    """``value`` (from :func:`read_json`) as ``model``; refusals are added to ``errors`` under ``body``."""
-    if value is MISSING:
+def validate(
+    request: Request, model: type[M], raw: Any, headers: dict[str, TypeAdapter[Any] | None]
+) -> tuple[M, dict[str, Any]]:
+    """The body ``raw`` (from :func:`read_json`) as ``model``, and the first value of each
+    header named in ``headers`` (None if absent), checked by its adapter (None: any text).
+    Every refusal together in one ``RequestValidationError``, the headers' first, at
+    FastAPI's locations (``("header", name)``, ``("body", ...)``)."""
+    errors: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    for name, adapter in headers.items():
+        values[name] = value = request.headers.get(name)
+        if value is not None and adapter is not None:
+            try:
+                values[name] = adapter.validate_python(value)
+            except ValidationError as e:
+                errors.extend(_located(error, "header", name) for error in e.errors())
+    body: M | None = None
+    if raw is MISSING:
         errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
-        return None
-    try:
-        return model.model_validate(value, from_attributes=True)  # FastAPI's mode (and its wording)
-    except ValidationError as e:
-        errors.extend(_located(error, "body") for error in e.errors())
-        return None
+    else:
+        try:
+            body = model.model_validate(raw, from_attributes=True)  # FastAPI's mode (and its wording)
+        except ValidationError as e:
+            errors.extend(_located(error, "body") for error in e.errors())
+    if errors or body is None:
+        raise RequestValidationError(errors)
+    return body, values
 
 
 def header_parameter(
@@ -117,7 +121,7 @@ def json_request_body(model: type[BaseModel], *, example: Any) -> dict[str, Any]
 
 class HandRoute(APIRoute):
     """A route FastAPI documents but does not resolve: its endpoint takes the ``Request``,
-    reads it with the functions above and returns a ``Response``. FastAPI's per-request
+    reads it with :func:`read_json` and :func:`validate` and returns a ``Response``. FastAPI's per-request
     work around an endpoint (dependencies, body, response model, telemetry) is skipped;
     routing, middleware and the exception handlers stay as for every route."""
 

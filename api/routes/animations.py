@@ -10,7 +10,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api import params
@@ -307,12 +306,8 @@ async def create_animation(request: Request) -> Response:
     store: AsyncJobStore = request.app.state.async_store
     raw = await params.read_json(request)
     principal = authenticate(request, svc)
-    errors: list[dict[str, Any]] = []
-    idempotency_key = params.header(request, "idempotency-key", KEY_ADAPTER, errors)
-    prefer = params.header(request, "prefer", None, errors)
-    body = params.body(AnimationCreate, raw, errors)
-    if body is None or errors:
-        raise RequestValidationError(errors)
+    body, found = params.validate(request, AnimationCreate, raw, {"idempotency-key": KEY_ADAPTER, "prefer": None})
+    idempotency_key, prefer = found["idempotency-key"], found["prefer"]
     job, replayed = await accept(request, svc, store, body, principal, idempotency_key)
     headers: dict[str, str] = {}
     status_code = status.HTTP_202_ACCEPTED

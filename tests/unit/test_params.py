@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,13 +63,8 @@ def app() -> FastAPI:
     )
     async def read_by_hand(request: Request) -> Response:
         raw = await params.read_json(request)
-        found: list[dict[str, Any]] = []
-        key = params.header(request, "idempotency-key", KEY_ADAPTER, found)
-        prefer = params.header(request, "prefer", None, found)
-        thing = params.body(Thing, raw, found)
-        if thing is None or found:
-            raise RequestValidationError(found)
-        content = {"thing": thing.model_dump(), "key": key, "prefer": prefer}
+        thing, found = params.validate(request, Thing, raw, {"idempotency-key": KEY_ADAPTER, "prefer": None})
+        content = {"thing": thing.model_dump(), "key": found["idempotency-key"], "prefer": found["prefer"]}
         return Response(json.dumps(content, separators=(",", ":")), status_code=202, media_type="application/json")
 
     app.include_router(by_hand)
