@@ -26,6 +26,7 @@ import torch
 
 from stepanim.naming import frame_key, frame_name
 from stepanim.storage import Storage
+from worker.uploader import Uploader
 
 MAX_DECODE_BATCH = 8  # images per decode call (steps x batch size), at least one step
 
@@ -71,6 +72,7 @@ class FrameWriter:
     on_frames: OnFrames
     queue_size: int = 8
     progress_interval: float = 0.25  # seconds between progress reports; a report never waits longer
+    uploader: Uploader | None = None  # stores each batch in a helper process; None: storage.put_bytes here
     keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
     _thread: threading.Thread = field(init=False)
@@ -159,12 +161,18 @@ class FrameWriter:
     def _write(self, batch: list[tuple[int, torch.Tensor]]) -> None:
         images = self.decode(torch.cat([latents for _, latents in batch]))
         per_step = len(self.seeds)
+        frames: list[tuple[int, str, bytes]] = []  # (batch index, key, PNG)
         for n, (step, _) in enumerate(batch):
             for index, seed in enumerate(self.seeds):
                 name = frame_name(batch_count=0, batch_index=index, step=step, seed=seed, prompt=self.prompt)
-                key = frame_key(self.job_id, name)
-                self.storage.put_bytes(key, encode_png(images[n * per_step + index]), "image/png")
-                self.keys[index].append(key)
+                frames.append((index, frame_key(self.job_id, name), encode_png(images[n * per_step + index])))
+        if self.uploader is not None:
+            self.uploader.put_many([(key, png, "image/png") for _, key, png in frames])
+        else:
+            for _, key, png in frames:
+                self.storage.put_bytes(key, png, "image/png")
+        for index, key, _ in frames:
+            self.keys[index].append(key)
         # Every step is reported, also after a backlog: clients following the job's events
         # see each step (the first image of the batch is the one shown).
         done = len(self.keys[0]) - len(batch)

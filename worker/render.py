@@ -24,6 +24,7 @@ from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full,
 from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
 from worker.pipelines import DecoderUnavailable, PipelineCache, make_scheduler, pipeline_for
+from worker.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ def manifest(job: Job, result: RenderResult, *, complete: bool = True) -> dict[s
     }
 
 
-def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
+def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | None = None) -> RenderResult:
+    """Render ``job``, every step a frame; ``uploader`` (when given) stores the frames from its helper process."""
     req = job.request
     base = pipes.get(job.model)
     init_image = None
@@ -132,6 +134,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
         on_frames=on_frames,
         queue_size=svc.settings.frame_queue_size,
         progress_interval=svc.settings.progress_interval_seconds,
+        uploader=uploader,
     )
     steps = 0
     canceled = CancelWatch(svc.store, job.id)  # told by Redis pub/sub: no Redis call per step

@@ -21,6 +21,7 @@ from worker.app import app
 from worker.inputs import InputError
 from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache
 from worker.render import RenderCanceled, render
+from worker.uploader import Uploader, wanted
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,13 @@ def services() -> Services:
 @cache
 def pipelines() -> PipelineCache:
     return PipelineCache(get_settings())
+
+
+@cache
+def uploader() -> Uploader | None:
+    """This worker process's frame uploader (a helper process, started on first use), if its settings want one."""
+    settings = get_settings()
+    return Uploader(settings) if wanted(settings) else None
 
 
 @worker_ready.connect
@@ -68,7 +76,7 @@ def render_task(self: Task, job_id: str) -> None:
         log.info("render: job %s ended before it started: %s", job_id, e)  # canceled meanwhile
         return
     try:
-        result = render(job, svc, pipelines())
+        result = render(job, svc, pipelines(), uploader())
     except RenderCanceled:
         lifecycle.cancel(svc, job_id)
         return
