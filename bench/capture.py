@@ -1,11 +1,15 @@
 """Capture overhead: the same model, seed and steps rendered plainly and with per-step capture.
 
-    python -m bench.capture [--steps 30] [--size 64] [--rounds 7] [--device cpu]
+    python -m bench.capture [--steps 30] [--size 64] [--rounds 7] [--device cpu] [--storage local]
 
 *plain* is what a render costs without this service's capture: one pipeline call with
-the final VAE decode and no step callback. The *capture* variants run ``worker.render``,
+the final VAE decode and no step callback. The *capture* variants time ``worker.render``,
 the code the render worker runs: every step captured, decoded off the sampling thread,
 written as PNG to local storage, progress and the cancel flag in a real redis-server.
+The job record it renders is stored and moved to ``rendering`` before the clock starts:
+that is the API's and the task's work, done for every job whether or not it is captured.
+``--storage s3`` writes the frames to the S3-compatible server named by the
+``STEPANIM_S3_*`` environment, as the render worker does (the bucket must exist).
 Rounds interleave the variants (ABBA order); each figure is the median of its rounds and
 each ratio is capture/plain measured in the same run: wall time (medians, and fastest
 rounds, the least disturbed on a shared machine), this process's CPU time (all its
@@ -34,6 +38,7 @@ from stepanim.settings import Settings
 from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
 from worker.render import render
 from worker.tiny_model import build_tiny_model
+from worker.uploader import Uploader, wanted
 
 PROMPT = "a photo of a red cat"
 SEED = 1234
@@ -53,12 +58,16 @@ def plain_run(pipes: PipelineCache, *, steps: int, size: int, scheduler: str) ->
     )
 
 
-def capture_run(svc: Services, pipes: PipelineCache, request: dict[str, Any]) -> None:
+def capture_run(
+    svc: Services, pipes: PipelineCache, request: dict[str, Any], uploader: Uploader | None
+) -> Callable[[], object]:
+    """A stored job in ``rendering``, and the render of it (what is timed)."""
     body = AnimationCreate.model_validate(request)
     now = utcnow()
     job = Job(id=uuid.uuid4().hex, request=body, model="tiny-sd", seed=SEED, created_at=now, updated_at=now)
     svc.store.create(job)
-    render(lifecycle.start_rendering(svc, job.id), svc, pipes)
+    job = lifecycle.start_rendering(svc, job.id)
+    return lambda: render(job, svc, pipes, uploader)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
         help="torch intra-op threads (default 1: on a shared machine more threads than free cores make "
         "OpenMP's spinning threads swamp every figure; 0: torch's default)",
     )
+    parser.add_argument(
+        "--storage",
+        choices=["local", "s3"],
+        default="local",
+        help="where the frames go: a local folder, or the S3 server of the STEPANIM_S3_* environment",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,17 +99,20 @@ def main(argv: list[str] | None = None) -> None:
         build_tiny_model(root / "models" / "tiny-sd")
         stack = Stack(workdir=root / "stack", settings={})
         stack.start_redis()
+        uploader: Uploader | None = None
         try:
             settings = Settings(
                 _env_file=None,
                 redis_url=stack.redis_url,
-                storage_backend="local",
+                storage_backend=args.storage,
                 local_storage_dir=root / "storage",
                 models_dir=root / "models",
                 device=args.device,
             )
             svc = Services.from_settings(settings)
             pipes = PipelineCache(settings)
+            if wanted(settings):  # as the render task decides
+                uploader = Uploader(settings)
             request = {
                 "prompt": PROMPT,
                 "steps": args.steps,
@@ -103,27 +121,35 @@ def main(argv: list[str] | None = None) -> None:
                 "scheduler": args.scheduler,
                 "seed": SEED,
             }
-            variants: dict[str, Callable[[], None]] = {
-                "plain": lambda: plain_run(pipes, steps=args.steps, size=args.size, scheduler=args.scheduler),
+            # Each variant prepares its run (not timed) and returns it (timed).
+            variants: dict[str, Callable[[], Callable[[], object]]] = {
+                "plain": lambda: lambda: plain_run(pipes, steps=args.steps, size=args.size, scheduler=args.scheduler),
                 "capture approx quarter": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "approx", "resolution": "quarter"}}
+                    svc, pipes, {**request, "capture": {"decoder": "approx", "resolution": "quarter"}}, uploader
                 ),
-                "capture approx full": lambda: capture_run(svc, pipes, {**request, "capture": {"decoder": "approx"}}),
-                "capture full (VAE)": lambda: capture_run(svc, pipes, {**request, "capture": {"decoder": "full"}}),
+                "capture approx full": lambda: capture_run(
+                    svc, pipes, {**request, "capture": {"decoder": "approx"}}, uploader
+                ),
+                "capture full (VAE)": lambda: capture_run(
+                    svc, pipes, {**request, "capture": {"decoder": "full"}}, uploader
+                ),
             }
-            for run in variants.values():  # warm-up: load the model, fill caches
-                run()
+            for prepare in variants.values():  # warm-up: load the model, fill caches
+                prepare()()
             times: dict[str, list[float]] = {name: [] for name in variants}
             cpu: dict[str, list[float]] = {name: [] for name in variants}
             order = list(variants)
             for n in range(args.rounds):
                 # ABBA order: a machine that speeds up or slows down within a round favours nobody.
                 for name in order if n % 2 == 0 else reversed(order):
+                    run = variants[name]()
                     start, start_cpu = time.perf_counter(), time.process_time()
-                    variants[name]()
+                    run()
                     times[name].append(time.perf_counter() - start)
                     cpu[name].append(time.process_time() - start_cpu)
         finally:
+            if uploader is not None:
+                uploader.close()
             stack.stop()
 
     plain, plain_min, plain_cpu = (
@@ -133,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
-        f"size={args.size} scheduler={args.scheduler} rounds={args.rounds}"
+        f"size={args.size} scheduler={args.scheduler} rounds={args.rounds} storage={args.storage} "
+        f"uploader={'process' if wanted(settings) else 'thread'}"
     )
     print(
         f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}"
