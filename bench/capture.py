@@ -38,7 +38,7 @@ from stepanim.settings import Settings
 from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
 from worker.render import render
 from worker.tiny_model import build_tiny_model
-from worker.uploader import Uploader, wanted
+from worker.uploader import Uploader, frame_uploader
 
 PROMPT = "a photo of a red cat"
 SEED = 1234
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             svc = Services.from_settings(settings)
             pipes = PipelineCache(settings)
-            if wanted(settings):  # as the render task decides
-                uploader = Uploader(settings)
+            uploader = frame_uploader(settings)  # as the render task has it
             request = {
                 "prompt": PROMPT,
                 "steps": args.steps,
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
         f"size={args.size} scheduler={args.scheduler} rounds={args.rounds} storage={args.storage} "
-        f"uploader={'process' if wanted(settings) else 'thread'}"
+        f"uploader={'thread' if uploader is None else 'process'}"
     )
     print(
         f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}"

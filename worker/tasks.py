@@ -21,7 +21,7 @@ from worker.app import app
 from worker.inputs import InputError
 from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache
 from worker.render import RenderCanceled, render
-from worker.uploader import Uploader, wanted
+from worker.uploader import Uploader, frame_uploader
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def pipelines() -> PipelineCache:
 @cache
 def uploader() -> Uploader | None:
     """This worker process's frame uploader (a helper process, started on first use), if its settings want one."""
-    settings = get_settings()
-    return Uploader(settings) if wanted(settings) else None
+    return frame_uploader(get_settings())
 
 
 @worker_ready.connect

@@ -47,11 +47,14 @@ _LENGTH = struct.Struct(">I")
 PARALLEL_PUTS = 8  # puts of one batch in flight at once (a batch is at most 8 images: worker.frames)
 
 
-def wanted(settings: Settings) -> bool:
-    """Whether frames go through the helper process: ``frame_uploader``, where ``auto``
-    means for object storage (a local file write is cheap enough on the frame thread)."""
+def frame_uploader(settings: Settings) -> Uploader | None:
+    """The uploader a render worker with these settings uses (its helper starts at the first
+    batch), or None for frames stored by the frame thread: ``frame_uploader``, where
+    ``auto`` means a helper for object storage (a local file write is cheap enough there)."""
     choice = settings.frame_uploader
-    return choice == "process" or (choice == "auto" and settings.storage_backend == "s3")
+    if choice == "process" or (choice == "auto" and settings.storage_backend == "s3"):
+        return Uploader(settings)
+    return None
 
 
 class Uploader:

@@ -19,7 +19,7 @@ from stepanim.settings import Settings
 from stepanim.storage import LocalStorage, StorageError
 from tests.conftest import S3Server
 from worker.frames import FrameWriter
-from worker.uploader import Uploader, wanted
+from worker.uploader import Uploader, frame_uploader
 
 JOB = "0123456789abcdef0123456789abcdef"
 
@@ -157,4 +157,4 @@ def test_a_frame_writer_with_an_uploader_stores_and_reports_every_step(tmp_path:
 )
 def test_who_stores_the_frames(choice: str, backend: str, expected: bool) -> None:
     settings = Settings(_env_file=None, frame_uploader=choice, storage_backend=backend)  # type: ignore[arg-type]
-    assert wanted(settings) is expected
+    assert (frame_uploader(settings) is not None) is expected
