@@ -14,7 +14,8 @@ Rounds interleave the variants (ABBA order); each figure is the median of its ro
 each ratio is capture/plain measured in the same run: wall time (medians, and fastest
 rounds, the least disturbed on a shared machine), this process's CPU time (all its
 threads), and *paired*: the median over rounds of each round's capture/plain, which
-cancels the drift of a machine whose speed changes from one second to the next.
+cancels the drift of a machine whose speed changes from one second to the next, with a 95%
+bootstrap interval around it (``bench.stats``; more rounds narrow it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 
+from bench.stats import median_interval, paired_ratios
 from stepanim import lifecycle
 from stepanim.devstack import Stack
 from stepanim.jobs import AnimationCreate, Job, utcnow
@@ -163,16 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}"
-        f" {'ratio paired':>13}"
+        f" {'ratio paired [95% interval]':>28}"
     )
     for name, values in times.items():
         median, fastest, used = statistics.median(values), min(values), statistics.median(cpu[name])
         # Paired: each round's run against the plain run of the same round, then the median of
         # those ratios; the steadiest figure where the machine's speed drifts between rounds.
-        paired = statistics.median(v / p for v, p in zip(values, times["plain"], strict=True))
+        paired = median_interval(paired_ratios(values, times["plain"]))
         print(
             f"{name:<24} {median:9.3f} {fastest:7.3f} {median / plain:12.2f}x {fastest / plain_min:9.2f}x "
-            f"{used / plain_cpu:9.2f}x {paired:12.2f}x"
+            f"{used / plain_cpu:9.2f}x {paired!s:>28}"
         )
 
 
