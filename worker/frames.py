@@ -8,11 +8,13 @@ transaction with an event per step) each ``progress_interval`` seconds, so a fas
 sampler does not pay a progress write per step. The thread wakes when a batch is full,
 when a report is due, at the end, and once as a batch starts (to time its report), not
 at every step: each wake-up takes the interpreter lock from the sampler
-(docs/performance.md, "Third pass").
+(docs/performance.md, "Third pass"). NumPy's BLAS runs one thread in a process that
+writes frames (:func:`one_blas_thread`).
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import struct
 import threading
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from stepanim.naming import frame_key, frame_name
 from stepanim.storage import Storage
@@ -60,6 +63,18 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
+@functools.cache
+def one_blas_thread() -> None:
+    """Limit NumPy's BLAS (OpenBLAS) to one thread in this process, once.
+
+    The only NumPy matrix products in a render worker are the frame thread's (the approx
+    decoder's resize), and OpenBLAS would spread each over every core: beside a sampler
+    that needs a core, a 128-pixel preview batch took twice the CPU for a slower result
+    (docs/performance.md, "Fifth pass"). Torch keeps its own thread pool; this leaves it alone.
+    """
+    threadpool_limits(1, user_api="blas")
+
+
 @dataclass
 class FrameWriter:
     """Writes frames ``<batch-count><batch-index><step>-<seed>-<prompt>.png`` for one run."""
@@ -84,6 +99,7 @@ class FrameWriter:
     _closing: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        one_blas_thread()
         self.keys = [[] for _ in self.seeds]
         self._queue = queue.Queue(maxsize=self.queue_size)
         self._batch_steps = max(1, min(self.queue_size, MAX_DECODE_BATCH // len(self.seeds)))
