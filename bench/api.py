@@ -6,7 +6,8 @@ then drives each endpoint with keep-alive connections from one asyncio client, i
 rounds that alternate the two endpoints (ABBA order). Prints requests per second and
 p50/p99 latency of each over all rounds, the ratio POST / bare of those totals, and the
 *paired* ratio: the median over rounds of each round's POST / bare, the figure least
-disturbed by a machine whose speed drifts from one second to the next.
+disturbed by a machine whose speed drifts from one second to the next, with a 95%
+bootstrap interval around it (``bench.stats``, as ``bench.capture`` reports it).
 
     python -m bench.api [--seconds 10] [--rounds 5] [--connections 32]
 
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stats import median_interval, paired_ratios
 from encoder.capabilities import probe_capabilities
 from encoder.ffmpeg import find_binary
 from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
@@ -122,11 +124,11 @@ def main() -> None:
                     )
             bare = summary("GET /healthz (bare)", [x for r in latencies["bare"] for x in r], args.seconds)
             real = summary("POST /animations", [x for r in latencies["post"] for x in r], args.seconds)
-            paired = statistics.median(
-                len(p) / len(b) for p, b in zip(latencies["post"], latencies["bare"], strict=True)
+            paired = median_interval(
+                paired_ratios([len(p) for p in latencies["post"]], [len(b) for b in latencies["bare"]])
             )
             print(
-                f"ratio POST / bare: {real['rps'] / bare['rps']:.2f}x, paired {paired:.2f}x "
+                f"ratio POST / bare: {real['rps'] / bare['rps']:.2f}x, paired {paired} "
                 f"({args.connections} connections, {args.rounds} rounds)"
             )
         finally:
