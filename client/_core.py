@@ -9,23 +9,41 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from client.errors import ApiError
-from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, VideoOptions
+from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, VideoOptions, VideoPublic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "stepanim-client/0.1.0"
 EVENT_STREAM = "text/event-stream"
 # The server sends a keep-alive comment every 15 s; a read that waits longer means a dead connection.
 STREAM_READ_TIMEOUT = 45.0
+
+
+def job_videos(job: AnimationPublic) -> list[tuple[int, VideoPublic]]:
+    """(seed, video) of every image of a succeeded job, in batch order."""
+    if job.images and all(image.video is not None for image in job.images):
+        return [(image.seed, image.video) for image in job.images if image.video is not None]
+    return [(job.seed, job.video)] if job.video is not None else []
+
+
+def output_paths(output: str | os.PathLike[str], seeds: Sequence[int]) -> list[Path]:
+    """Where the videos of ``seeds`` (one per image of a batch) go when asked for ``output``:
+    ``output`` itself for one image; for several, ``<stem>-<seed><suffix>`` beside it."""
+    target = Path(output)
+    if len(seeds) == 1:
+        return [target]
+    return [target.with_name(f"{target.stem}-{seed}{target.suffix}") for seed in seeds]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -185,6 +185,13 @@ class AsyncClient:
     async def rotate_webhook_secret(self) -> WebhookSecrets:
         return WebhookSecrets.model_validate(await self._json("POST", "/webhooks/secret/rotate", idempotent=False))
 
+    async def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
+        """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
+        one file per image beside it, named ``<stem>-<seed><suffix>``. Returns the paths in batch order."""
+        videos = _core.job_videos(job)
+        paths = _core.output_paths(path, [seed for seed, _ in videos])
+        return [await self.download(video.url, target) for (_, video), target in zip(videos, paths, strict=True)]
+
     async def download(self, url: str, path: str | os.PathLike[str]) -> Path:
         """Save a signed URL to ``path`` (no API key is sent with it)."""
         target = Path(path)

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from client._core import DEFAULT_URL, Event
+from client._core import DEFAULT_URL, Event, job_videos, output_paths
 from client.errors import ApiError, ConnectionFailed, WaitTimeout
 from client.models import (
     AnimationCreate,
@@ -229,8 +229,8 @@ def describe(job: AnimationPublic) -> list[str]:
         rows.append(("finished", job.finished_at.isoformat()))
     if job.error is not None:
         rows.append(("error", f"{job.error.code}: {job.error.message}"))
-    if job.video is not None:
-        rows.append(("video", job.video.url))
+    for seed, video in job_videos(job):
+        rows.append(("video", f"{video.url}" if len(job.images) <= 1 else f"seed {seed}: {video.url}"))
     if job.frames_zip is not None:
         rows.append(("frames", job.frames_zip.url))
     for rendition in job.renditions:
@@ -239,11 +239,12 @@ def describe(job: AnimationPublic) -> list[str]:
     return [f"{name:<10} {value}" for name, value in rows]
 
 
-def result_url(job: AnimationPublic) -> str:
-    if job.video is not None:
-        return job.video.url
+def result_urls(job: AnimationPublic) -> list[str]:
+    """What a succeeded job gives: every image's video, or (frames-only) the zip of its frames."""
+    if videos := job_videos(job):
+        return [video.url for _, video in videos]
     if job.frames_zip is not None:
-        return job.frames_zip.url  # a frames_only job
+        return [job.frames_zip.url]  # a frames_only job
     raise JobFailed(f"animation {job.id} succeeded but has no video or frames to download")
 
 
@@ -310,17 +311,21 @@ class Cli:
                 emit_json(job, self.out)
             reason = f": {job.error.code}: {job.error.message}" if job.error is not None else ""
             raise JobFailed(f"animation {job.id} {job.status}{reason}")
-        url = result_url(job)
+        urls = result_urls(job)
         if args.output:
-            path = self.api.download(url, args.output)
+            # One file per image: -o itself for one image, <stem>-<seed><suffix> for each image of a batch.
+            if job.frames_zip is not None and not job_videos(job):
+                paths = [self.api.download(urls[0], args.output)]
+            else:
+                paths = self.api.download_videos(job, args.output)
             if self.json:
                 emit_json(job, self.out)
             else:
-                self.out.write(f"{path}\n")
+                self.out.write("".join(f"{path}\n" for path in paths))
         elif self.json:
             emit_json(job, self.out)
         else:
-            self.out.write(url + "\n")
+            self.out.write("".join(url + "\n" for url in urls))
         return EXIT_OK
 
     def status(self) -> int:
@@ -373,14 +378,18 @@ class Cli:
                 emit_json(rendition, self.out)
             reason = f": {rendition.error.code}: {rendition.error.message}" if rendition.error is not None else ""
             raise JobFailed(f"rendition {rendition.id} {rendition.status}{reason}")
+        videos = rendition.videos or [rendition.video]  # (a server before batches had one video)
         if self.args.output:
-            path = self.api.download(rendition.video.url, self.args.output)
-            if not self.json:
-                self.out.write(f"{path}\n")
+            seeds = [image.seed for image in self.api.get(self.args.id).images] if len(videos) > 1 else [0]
+            paths = output_paths(self.args.output, seeds)
+            for video, path in zip(videos, paths, strict=True):
+                self.api.download(video.url, path)
+                if not self.json:
+                    self.out.write(f"{path}\n")
         if self.json:
             emit_json(rendition, self.out)
         elif not self.args.output:
-            self.out.write(rendition.video.url + "\n")
+            self.out.write("".join(video.url + "\n" for video in videos))
         return EXIT_OK
 
     def upload(self) -> int:
@@ -511,7 +520,13 @@ def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument(
         "--wait", action="store_true", help=f"wait for the {what}, showing progress on stderr; print its video URL"
     )
-    group.add_argument("-o", "--output", metavar="FILE", help="download the video to FILE (implies --wait)")
+    group.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="download the video to FILE (implies --wait); a batch writes one file per image, "
+        "FILE's name with the image's seed added (cat.mp4 -> cat-1234.mp4, cat-1235.mp4)",
+    )
     group.add_argument(
         "--timeout", type=positive(float), metavar="SECONDS", help="give up waiting after this long (exit 5)"
     )
@@ -609,7 +624,9 @@ def build_parser() -> Parser:
 
     wait = command("wait", "wait for an animation, then print its video URL or download it", Cli.wait)
     wait.add_argument("id", help="animation id")
-    wait.add_argument("-o", "--output", metavar="FILE", help="download the video to FILE")
+    wait.add_argument(
+        "-o", "--output", metavar="FILE", help="download the video to FILE (a batch: one file per image, seed added)"
+    )
     wait.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="give up after this long (exit 5)")
 
     status = command("status", "show an animation (GET /animations/{id})", Cli.status)

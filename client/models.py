@@ -120,14 +120,9 @@ class ProgressPublic(_Response):
     step: int
     total: int
     latest_frame_url: str | None = None
+    latest_frame_urls: list[str] = Field(default_factory=list)
     elapsed_seconds: float | None = None
     eta_seconds: float | None = None
-
-
-class ImagePublic(_Response):
-    batch_index: int
-    seed: int
-    frames: int
 
 
 class ErrorInfo(_Response):
@@ -145,6 +140,13 @@ class VideoPublic(_Response):
     size_bytes: int
     duration: float
     frames: int
+
+
+class ImagePublic(_Response):
+    batch_index: int
+    seed: int
+    frames: int
+    video: VideoPublic | None = None
 
 
 class JobUrls(_Response):
@@ -172,6 +174,7 @@ class RenditionPublic(_Response):
     created_at: datetime
     finished_at: datetime | None
     video: VideoPublic | None
+    videos: list[VideoPublic] = Field(default_factory=list)
     error: ErrorInfo | None
 
     @property

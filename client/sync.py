@@ -196,6 +196,13 @@ class Client:
     def rotate_webhook_secret(self) -> WebhookSecrets:
         return WebhookSecrets.model_validate(self._json("POST", "/webhooks/secret/rotate", idempotent=False))
 
+    def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
+        """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
+        one file per image beside it, named ``<stem>-<seed><suffix>``. Returns the paths in batch order."""
+        videos = _core.job_videos(job)
+        paths = _core.output_paths(path, [seed for seed, _ in videos])
+        return [self.download(video.url, target) for (_, video), target in zip(videos, paths, strict=True)]
+
     def download(self, url: str, path: str | os.PathLike[str]) -> Path:
         """Save a signed URL (a video, a frame, a zip) to ``path``, via a temporary file beside it.
 

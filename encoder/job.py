@@ -1,7 +1,8 @@
 """Encoding one job: fetch its frames, encode, check, publish. Plain code for the task.
 
-A job's frames are downloaded once and serve its video and the renditions it asked
-for up front; a later rendition downloads them again from storage. Nothing is
+Every image of a batch gets its own video (named with that image's seed). A job's frames
+are downloaded once and serve its videos and the renditions it asked for up front; a
+later rendition downloads them again from storage. Nothing is
 uploaded before ffprobe has checked it, so a failed encode publishes nothing.
 """
 
@@ -20,7 +21,17 @@ from typing import Any
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, FfmpegError, find_binary
 from stepanim import lifecycle
-from stepanim.jobs import ArchiveInfo, ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, VideoInfo, VideoOptions
+from stepanim.jobs import (
+    ArchiveInfo,
+    ErrorInfo,
+    Job,
+    JobImage,
+    JobStatus,
+    Rendition,
+    RenditionStatus,
+    VideoInfo,
+    VideoOptions,
+)
 from stepanim.naming import (
     frames_archive_key,
     frames_archive_name,
@@ -41,7 +52,7 @@ class IncompleteRender(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    video: VideoInfo | None
+    videos: list[VideoInfo] | None  # one per image of the batch, in order; None for a frames-only job
     archive: ArchiveInfo | None
     frames_deleted: bool
 
@@ -73,18 +84,39 @@ def frame_ext(keys: list[str]) -> str:
     return exts.pop()
 
 
-def download_frames(keys: list[str], folder: Path, svc: Services, *, first: int = 1) -> str:
-    """Frames ``first``.. (from 1) of ``keys`` as ``00001.<ext>``...; returns the extension."""
-    ext = frame_ext(keys)
-    for index, key in enumerate(keys, start=1):
+@dataclass(frozen=True)
+class ImageFolder:
+    """One image's frames, downloaded as ``00001.<ext>``... for ffmpeg's image2 reader."""
+
+    image: JobImage
+    path: Path
+    ext: str
+
+    @property
+    def count(self) -> int:
+        return len(self.image.frames)
+
+
+def download_frames(image: JobImage, folder: Path, svc: Services, *, first: int = 1) -> ImageFolder:
+    """Frames ``first``.. (from 1) of one image into ``folder``."""
+    ext = frame_ext(image.frames)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, key in enumerate(image.frames, start=1):
         if index >= first:
             svc.storage.download(key, sequence_path(folder, index, ext))
-    return ext
+    return ImageFolder(image=image, path=folder, ext=ext)
 
 
-def metadata_params(job: Job, manifest: dict[str, Any], options: VideoOptions) -> dict[str, Any]:
+def download_images(job: Job, root: Path, svc: Services, *, first: int = 1) -> list[ImageFolder]:
+    """Every image's frames, each in a folder of its own under ``root``."""
+    return [download_frames(image, root / f"image-{image.batch_index}", svc, first=first) for image in job.images]
+
+
+def metadata_params(manifest: dict[str, Any], image: JobImage, options: VideoOptions) -> dict[str, Any]:
+    """The generation parameters written into a video's metadata: the manifest's, with this image's seed."""
     params = {k: v for k, v in manifest.items() if k != "animations"}
-    params["seed"] = manifest["animations"][0]["seed"]
+    params["seed"] = image.seed
+    params["batch_index"] = image.batch_index
     params["animation"] = options.model_dump(mode="json")
     return params
 
@@ -93,30 +125,29 @@ def make_video(
     job: Job,
     svc: Services,
     *,
-    folder: Path,
-    ext: str,
+    frames: ImageFolder,
     options: VideoOptions,
-    params: dict[str, Any],
+    manifest: dict[str, Any],
     key_for: Callable[[str], str],
     should_stop: Callable[[], bool] | None = None,
 ) -> VideoInfo:
-    """Encode the frames in ``folder`` with ``options``, check, upload under ``key_for(name)``.
+    """Encode one image's frames with ``options``, check, upload under ``key_for(name)``.
 
     ``should_stop`` (the job's cancel flag) stops a running ffmpeg: see ``encoder.ffmpeg.run_all``.
     """
     spec = CODECS[options.codec]
-    name = video_name(seed=params["seed"], prompt=job.request.prompt, ext=spec.ext)
-    with tempfile.TemporaryDirectory(prefix="video-", dir=folder) as out:
+    name = video_name(seed=frames.image.seed, prompt=job.request.prompt, ext=spec.ext)
+    with tempfile.TemporaryDirectory(prefix="video-", dir=frames.path) as out:
         encoded = encode_sequence(
-            folder,
-            len(job.frames),
+            frames.path,
+            frames.count,
             options=options,
             output=Path(out) / f"video.{spec.ext}",
-            params=params,
+            params=metadata_params(manifest, frames.image, options),
             ffmpeg=find_binary("ffmpeg", svc.settings.ffmpeg_path),
             ffprobe=find_binary("ffprobe", svc.settings.ffprobe_path),
             timeout=svc.settings.encode_timeout_seconds,
-            ext=ext,
+            ext=frames.ext,
             parallelism=parallelism(svc),
             should_stop=should_stop,
         )
@@ -134,24 +165,44 @@ def make_video(
     )
 
 
-def make_archive(job: Job, svc: Services, *, folder: Path, seed: int) -> ArchiveInfo:
-    """A zip of the frames under their own names (PNGs are compressed already: stored)."""
-    path = folder / "frames.zip"
+def make_archive(job: Job, svc: Services, *, folders: list[ImageFolder]) -> ArchiveInfo:
+    """One zip of every image's frames under their own names (the batch index and seed are in
+    each name); PNGs are compressed already, so they are stored."""
+    path = folders[0].path.parent / "frames.zip"
+    count = 0
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for index, key in enumerate(job.frames, start=1):
-            local = sequence_path(folder, index, frame_ext(job.frames))
-            archive.write(local, arcname=PurePosixPath(key).name)
+        for folder in folders:
+            for index, key in enumerate(folder.image.frames, start=1):
+                archive.write(sequence_path(folder.path, index, folder.ext), arcname=PurePosixPath(key).name)
+                count += 1
     key = frames_archive_key(job.id)
     svc.storage.put_file(key, path, "application/zip")
     return ArchiveInfo(
         key=key,
-        filename=frames_archive_name(seed=seed, prompt=job.request.prompt),
+        filename=frames_archive_name(seed=job.seed, prompt=job.request.prompt),
         size_bytes=path.stat().st_size,
-        frames=len(job.frames),
+        frames=count,
     )
 
 
-def make_renditions(job: Job, svc: Services, *, folder: Path, ext: str, manifest: dict[str, Any]) -> None:
+def make_rendition(
+    job: Job, svc: Services, rendition: Rendition, *, folders: list[ImageFolder], manifest: dict[str, Any]
+) -> list[VideoInfo]:
+    """A rendition: one video of each image's frames, with the rendition's options."""
+    return [
+        make_video(
+            job,
+            svc,
+            frames=folder,
+            options=rendition.options,
+            manifest=manifest,
+            key_for=lambda name: rendition_key(job.id, rendition.id, name),
+        )
+        for folder in folders
+    ]
+
+
+def make_renditions(job: Job, svc: Services, *, folders: list[ImageFolder], manifest: dict[str, Any]) -> None:
     """The renditions asked for up front; each one's failure is its own (the job still succeeds)."""
     job = lifecycle.add_upfront_renditions(svc, job.id)
     for rendition in job.renditions:
@@ -159,79 +210,63 @@ def make_renditions(job: Job, svc: Services, *, folder: Path, ext: str, manifest
             continue
         lifecycle.rendition_status(svc, job.id, rendition.id, RenditionStatus.encoding)
         try:
-            video = make_video(
-                job,
-                svc,
-                folder=folder,
-                ext=ext,
-                options=rendition.options,
-                params=metadata_params(job, manifest, rendition.options),
-                key_for=lambda name, rid=rendition.id: rendition_key(job.id, rid, name),  # type: ignore[misc]
-            )
+            videos = make_rendition(job, svc, rendition, folders=folders, manifest=manifest)
         except (FfmpegError, ValueError) as e:
             lifecycle.rendition_status(
                 svc, job.id, rendition.id, RenditionStatus.failed, error=ErrorInfo(code="encode_error", message=str(e))
             )
             continue
-        lifecycle.rendition_status(svc, job.id, rendition.id, RenditionStatus.succeeded, video=video)
+        lifecycle.rendition_status(svc, job.id, rendition.id, RenditionStatus.succeeded, videos=videos)
 
 
 def encode_job(job: Job, svc: Services) -> Outcome:
-    """The job's video (or, frames-only, its zip of frames) and its up-front renditions.
+    """Every image's video (or, frames-only, one zip of every image's frames) and the
+    renditions asked for up front.
 
     Raises :class:`IncompleteRender`, :class:`FfmpegError`, ``NotFound`` (a frame or the
-    manifest is missing) or ``StorageError``; nothing is published for the job's video
+    manifest is missing) or ``StorageError``; nothing is published for the job's videos
     in that case.
     """
     options = job.request.animation
     manifest = load_manifest(job.id, svc)
     check_complete(job, manifest)
-    if not job.frames:
+    if not job.frame_keys():
         raise ValueError("the render captured no frames")
-    seed = manifest["animations"][0]["seed"]
     with tempfile.TemporaryDirectory(prefix=f"encode-{job.id[:8]}-") as tmp:
-        folder = Path(tmp)
         first = 1 if job.request.renditions or options.frames_only else options.skip_steps + 1
-        ext = download_frames(job.frames, folder, svc, first=first)
+        folders = download_images(job, Path(tmp), svc, first=first)
         if options.frames_only:
-            return Outcome(video=None, archive=make_archive(job, svc, folder=folder, seed=seed), frames_deleted=False)
-        video = make_video(
-            job,
-            svc,
-            folder=folder,
-            ext=ext,
-            options=options,
-            params=metadata_params(job, manifest, options),
-            key_for=lambda name: video_key(job.id, name),
-            # The API cancels an encoding job by its status (the cancel flag may be set already:
-            # a render canceled with run_on_incomplete still encodes what it made).
-            should_stop=lambda: svc.store.get(job.id).status == JobStatus.canceled,
-        )
+            return Outcome(videos=None, archive=make_archive(job, svc, folders=folders), frames_deleted=False)
+        videos = [
+            make_video(
+                job,
+                svc,
+                frames=folder,
+                options=options,
+                manifest=manifest,
+                key_for=lambda name: video_key(job.id, name),
+                # The API cancels an encoding job by its status (the cancel flag may be set already:
+                # a render canceled with run_on_incomplete still encodes what it made).
+                should_stop=lambda: svc.store.get(job.id).status == JobStatus.canceled,
+            )
+            for folder in folders
+        ]
         if job.request.renditions:
-            make_renditions(job, svc, folder=folder, ext=ext, manifest=manifest)
-    return Outcome(video=video, archive=None, frames_deleted=not options.keep_frames)
+            make_renditions(job, svc, folders=folders, manifest=manifest)
+    return Outcome(videos=videos, archive=None, frames_deleted=not options.keep_frames)
 
 
 def delete_frames(job: Job, svc: Services) -> None:
-    """Delete exactly this job's frame keys (never a prefix: nothing else can match)."""
+    """Delete exactly this job's frame keys, every image's (never a prefix: nothing else can match)."""
     try:
-        svc.storage.delete(list(job.frames))
+        svc.storage.delete(job.frame_keys())
     except StorageError as e:
         log.error("job %s: frames not deleted: %s", job.id, e)
 
 
-def encode_rendition(job: Job, rendition: Rendition, svc: Services) -> VideoInfo:
-    """One rendition from the job's stored frames. ``NotFound`` when a frame is gone."""
+def encode_rendition(job: Job, rendition: Rendition, svc: Services) -> list[VideoInfo]:
+    """One rendition (a video per image) from the job's stored frames. ``NotFound`` when a frame is gone."""
     manifest = load_manifest(job.id, svc)
     with tempfile.TemporaryDirectory(prefix=f"rendition-{rendition.id[:8]}-") as tmp:
-        folder = Path(tmp)
-        ext = download_frames(job.frames, folder, svc, first=rendition.options.skip_steps + 1)
-        return make_video(
-            job,
-            svc,
-            folder=folder,
-            ext=ext,
-            options=rendition.options,
-            params=metadata_params(job, manifest, rendition.options),
-            key_for=lambda name: rendition_key(job.id, rendition.id, name),
-        )
+        folders = download_images(job, Path(tmp), svc, first=rendition.options.skip_steps + 1)
+        return make_rendition(job, svc, rendition, folders=folders, manifest=manifest)

@@ -74,7 +74,7 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
         return
     metrics.encode_finished(svc.store, seconds=time.monotonic() - started)  # ops: /metrics
     job = lifecycle.finish_encoding(
-        svc, job_id, video=outcome.video, archive=outcome.archive, frames_deleted=outcome.frames_deleted
+        svc, job_id, videos=outcome.videos, archive=outcome.archive, frames_deleted=outcome.frames_deleted
     )
     if outcome.frames_deleted:
         delete_frames(job, svc)
@@ -93,7 +93,7 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
 
     lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.encoding)
     try:
-        video = encode_rendition(job, rendition, svc)
+        videos = encode_rendition(job, rendition, svc)
     except NotFound as e:
         failed("frames_missing", f"a stored frame or the manifest is gone, cannot re-encode: {e}")
         return
@@ -103,4 +103,4 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
     except StorageError as e:
         retry_or_fail(task, svc, job_id, e, fail=failed)
         return
-    lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.succeeded, video=video)
+    lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.succeeded, videos=videos)

@@ -381,7 +381,9 @@ class AnimationCreate(BaseModel):
 class Progress(BaseModel):
     step: int = Field(0, description="Steps captured so far.")
     total: int = Field(0, description="Steps requested.")
-    latest_frame: str | None = Field(None, description="Storage key of the newest frame (internal).")
+    latest_frames: list[str] = Field(
+        default_factory=list, description="Storage keys of the newest frame of each image (internal)."
+    )
     elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.")
     eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.")
 
@@ -403,12 +405,13 @@ class VideoInfo(BaseModel):
     frames: int
 
 
-class ImageFrames(BaseModel):
-    """The frames of one image of a batch: one animation each."""
+class JobImage(BaseModel):
+    """One image of a batch: its seed, its frames and, once encoded, its own video."""
 
     batch_index: int
     seed: int
     frames: list[str] = Field(description="Storage keys in step order.")
+    video: VideoInfo | None = None
 
 
 class ArchiveInfo(BaseModel):
@@ -431,15 +434,20 @@ class RenditionStatus(StrEnum):
 
 
 class Rendition(BaseModel):
-    """One more video made from a job's stored frames by the encoder worker."""
+    """One more video of each image, made from a job's stored frames by the encoder worker."""
 
     id: str
     status: RenditionStatus = RenditionStatus.queued
     options: VideoOptions
     created_at: datetime
     finished_at: datetime | None = None
-    video: VideoInfo | None = None
+    videos: list[VideoInfo] = Field(default_factory=list, description="One video per image, in batch order.")
     error: ErrorInfo | None = None
+
+    @property
+    def video(self) -> VideoInfo | None:
+        """The first image's video (what a single-image job has)."""
+        return self.videos[0] if self.videos else None
 
 
 class Job(BaseModel):
@@ -456,16 +464,23 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None
-    frames: list[str] = Field(default_factory=list, description="Storage keys of the captured frames.")
-    images: list[ImageFrames] = Field(
-        default_factory=list, description="One entry per image of the batch: its seed and frame keys."
+    images: list[JobImage] = Field(
+        default_factory=list, description="One entry per image of the batch: its seed, frame keys and video."
     )
-    video: VideoInfo | None = None
     tenant: str | None = Field(None, description="Owner: the tenant of the API key that created the job.")
     key_id: str | None = Field(None, description="The API key that created the job (quota, webhook secret).")
     renditions: list[Rendition] = Field(default_factory=list)
     frames_deleted: bool = Field(False, description="The frames were deleted after encoding (keep_frames false).")
-    frames_archive: ArchiveInfo | None = Field(None, description="Zip of the frames (frames_only jobs).")
+    frames_archive: ArchiveInfo | None = Field(None, description="Zip of every image's frames (frames_only jobs).")
+
+    @property
+    def video(self) -> VideoInfo | None:
+        """The first image's video (what a single-image job has)."""
+        return self.images[0].video if self.images else None
+
+    def frame_keys(self) -> list[str]:
+        """Every stored frame of every image, image by image, each in step order."""
+        return [key for image in self.images for key in image.frames]
 
 
 def utcnow() -> datetime:

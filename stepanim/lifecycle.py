@@ -16,8 +16,8 @@ from stepanim.jobs import (
     MAX_RENDITIONS,
     ArchiveInfo,
     ErrorInfo,
-    ImageFrames,
     Job,
+    JobImage,
     JobStatus,
     Progress,
     Rendition,
@@ -108,20 +108,13 @@ def start_rendering(svc: Services, job_id: str) -> Job:
     return transition(svc, job_id, JobStatus.rendering)
 
 
-def start_encoding(svc: Services, job_id: str, frames: list[str], *, images: list[ImageFrames] | None = None) -> Job:
+def start_encoding(svc: Services, job_id: str, images: list[JobImage]) -> Job:
+    """The render is done: record every image's frames and hand the job to the encoder."""
+
     def record(job: Job) -> None:
-        job.frames = frames
-        if images is not None:
-            job.images = images
+        job.images = images
 
     return transition(svc, job_id, JobStatus.encoding, change=record)
-
-
-def succeed(svc: Services, job_id: str, video: VideoInfo | None) -> Job:
-    def record(job: Job) -> None:
-        job.video = video
-
-    return transition(svc, job_id, JobStatus.succeeded, change=record)
 
 
 def fail(svc: Services, job_id: str, code: str, message: str) -> Job:
@@ -141,14 +134,15 @@ def record_progress(
     *,
     step: int,
     total: int,
-    latest_frame: str | None,
+    latest_frames: list[str],
     elapsed_seconds: float | None = None,
     eta_seconds: float | None = None,
-    earlier_steps: Sequence[tuple[int, str | None]] = (),
+    earlier_steps: Sequence[tuple[int, list[str]]] = (),
 ) -> Job:
-    """Record that ``step`` of ``total`` steps is captured. Never moves progress backwards.
+    """Record that ``step`` of ``total`` steps is captured; ``latest_frames`` are that step's
+    frame keys, one per image of the batch. Never moves progress backwards.
 
-    ``earlier_steps`` ((step, frame key) pairs) were captured since the last record: each
+    ``earlier_steps`` ((step, frame keys) pairs) were captured since the last record: each
     gets its own progress event, written with this record in one transaction.
 
     Sends the ``animation.progress`` webhook when asked for, at most once per
@@ -163,7 +157,7 @@ def record_progress(
         job.progress = Progress(
             step=step,
             total=total,
-            latest_frame=latest_frame,
+            latest_frames=latest_frames,
             elapsed_seconds=elapsed_seconds,
             eta_seconds=eta_seconds,
         )
@@ -172,8 +166,8 @@ def record_progress(
         return job
 
     events = [
-        {"type": "progress", "step": n, "total": total, "latest_frame": key}
-        for n, key in [*earlier_steps, (step, latest_frame)]
+        {"type": "progress", "step": n, "total": total, "frames": keys}
+        for n, keys in [*earlier_steps, (step, latest_frames)]
     ]
     job = svc.store.update(job_id, apply, event=events)
     if (
@@ -190,14 +184,19 @@ def finish_encoding(
     svc: Services,
     job_id: str,
     *,
-    video: VideoInfo | None,
+    videos: list[VideoInfo] | None,
     archive: ArchiveInfo | None = None,
     frames_deleted: bool = False,
 ) -> Job:
-    """``succeed`` for the encoder: the video (or, frames-only, the archive) and whether frames were deleted."""
+    """``succeed`` for the encoder: every image's video (in batch order; None for a frames-only
+    job, which has the archive instead), and whether the frames were deleted."""
 
     def record(job: Job) -> None:
-        job.video = video
+        if videos is not None:
+            if len(videos) != len(job.images):
+                raise ValueError(f"{len(videos)} videos for the {len(job.images)} images of job {job_id}")
+            for image, video in zip(job.images, videos, strict=True):
+                image.video = video
         job.frames_archive = archive
         job.frames_deleted = frames_deleted
 
@@ -228,7 +227,7 @@ def add_rendition(svc: Services, job_id: str, rendition: Rendition) -> Job:
             raise RenditionRefused(
                 "frames_deleted", "the frames of this animation were deleted after encoding (keep_frames was false)"
             )
-        if not job.frames:
+        if not job.frame_keys():
             raise RenditionRefused("no_frames", "this animation has no stored frames")
         if len(job.renditions) >= MAX_RENDITIONS:
             raise RenditionRefused("limit_exceeded", f"an animation has at most {MAX_RENDITIONS} renditions")
@@ -280,10 +279,11 @@ def rendition_status(
     rendition_id: str,
     status: RenditionStatus,
     *,
-    video: VideoInfo | None = None,
+    videos: list[VideoInfo] | None = None,
     error: ErrorInfo | None = None,
 ) -> Job:
-    """Move a rendition forward (queued -> encoding -> succeeded | failed); finished ones never change."""
+    """Move a rendition forward (queued -> encoding -> succeeded | failed); finished ones never change.
+    ``videos``: one per image of the job, in batch order."""
 
     def apply(job: Job) -> Job | None:
         for rendition in job.renditions:
@@ -291,7 +291,7 @@ def rendition_status(
                 if rendition.status.is_terminal() or rendition.status == status:
                     return None
                 rendition.status = status
-                rendition.video = video
+                rendition.videos = list(videos or [])
                 rendition.error = error
                 now = utcnow()
                 if status.is_terminal():

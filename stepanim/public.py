@@ -34,16 +34,17 @@ class ProgressPublic(BaseModel):
     step: int = Field(description="Steps captured so far.", examples=[12])
     total: int = Field(description="Steps requested.", examples=[30])
     latest_frame_url: str | None = Field(
-        None, description="Signed URL of the newest frame.", examples=[f"{_BASE}/files/jobs/{_ID}/frames/x.png"]
+        None,
+        description="Signed URL of the newest frame of the first image.",
+        examples=[f"{_BASE}/files/jobs/{_ID}/frames/x.png"],
+    )
+    latest_frame_urls: list[str] = Field(
+        default_factory=list,
+        description="Signed URLs of the newest frame of each image of the batch, in batch order.",
+        examples=[[f"{_BASE}/files/jobs/{_ID}/frames/x.png"]],
     )
     elapsed_seconds: float | None = Field(None, description="Seconds since sampling started.", examples=[4.2])
     eta_seconds: float | None = Field(None, description="Estimated seconds of sampling left.", examples=[6.3])
-
-
-class ImagePublic(BaseModel):
-    batch_index: int = Field(description="Position in the batch; the frames' second two digits.", examples=[0])
-    seed: int = Field(description="This image's real seed (the job's seed + batch_index).", examples=[1234])
-    frames: int = Field(description="Frames captured for this image.", examples=[30])
 
 
 class VideoPublic(BaseModel):
@@ -54,6 +55,17 @@ class VideoPublic(BaseModel):
     size_bytes: int = Field(description="Size of the file in bytes.", examples=[183_204])
     duration: float = Field(description="Seconds, as measured by ffprobe.", examples=[3.0])
     frames: int = Field(description="Frames in the video, as measured by ffprobe.", examples=[90])
+
+
+class ImagePublic(BaseModel):
+    """One image of the batch, with its own animation."""
+
+    batch_index: int = Field(description="Position in the batch; the frames' second two digits.", examples=[0])
+    seed: int = Field(description="This image's real seed (the job's seed + batch_index).", examples=[1234])
+    frames: int = Field(description="Frames captured for this image.", examples=[30])
+    video: VideoPublic | None = Field(
+        None, description="This image's video, named `<seed>-<prompt>.<ext>`; null until the job succeeded."
+    )
 
 
 class JobUrls(BaseModel):
@@ -93,7 +105,13 @@ class RenditionPublic(BaseModel):
     options: VideoOptions = Field(description="Codec, duration, fps and interpolation of this video.")
     created_at: datetime = Field(description="When it was asked for.", examples=[_WHEN])
     finished_at: datetime | None = Field(description="When it succeeded or failed.", examples=[_WHEN])
-    video: VideoPublic | None = Field(description="Once the rendition succeeded: its signed URL and probe.")
+    video: VideoPublic | None = Field(
+        description="Once the rendition succeeded: the first image's video (its signed URL and probe)."
+    )
+    videos: list[VideoPublic] = Field(
+        default_factory=list,
+        description="Once the rendition succeeded: one video per image of the batch, in batch order.",
+    )
     error: ErrorInfo | None = Field(description="Why it failed; null otherwise.")
 
 
@@ -122,10 +140,14 @@ class AnimationPublic(BaseModel):
     seed: int = Field(description="The seed used (chosen by the server when the request had none).", examples=[1234])
     progress: ProgressPublic = Field(description="Steps captured so far, and the newest frame.")
     images: list[ImagePublic] = Field(
-        default_factory=list, description="One entry per image of the batch once rendering is done."
+        default_factory=list,
+        description="One entry per image of the batch once rendering is done: its seed, frame count and video.",
     )
     error: ErrorInfo | None = Field(description="Why the job failed; null otherwise.")
-    video: VideoPublic | None = Field(description="The finished video; null until the job succeeded.")
+    video: VideoPublic | None = Field(
+        description="The first image's finished video (the only one unless `batch_size` > 1: every image's is under "
+        "`images[i].video`); null until the job succeeded."
+    )
     urls: JobUrls = Field(description="Where to get, cancel and follow this job.")
     cancel_requested: bool = Field(
         False, description="A cancel was asked for; the job ends `canceled` within one step.", examples=[False]
@@ -135,14 +157,18 @@ class AnimationPublic(BaseModel):
     )
     request: AnimationCreate = Field(description="The request, as accepted.")
     renditions: list[RenditionPublic] = Field(
-        default_factory=list, description="Other videos of the same frames, each with its own status."
+        default_factory=list,
+        description="Other videos of the same frames, each with its own status and one video per image.",
     )
     frame_urls: list[str] | None = Field(
         None,
-        description="Frames-only jobs: signed URLs of the frames, in step order.",
+        description="Frames-only jobs: signed URLs of every image's frames, image by image, each in step order "
+        "(the batch index and seed are in each file name).",
         examples=[[f"{_BASE}/files/jobs/{_ID}/frames/0000001-1234-a lighthouse.png"]],
     )
-    frames_zip: FramesArchivePublic | None = Field(None, description="Frames-only jobs: a zip of the frames.")
+    frames_zip: FramesArchivePublic | None = Field(
+        None, description="Frames-only jobs: one zip of every image's frames, under their own names."
+    )
 
 
 class AnimationList(BaseModel):
@@ -177,6 +203,7 @@ def rendition_public(rendition: Rendition, storage: Storage) -> RenditionPublic:
         created_at=rendition.created_at,
         finished_at=rendition.finished_at,
         video=video_public(rendition.video, storage) if rendition.video else None,
+        videos=[video_public(video, storage) for video in rendition.videos],
         error=rendition.error,
     )
 
@@ -190,8 +217,7 @@ def to_public(job: Job, svc: Services, *, extras: tuple[bool, list[dict[str, Any
     from the store unless given."""
     storage = svc.storage
     cancel_requested, deliveries = extras if extras is not None else svc.store.public_extras(job.id)
-    latest = job.progress.latest_frame
-    video = video_public(job.video, storage) if job.video is not None else None
+    latest = [storage.signed_url(key) for key in job.progress.latest_frames]
     archive = job.frames_archive
     frames_only = job.request.animation.frames_only and job.status == JobStatus.succeeded
     return AnimationPublic(
@@ -206,19 +232,30 @@ def to_public(job: Job, svc: Services, *, extras: tuple[bool, list[dict[str, Any
         progress=ProgressPublic(
             step=job.progress.step,
             total=job.progress.total if job.progress.step else job.request.denoising_steps(),
-            latest_frame_url=storage.signed_url(latest) if latest else None,
+            latest_frame_url=latest[0] if latest else None,
+            latest_frame_urls=latest,
             elapsed_seconds=job.progress.elapsed_seconds,
             eta_seconds=job.progress.eta_seconds,
         ),
-        images=[ImagePublic(batch_index=i.batch_index, seed=i.seed, frames=len(i.frames)) for i in job.images],
+        images=[
+            ImagePublic(
+                batch_index=image.batch_index,
+                seed=image.seed,
+                frames=len(image.frames),
+                video=video_public(image.video, storage) if image.video is not None else None,
+            )
+            for image in job.images
+        ],
         error=job.error,
-        video=video,
+        video=video_public(job.video, storage) if job.video is not None else None,
         urls=job_urls(svc, job.id),
         cancel_requested=cancel_requested,
         webhook_deliveries=[WebhookDeliveryPublic.model_validate(r) for r in deliveries],
         request=job.request,
         renditions=[rendition_public(r, storage) for r in job.renditions],
-        frame_urls=[storage.signed_url(key) for key in job.frames] if frames_only and not job.frames_deleted else None,
+        frame_urls=[storage.signed_url(key) for key in job.frame_keys()]
+        if frames_only and not job.frames_deleted
+        else None,
         frames_zip=FramesArchivePublic(
             url=storage.signed_url(archive.key, filename=archive.filename),
             filename=archive.filename,

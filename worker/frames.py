@@ -34,7 +34,7 @@ from worker.uploader import Uploader
 MAX_DECODE_BATCH = 8  # images per decode call (steps x batch size), at least one step
 
 Decoder = Callable[[torch.Tensor], list[np.ndarray]]
-OnFrames = Callable[[list[tuple[int, str]]], None]  # (step, first image's key) of each step written
+OnFrames = Callable[[list[tuple[int, list[str]]]], None]  # (step, the key of each image) of each step written
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -92,7 +92,7 @@ class FrameWriter:
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
     _thread: threading.Thread = field(init=False)
     _error: BaseException | None = field(default=None, init=False)
-    _unreported: list[tuple[int, str]] = field(default_factory=list, init=False)
+    _unreported: list[tuple[int, list[str]]] = field(default_factory=list, init=False)
     _reported_at: float = field(default=0.0, init=False)
     _wake: threading.Event = field(default_factory=threading.Event, init=False)
     _batch_steps: int = field(default=1, init=False)  # steps per decode batch (the queue holds at least that)
@@ -190,9 +190,9 @@ class FrameWriter:
         for index, key, _ in frames:
             self.keys[index].append(key)
         # Every step is reported, also after a backlog: clients following the job's events
-        # see each step (the first image of the batch is the one shown).
-        done = len(self.keys[0]) - len(batch)
-        self._unreported.extend((step, self.keys[0][done + n]) for n, (step, _) in enumerate(batch))
+        # see each step, with the newest frame of every image of the batch.
+        keys = [key for _, key, _ in frames]
+        self._unreported.extend((step, keys[n * per_step : (n + 1) * per_step]) for n, (step, _) in enumerate(batch))
 
     def _report_due_in(self, *, waiting: bool = False) -> float | None:
         """Seconds until the steps written (or, with ``waiting``, queued) must be reported;

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from stepanim import lifecycle
-from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, ImageFrames, Job
+from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, Job, JobImage
 from stepanim.naming import manifest_key
 from stepanim.services import Services
 from worker.cancel import CancelWatch
@@ -41,9 +41,9 @@ class RenderResult:
     total: int  # steps the sampler was to run
     seconds: float
 
-    def images(self) -> list[ImageFrames]:
+    def images(self) -> list[JobImage]:
         pairs = zip(self.seeds, self.frames, strict=True)
-        return [ImageFrames(batch_index=i, seed=seed, frames=keys) for i, (seed, keys) in enumerate(pairs)]
+        return [JobImage(batch_index=i, seed=seed, frames=keys) for i, (seed, keys) in enumerate(pairs)]
 
 
 def frame_size(options: CaptureOptions, *, width: int, height: int) -> tuple[int, int]:
@@ -110,8 +110,8 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
     sampled_at: dict[int, float] = {}  # step -> seconds since sampling started, written by the sampling thread
     started = time.perf_counter()
 
-    def on_frames(written: list[tuple[int, str]]) -> None:  # the frame thread, after these steps are stored
-        step, key = written[-1]
+    def on_frames(written: list[tuple[int, list[str]]]) -> None:  # the frame thread, after these steps are stored
+        step, keys = written[-1]
         elapsed = sampled_at.get(step, time.perf_counter() - started)
         eta = elapsed / step * max(total - step, 0)
         lifecycle.record_progress(
@@ -119,7 +119,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             job.id,
             step=step,
             total=total,
-            latest_frame=key,
+            latest_frames=keys,
             elapsed_seconds=round(elapsed, 3),
             eta_seconds=round(eta, 3),
             earlier_steps=written[:-1],

@@ -96,9 +96,8 @@ def render_task(self: Task, job_id: str) -> None:
         lifecycle.fail(svc, job_id, "render_error", f"{type(e).__name__}: {e}")
         return
     metrics.render_finished(svc.store, seconds=result.seconds, steps=result.steps_run)  # ops: /metrics
-    # job.frames: the first image's frames (what the encoder reads today); job.images: every image of the batch.
     try:
-        lifecycle.start_encoding(svc, job_id, frames=result.frames[0], images=result.images())
+        lifecycle.start_encoding(svc, job_id, result.images())
     except lifecycle.TransitionError as e:
         log.info("render: job %s ended while it rendered: %s", job_id, e)
         return

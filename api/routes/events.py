@@ -35,7 +35,7 @@ EXAMPLE = (
     "id: 1767323445678-0\nevent: status\n"
     'data: {"status": "queued", "animation": {"id": "4f0c...", "status": "queued", "...": "..."}}\n\n'
     "id: 1767323446001-0\nevent: progress\n"
-    'data: {"step": 1, "total": 30, "latest_frame_url": "https://..."}\n\n'
+    'data: {"step": 1, "total": 30, "latest_frame_url": "https://...", "latest_frame_urls": ["https://..."]}\n\n'
     "id: 1767323452310-0\nevent: status\n"
     'data: {"status": "succeeded", "animation": {"...": "..."}}\n\n'
 )
@@ -51,7 +51,8 @@ EVENT_SCHEMA: dict[str, Any] = {
         "event": {
             "type": "string",
             "description": "`status` (data: `status` and the job as `animation`), `progress` (data: `step`, "
-            "`total`, `latest_frame_url`), or another update such as a rendition.",
+            "`total`, `latest_frame_url` (the first image's) and `latest_frame_urls` (the newest frame of each "
+            "image of the batch)), or another update such as a rendition.",
         },
         "data": {"type": "string", "contentMediaType": "application/json", "description": "The event as JSON."},
         "retry": {"type": "integer", "description": "Reconnection delay in milliseconds."},
@@ -74,11 +75,12 @@ def render_event(svc: Services, job_id: str, event: dict[str, Any]) -> tuple[str
             public = None
         return "status", {"status": event.get("status"), "animation": public}
     if kind == "progress":
-        frame = event.get("latest_frame")
+        urls = [svc.storage.signed_url(key) for key in event.get("frames", [])]
         return "progress", {
             "step": event.get("step"),
             "total": event.get("total"),
-            "latest_frame_url": svc.storage.signed_url(frame) if frame else None,
+            "latest_frame_url": urls[0] if urls else None,
+            "latest_frame_urls": urls,
         }
     return kind, {k: v for k, v in event.items() if k != "type"}  # e.g. rendition updates, passed on
 

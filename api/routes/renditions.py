@@ -91,11 +91,12 @@ def create_rendition(
 def add(job: Job, body: VideoOptions, svc: Services) -> Rendition:
     """Record a new rendition of ``job`` and queue it for the encoder; refusals are ApiErrors."""
     require(svc.store.get_capabilities(), body, "body")  # rarely called: read fresh
-    if job.frames and body.skip_steps >= len(job.frames):
+    frames = min((len(image.frames) for image in job.images), default=0)  # every image has as many
+    if frames and body.skip_steps >= frames:
         raise ApiError(
             422,
             "invalid_request",
-            f"skip_steps: {body.skip_steps} leaves no frame of the {len(job.frames)} this animation has",
+            f"skip_steps: {body.skip_steps} leaves no frame of the {frames} this animation has",
         )
     rendition = Rendition(id=new_rendition_id(), options=body, created_at=utcnow())
     try:

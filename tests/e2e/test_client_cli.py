@@ -197,3 +197,21 @@ def test_the_python_clients_follow_events_and_replay_an_idempotent_create(servic
     started = time.monotonic()
     assert asyncio.run(run())[4:8] == b"ftyp"
     assert time.monotonic() - started < 180
+
+
+def test_a_batch_downloads_one_file_per_image_with_its_seed(service: Service, tmp_path: Path) -> None:
+    result = stepanim(
+        service,
+        *("submit", "a batch", *SMALL, "--seed", "70", "--batch-size", "2", "--quiet"),
+        *("-o", str(tmp_path / "cat.mp4")),
+    )
+    # -o cat.mp4 with two images: cat-70.mp4 and cat-71.mp4, printed one per line for a shell to use.
+    paths = [Path(line) for line in ok(result).splitlines()]
+    assert paths == [tmp_path / "cat-70.mp4", tmp_path / "cat-71.mp4"]
+    assert all(ffprobe_json(p)["streams"][0]["codec_name"] == "h264" for p in paths)
+    request = {"prompt": "a batch", "steps": 2, "seed": 80, "batch_size": 3, "width": 64, "height": 64}
+    with Client(service.url) as api:
+        job = api.wait(api.create(request).id, timeout=180)
+        saved = api.download_videos(job, tmp_path / "lighthouse.mp4")
+    assert [p.name for p in saved] == ["lighthouse-80.mp4", "lighthouse-81.mp4", "lighthouse-82.mp4"]
+    assert len({p.read_bytes() for p in saved}) == 3

@@ -6,9 +6,13 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import itertools
+import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +21,7 @@ import pytest
 from PIL import Image
 
 from stepanim.store import JobStore
-from tests.conftest import RECEIVER_HOST
+from tests.conftest import RECEIVER_HOST, ffprobe_json
 from tests.e2e.conftest import Service
 
 SMALL = {"width": 64, "height": 64, "animation": {"duration": 1}}
@@ -139,22 +143,112 @@ def test_upload_refusals_store_nothing(service: Service) -> None:
     assert service.storage_keys() == storage_before
 
 
-def test_a_batch_of_two_gives_two_animations_with_their_own_seeds(service: Service) -> None:
+def download(url: str, path: Path) -> Path:
+    response = httpx.get(url, timeout=60)
+    response.raise_for_status()
+    path.write_bytes(response.content)
+    return path
+
+
+def last_frame(video: Path) -> np.ndarray:
+    png = video.with_suffix(".last.png")
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-sseof", "-0.1", "-i", str(video), "-frames:v", "1", str(png)], check=True
+    )
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+def test_a_batch_of_three_gives_every_image_its_own_video(service: Service, tmp_path: Path) -> None:
     body = {
         "prompt": "a dog",
         "steps": 3,
         "seed": 500,
-        "batch_size": 2,
+        "batch_size": 3,
         "capture": {"decoder": "approx", "resolution": "quarter"},
+        "renditions": [{"codec": "vp9", "duration": 1}],
         **SMALL,
     }
     job = service.wait(service.post(body).json()["id"])
     assert job["status"] == "succeeded", job["error"]
-    assert job["images"] == [{"batch_index": 0, "seed": 500, "frames": 3}, {"batch_index": 1, "seed": 501, "frames": 3}]
+    assert [(i["batch_index"], i["seed"], i["frames"]) for i in job["images"]] == [
+        (0, 500, 3),
+        (1, 501, 3),
+        (2, 502, 3),
+    ]
     names = sorted(k.rsplit("/", 1)[1] for k in frame_keys(service, job["id"]))
-    assert names == [f"00{i:02d}{s:03d}-{500 + i}-a dog.png" for i in range(2) for s in range(1, 4)]
-    frame = httpx.get(job["progress"]["latest_frame_url"], timeout=30)
+    assert names == [f"00{i:02d}{s:03d}-{500 + i}-a dog.png" for i in range(3) for s in range(1, 4)]
+    assert job["video"] == job["images"][0]["video"]  # single-image clients keep working
+    pixels = []
+    for image in job["images"]:
+        video = image["video"]
+        assert video["filename"] == f"{image['seed']}-a dog.mp4"
+        path = download(video["url"], tmp_path / video["filename"])
+        probe = ffprobe_json(path)
+        assert probe["streams"][0]["codec_name"] == "h264" and int(probe["streams"][0]["nb_read_frames"]) == 30
+        tags = {k.lower(): v for k, v in probe["format"]["tags"].items()}
+        assert f"seed {image['seed']}" in tags["title"] and f'"seed": {image["seed"]}' in tags["description"]
+        pixels.append(last_frame(path))
+    assert all(np.abs(a - b).mean() > 1 for a, b in itertools.combinations(pixels, 2)), "the seeds must differ"
+    [rendition] = job["renditions"]
+    assert [v["filename"] for v in rendition["videos"]] == [f"{500 + i}-a dog.webm" for i in range(3)]
+    later = httpx.post(f"{service.url}/animations/{job['id']}/renditions", json={"codec": "gif", "duration": 1})
+    assert later.status_code == 202, later.text
+    deadline = time.monotonic() + 120
+    while (r := httpx.get(later.headers["location"], timeout=30).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert [v["filename"] for v in r["videos"]] == [f"{500 + i}-a dog.gif" for i in range(3)]
+    progress = job["progress"]
+    assert len(progress["latest_frame_urls"]) == 3 and progress["latest_frame_url"] == progress["latest_frame_urls"][0]
+    frame = httpx.get(progress["latest_frame_urls"][2], timeout=30)
     assert Image.open(io.BytesIO(frame.content)).size == (16, 16)  # quarter of 64x64
+
+
+def test_a_batch_without_kept_frames_and_a_frames_only_batch(service: Service) -> None:
+    base = {"prompt": "a cat", "steps": 3, "seed": 7, "batch_size": 2, "capture": {"decoder": "approx"}, **SMALL}
+    deleted = service.wait(service.post({**base, "animation": {"duration": 1, "keep_frames": False}}).json()["id"])
+    assert deleted["status"] == "succeeded", deleted["error"]
+    assert frame_keys(service, deleted["id"]) == []  # no frame of any image is left
+    assert all(httpx.get(i["video"]["url"], timeout=30).status_code == 200 for i in deleted["images"])
+
+    only = service.wait(service.post({**base, "animation": {"duration": 1, "frames_only": True}}).json()["id"])
+    assert only["status"] == "succeeded", only["error"]
+    assert only["video"] is None and all(i["video"] is None for i in only["images"])
+    assert len(only["frame_urls"]) == 6
+    for url in only["frame_urls"]:
+        assert httpx.get(url, timeout=30).content.startswith(b"\x89PNG")
+    archive = httpx.get(only["frames_zip"]["url"], timeout=30)
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        assert sorted(zipped.namelist()) == sorted(k.rsplit("/", 1)[1] for k in frame_keys(service, only["id"]))
+        assert {name[2:4] for name in zipped.namelist()} == {"00", "01"}
+
+
+@pytest.mark.slow
+def test_a_batch_canceled_with_run_on_incomplete_gives_two_shorter_videos(service: Service) -> None:
+    if service.backend == "s3":
+        pytest.skip("one backend is enough: the encoder reads frames through the same storage interface")
+    store = JobStore.from_url(service.stack.redis_url)
+    body = {
+        "prompt": "x",
+        "steps": 150,
+        "seed": 9,
+        "batch_size": 2,
+        "capture": {"decoder": "approx"},
+        "width": 64,
+        "height": 64,
+        "animation": {"duration": 1, "run_on_incomplete": True},
+    }
+    job_id = service.post(body).json()["id"]
+    deadline = time.monotonic() + 120
+    while store.get(job_id).progress.step < 3:
+        assert time.monotonic() < deadline, "rendering did not start"
+        time.sleep(0.01)
+    assert httpx.post(f"{service.url}/animations/{job_id}/cancel", timeout=30).status_code in (200, 202)
+    job = service.wait(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    made = [i["frames"] for i in job["images"]]
+    assert made[0] == made[1] and 3 <= made[0] < 150
+    assert [i["video"]["frames"] for i in job["images"]] == [30, 30]  # every image's partial steps, 1 s at 30 fps
 
 
 def test_taesd_without_weights_fails_clearly_and_the_worker_stays_up(service: Service) -> None:

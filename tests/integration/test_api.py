@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from stepanim import lifecycle
-from stepanim.jobs import Codec, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
+from stepanim.jobs import Codec, JobImage, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
 from tests.conftest import RECEIVER_HOST
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
@@ -310,7 +310,7 @@ def test_cancel_in_each_state(api: Api) -> None:
 
     encoding = create(api)["id"]
     lifecycle.start_rendering(svc, encoding)
-    lifecycle.start_encoding(svc, encoding, frames=[])
+    lifecycle.start_encoding(svc, encoding, [])
     response = cancel(encoding)
     assert response.status_code == 200 and response.json()["status"] == "canceled"
     assert svc.store.cancel_requested(encoding)
@@ -319,7 +319,7 @@ def test_cancel_in_each_state(api: Api) -> None:
         job_id = create(api)["id"]
         lifecycle.start_rendering(svc, job_id)
         if end == "succeeded":
-            lifecycle.succeed(svc, job_id, None)
+            lifecycle.finish_encoding(svc, job_id, videos=None)
         else:
             lifecycle.fail(svc, job_id, "render_error", "boom")
         error = assert_error(cancel(job_id), 409, "already_finished")
@@ -351,9 +351,9 @@ def test_events_replay_everything_and_resume_after_last_event_id(api: Api) -> No
     job_id = create(api)["id"]
     lifecycle.start_rendering(svc, job_id)
     for step in (1, 2, 3):
-        lifecycle.record_progress(svc, job_id, step=step, total=4, latest_frame=f"jobs/{job_id}/frames/{step}.png")
-    lifecycle.start_encoding(svc, job_id, frames=[])
-    lifecycle.succeed(svc, job_id, None)
+        lifecycle.record_progress(svc, job_id, step=step, total=4, latest_frames=[f"jobs/{job_id}/frames/{step}.png"])
+    lifecycle.start_encoding(svc, job_id, [])
+    lifecycle.finish_encoding(svc, job_id, videos=None)
 
     response = api.get(f"/animations/{job_id}/events")
     assert response.status_code == 200
@@ -384,8 +384,8 @@ def test_the_stream_follows_a_rendition_made_after_the_job_finished(api: Api) ->
     svc = api.svc
     job_id = create(api)["id"]
     lifecycle.start_rendering(svc, job_id)
-    lifecycle.start_encoding(svc, job_id, frames=[f"jobs/{job_id}/frames/1.png"])
-    lifecycle.succeed(svc, job_id, None)
+    lifecycle.start_encoding(svc, job_id, [JobImage(batch_index=0, seed=1, frames=[f"jobs/{job_id}/frames/1.png"])])
+    lifecycle.finish_encoding(svc, job_id, videos=None)
     rendition = Rendition(id="r" * 32, options=VideoOptions(codec=Codec.gif), created_at=utcnow())
     lifecycle.add_rendition(svc, job_id, rendition)
 
@@ -421,7 +421,7 @@ def test_prefer_wait_returns_the_finished_job(api: Api) -> None:
             jobs, _ = svc.store.list_jobs("acme", limit=1)
             if jobs:
                 lifecycle.start_rendering(svc, jobs[0].id)
-                lifecycle.succeed(svc, jobs[0].id, None)
+                lifecycle.finish_encoding(svc, jobs[0].id, videos=None)
                 return
             time.sleep(0.05)
 

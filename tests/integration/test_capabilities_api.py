@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from encoder.capabilities import publish
 from stepanim import lifecycle
-from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, utcnow
+from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, JobImage, utcnow
 from stepanim.queues import ENCODE_QUEUE, make_celery
 from stepanim.services import Services
 from stepanim.settings import Settings
@@ -115,7 +115,8 @@ def finished_job(svc: Services, *, frames: int = 6, **animation: object) -> Job:
     )
     svc.store.create(job)
     lifecycle.start_rendering(svc, job.id)
-    lifecycle.start_encoding(svc, job.id, frames=[f"jobs/{job.id}/frames/{i}.png" for i in range(frames)])
+    keys = [f"jobs/{job.id}/frames/{i}.png" for i in range(frames)]
+    lifecycle.start_encoding(svc, job.id, [JobImage(batch_index=0, seed=1, frames=keys)])
     return job
 
 
@@ -127,7 +128,7 @@ def test_post_a_rendition(svc: Services, client: TestClient) -> None:
     assert refused.json()["error"]["code"] == "not_ready"
 
     job = finished_job(svc)
-    lifecycle.finish_encoding(svc, job.id, video=None)
+    lifecycle.finish_encoding(svc, job.id, videos=None)
     url = f"/animations/{job.id}/renditions"
     assert client.post(url, json={"codec": "av1"}).json()["error"]["code"] == "unsupported"
     too_many = client.post(url, json={"skip_steps": 6})
@@ -151,7 +152,7 @@ def test_post_a_rendition(svc: Services, client: TestClient) -> None:
 
 def test_no_rendition_once_frames_are_deleted(svc: Services, client: TestClient) -> None:
     job = finished_job(svc, keep_frames=False)
-    lifecycle.finish_encoding(svc, job.id, video=None, frames_deleted=True)
+    lifecycle.finish_encoding(svc, job.id, videos=None, frames_deleted=True)
     response = client.post(f"/animations/{job.id}/renditions", json={"codec": "h264"})
     assert response.status_code == 409
     error = response.json()["error"]

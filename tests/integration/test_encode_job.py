@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import uuid
 import zipfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 from encoder.ffmpeg import FfmpegError
 from encoder.job import IncompleteRender, delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle
-from stepanim.jobs import AnimationCreate, Job, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
+from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
 from stepanim.naming import frame_key, frame_name, manifest_key, upfront_rendition_id
 from stepanim.queues import make_celery
 from stepanim.services import Services
@@ -42,20 +43,24 @@ def svc(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path, s3: S3Se
     )
 
 
-def png(step: int) -> bytes:
+def png(step: int, batch_index: int = 0) -> bytes:
     image = np.full((48, 48, 3), 10 * step, np.uint8)
     image[step : step + 8, step : step + 8] = 255
+    image[:, :, 2] = 60 * batch_index  # each image of a batch looks different
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def rendered_job(svc: Services, *, steps: int = 8, steps_run: int | None = None, **request: object) -> Job:
-    """A job as the render worker leaves it: frames and manifest stored, status encoding."""
+def rendered_job(
+    svc: Services, *, steps: int = 8, steps_run: int | None = None, batch_size: int = 1, **request: object
+) -> Job:
+    """A job as the render worker leaves it: every image's frames and the manifest stored, status encoding."""
     now = utcnow()
+    body = {"prompt": PROMPT, "steps": steps, "seed": SEED, "batch_size": batch_size, **request}
     job = Job(
         id=uuid.uuid4().hex,
-        request=AnimationCreate.model_validate({"prompt": PROMPT, "steps": steps, "seed": SEED, **request}),
+        request=AnimationCreate.model_validate(body),
         model="tiny",
         seed=SEED,
         created_at=now,
@@ -63,23 +68,26 @@ def rendered_job(svc: Services, *, steps: int = 8, steps_run: int | None = None,
     )
     svc.store.create(job)
     run = steps if steps_run is None else steps_run
-    keys = []
-    for step in range(1, run + 1):
-        name = frame_name(batch_count=0, batch_index=0, step=step, seed=SEED, prompt=PROMPT)
-        keys.append(frame_key(job.id, name))
-        svc.storage.put_bytes(keys[-1], png(step), "image/png")
+    images = []
+    for index in range(batch_size):
+        keys = []
+        for step in range(1, run + 1):
+            name = frame_name(batch_count=0, batch_index=index, step=step, seed=SEED + index, prompt=PROMPT)
+            keys.append(frame_key(job.id, name))
+            svc.storage.put_bytes(keys[-1], png(step, index), "image/png")
+        images.append(JobImage(batch_index=index, seed=SEED + index, frames=keys))
     manifest = {"job_id": job.id, "prompt": PROMPT, "steps": steps, "steps_run": run, "model": "tiny"}
-    manifest["animations"] = [{"batch_index": 0, "seed": SEED, "frames": keys}]
+    manifest["animations"] = [image.model_dump() for image in images]
     svc.storage.put_bytes(manifest_key(job.id), json.dumps(manifest).encode(), "application/json")
     lifecycle.start_rendering(svc, job.id)
-    return lifecycle.start_encoding(svc, job.id, frames=keys)
+    return lifecycle.start_encoding(svc, job.id, images)
 
 
 def finish(svc: Services, job: Job) -> Job:
     """What the encode task does on success."""
     outcome = encode_job(job, svc)
     done = lifecycle.finish_encoding(
-        svc, job.id, video=outcome.video, archive=outcome.archive, frames_deleted=outcome.frames_deleted
+        svc, job.id, videos=outcome.videos, archive=outcome.archive, frames_deleted=outcome.frames_deleted
     )
     if outcome.frames_deleted:
         delete_frames(done, svc)
@@ -108,24 +116,24 @@ def test_video_and_upfront_renditions(svc: Services) -> None:
     stored = keys_of(svc, job)
     assert done.video.key in stored and vp9.key in stored and gif.key in stored
     assert vp9.key == f"jobs/{job.id}/renditions/{done.renditions[0].id}/{SEED}-a quoted prompt with ✨.webm"
-    assert set(done.frames) <= set(stored)  # kept by default
+    assert set(done.frame_keys()) <= set(stored)  # kept by default
 
 
 def test_delete_frames_removes_exactly_this_jobs_frames(svc: Services) -> None:
     job = rendered_job(svc, animation={"duration": 1, "keep_frames": False})
     other = rendered_job(svc, animation={"duration": 1})
     # Objects whose keys share a prefix with the frames must survive.
-    lookalikes = [f"{job.frames[0]}.bak", f"jobs/{job.id}/frames-extra/x.png", f"jobs/{job.id}/frames/notes.txt"]
+    lookalikes = [f"{job.frame_keys()[0]}.bak", f"jobs/{job.id}/frames-extra/x.png", f"jobs/{job.id}/frames/notes.txt"]
     for key in lookalikes:
         svc.storage.put_bytes(key, b"x", "text/plain")
     done = finish(svc, job)
     assert done.status == JobStatus.succeeded and done.frames_deleted
     remaining = keys_of(svc, job)
-    assert not set(job.frames) & set(remaining)
+    assert not set(job.frame_keys()) & set(remaining)
     assert set(lookalikes) <= set(remaining)
     assert done.video is not None and done.video.key in remaining
     assert manifest_key(job.id) in remaining
-    assert set(other.frames) <= set(keys_of(svc, other))
+    assert set(other.frame_keys()) <= set(keys_of(svc, other))
     with pytest.raises(lifecycle.RenditionRefused, match="deleted"):
         lifecycle.add_rendition(svc, job.id, Rendition(id="0" * 16, options=VideoOptions(), created_at=utcnow()))
 
@@ -138,7 +146,7 @@ def test_frames_only_makes_a_zip_and_no_video(svc: Services) -> None:
     assert done.frames_archive is not None and done.frames_archive.frames == 5
     assert done.frames_archive.filename == f"{SEED}-a quoted prompt with ✨-frames.zip"
     with zipfile.ZipFile(io.BytesIO(svc.storage.get_bytes(done.frames_archive.key))) as archive:
-        assert archive.namelist() == [k.rsplit("/", 1)[1] for k in job.frames]
+        assert archive.namelist() == [k.rsplit("/", 1)[1] for k in job.frame_keys()]
         assert archive.read(archive.namelist()[2]) == png(3)
     assert not [k for k in keys_of(svc, job) if "/videos/" in k]
 
@@ -155,11 +163,11 @@ def test_an_incomplete_render_needs_run_on_incomplete(svc: Services) -> None:
 
 def test_a_missing_or_corrupt_frame_publishes_nothing(svc: Services) -> None:
     missing = rendered_job(svc, animation={"duration": 1})
-    svc.storage.delete([missing.frames[3]])
+    svc.storage.delete([missing.frame_keys()[3]])
     with pytest.raises(NotFound):
         encode_job(missing, svc)
     corrupt = rendered_job(svc, animation={"duration": 1}, renditions=[{"codec": "vp9", "duration": 1}])
-    svc.storage.put_bytes(corrupt.frames[3], b"not a png", "image/png")
+    svc.storage.put_bytes(corrupt.frame_keys()[3], b"not a png", "image/png")
     with pytest.raises(FfmpegError):
         encode_job(corrupt, svc)
     for job in (missing, corrupt):
@@ -174,9 +182,69 @@ def test_a_rendition_of_stored_frames(svc: Services) -> None:
         created_at=utcnow(),
     )
     job = lifecycle.add_rendition(svc, job.id, rendition)
-    video = encode_rendition(job, rendition, svc)
+    [video] = encode_rendition(job, rendition, svc)
     assert video.codec == "prores" and video.frames == 24 and video.key.endswith(".mov")
     assert video.key in keys_of(svc, job)
-    svc.storage.delete([job.frames[0]])
+    svc.storage.delete([job.frame_keys()[0]])
     with pytest.raises(NotFound):
         encode_rendition(job, rendition, svc)
+
+
+def video_pixels(svc: Services, key: str, tmp_path: Path) -> np.ndarray:
+    """The last frame of a stored video, as RGB pixels."""
+    local = tmp_path / key.rsplit("/", 1)[1]
+    svc.storage.download(key, local)
+    out = tmp_path / f"{local.stem}.png"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-sseof", "-0.1", "-i", str(local), "-frames:v", "1", str(out)], check=True
+    )
+    return np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+
+def test_a_batch_gives_every_image_its_video_and_renditions(svc: Services, tmp_path: Path) -> None:
+    job = rendered_job(svc, batch_size=3, animation={"duration": 1}, renditions=[{"codec": "vp9", "duration": 1}])
+    done = finish(svc, job)
+    assert done.status == JobStatus.succeeded
+    videos = [image.video for image in done.images]
+    assert all(v is not None and v.frames == 30 for v in videos)
+    assert [v.filename for v in videos if v is not None] == [
+        f"{SEED + i}-a quoted prompt with ✨.mp4" for i in range(3)
+    ]
+    assert done.video == videos[0]  # single-image clients see the first image's video
+    assert len({v.key for v in videos if v is not None}) == 3
+    pixels = [video_pixels(svc, v.key, tmp_path) for v in videos if v is not None]
+    assert np.abs(pixels[0] - pixels[1]).mean() > 20 and np.abs(pixels[1] - pixels[2]).mean() > 20
+    [rendition] = done.renditions
+    assert rendition.status == RenditionStatus.succeeded and len(rendition.videos) == 3
+    assert [v.filename for v in rendition.videos] == [f"{SEED + i}-a quoted prompt with ✨.webm" for i in range(3)]
+    later = Rendition(id="0123456789abcdef", options=VideoOptions(codec="gif", duration=1), created_at=utcnow())
+    lifecycle.add_rendition(svc, job.id, later)
+    assert [v.filename for v in encode_rendition(done, later, svc)] == [
+        f"{SEED + i}-a quoted prompt with ✨.gif" for i in range(3)
+    ]
+
+
+def test_a_batch_without_kept_frames_deletes_every_images_frames(svc: Services) -> None:
+    job = rendered_job(svc, batch_size=2, animation={"duration": 1, "keep_frames": False})
+    assert len(job.frame_keys()) == 16
+    done = finish(svc, job)
+    remaining = keys_of(svc, job)
+    assert done.frames_deleted and not [k for k in remaining if "/frames/" in k]
+    assert all(image.video is not None and image.video.key in remaining for image in done.images)
+
+
+def test_a_frames_only_batch_zips_every_images_frames(svc: Services) -> None:
+    job = rendered_job(svc, steps=4, batch_size=2, animation={"frames_only": True})
+    done = finish(svc, job)
+    assert done.frames_archive is not None and done.frames_archive.frames == 8
+    with zipfile.ZipFile(io.BytesIO(svc.storage.get_bytes(done.frames_archive.key))) as archive:
+        names = archive.namelist()
+        assert names == [k.rsplit("/", 1)[1] for k in job.frame_keys()]
+        assert names[4].startswith(f"0001001-{SEED + 1}-")  # the second image: batch index 01, its own seed
+        assert archive.read(names[5]) == png(2, 1)
+
+
+def test_a_partial_batch_with_run_on_incomplete_gives_every_image_a_video(svc: Services) -> None:
+    job = rendered_job(svc, steps=10, steps_run=4, batch_size=2, animation={"duration": 1, "run_on_incomplete": True})
+    done = finish(svc, job)
+    assert [image.video is not None and image.video.frames for image in done.images] == [30, 30]

@@ -57,8 +57,8 @@ def test_metrics_report_jobs_queues_timings_and_failures(svc: Services) -> None:
     enqueue_encode(svc.celery, done.id)
     lifecycle.start_rendering(svc, rendering.id)
     lifecycle.start_rendering(svc, done.id)
-    lifecycle.start_encoding(svc, done.id, frames=[])
-    lifecycle.succeed(svc, done.id, None)
+    lifecycle.start_encoding(svc, done.id, [])
+    lifecycle.finish_encoding(svc, done.id, videos=None)
     lifecycle.fail(svc, broken.id, "storage_error", "S3 down")
     metrics.render_finished(svc.store, seconds=2.0, steps=20)  # 0.1 s per step
     metrics.encode_finished(svc.store, seconds=3.0)

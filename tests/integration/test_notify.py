@@ -144,5 +144,5 @@ def test_progress_webhooks_are_throttled(redis_url: str, tmp_path: Path, interva
     svc.store.create(job)
     lifecycle.start_rendering(svc, job.id)  # animation.started was not asked for
     for step in range(1, 21):
-        lifecycle.record_progress(svc, job.id, step=step, total=50, latest_frame=None)
+        lifecycle.record_progress(svc, job.id, step=step, total=50, latest_frames=[])
     assert svc.store.redis.llen("notify") == expected

@@ -97,7 +97,7 @@ def test_txt2img_writes_one_frame_per_step_and_a_manifest(svc: Services, pipes: 
     assert manifest["complete"] is True
     assert manifest["animations"] == [{"batch_index": 0, "seed": 11, "frames": result.frames[0]}]
     progress = svc.store.get(job.id).progress
-    assert (progress.step, progress.total, progress.latest_frame) == (4, 4, result.frames[0][-1])
+    assert (progress.step, progress.total, progress.latest_frames) == (4, 4, [result.frames[0][-1]])
     assert progress.elapsed_seconds is not None and progress.elapsed_seconds > 0
     assert progress.eta_seconds == 0
 

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from stepanim import lifecycle
-from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
+from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, utcnow
 from stepanim.queues import NOTIFY_QUEUE, make_celery
 from stepanim.services import Services
 from stepanim.settings import Settings
@@ -51,10 +51,10 @@ def test_create_and_get(svc: Services) -> None:
 def test_lifecycle_records_timestamps_and_events(svc: Services) -> None:
     job = new_job(svc)
     lifecycle.start_rendering(svc, job.id)
-    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frame="k1")
-    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frame="k1")  # repeated: ignored
-    lifecycle.start_encoding(svc, job.id, frames=["k1"])
-    done = lifecycle.succeed(svc, job.id, None)
+    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frames=["k1"])
+    lifecycle.record_progress(svc, job.id, step=1, total=20, latest_frames=["k1"])  # repeated: ignored
+    lifecycle.start_encoding(svc, job.id, [JobImage(batch_index=0, seed=1, frames=["k1"])])
+    done = lifecycle.finish_encoding(svc, job.id, videos=None)
     assert done.status == JobStatus.succeeded
     assert done.started_at is not None and done.finished_at is not None
     assert done.started_at <= done.finished_at
@@ -79,7 +79,7 @@ def test_a_cancel_limited_to_some_statuses_leaves_the_others_alone(svc: Services
     with pytest.raises(lifecycle.TransitionError):
         lifecycle.cancel(svc, job.id, only_from=only)
     assert svc.store.get(job.id).status == JobStatus.rendering
-    lifecycle.start_encoding(svc, job.id, frames=[])
+    lifecycle.start_encoding(svc, job.id, [])
     assert lifecycle.cancel(svc, job.id, only_from=only).status == JobStatus.canceled
     assert lifecycle.cancel(svc, job.id, only_from=only).status == JobStatus.canceled  # repeating: a no-op
 
@@ -97,7 +97,7 @@ def test_concurrent_updates_are_not_lost(svc: Services) -> None:
 
     def bump(start: int) -> None:
         for step in range(start, 200, 4):
-            lifecycle.record_progress(svc, job.id, step=step, total=200, latest_frame=None)
+            lifecycle.record_progress(svc, job.id, step=step, total=200, latest_frames=[])
 
     threads = [threading.Thread(target=bump, args=(s,)) for s in range(1, 5)]
     for t in threads:

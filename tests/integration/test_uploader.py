@@ -132,7 +132,7 @@ def test_frames_reach_s3_through_the_helper(s3: S3Server) -> None:
 
 
 def test_a_frame_writer_with_an_uploader_stores_and_reports_every_step(tmp_path: Path, uploader: Uploader) -> None:
-    reports: list[tuple[int, str]] = []
+    reports: list[tuple[int, list[str]]] = []
     frames = FrameWriter(
         storage=LocalStorage(tmp_path, secret="s", base_url="http://x", ttl_seconds=60),
         decode=lambda latents: [np.full((4, 4, 3), 128, np.uint8) for _ in range(latents.shape[0])],

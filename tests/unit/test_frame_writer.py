@@ -24,14 +24,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.decoded: list[int] = []  # images per decode call
-        self.reports: list[list[tuple[int, str]]] = []
+        self.reports: list[list[tuple[int, list[str]]]] = []
         self.reported = threading.Event()
 
     def decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         self.decoded.append(latents.shape[0])
         return [np.full((4, 4, 3), 128, np.uint8) for _ in range(latents.shape[0])]
 
-    def on_frames(self, steps: list[tuple[int, str]]) -> None:
+    def on_frames(self, steps: list[tuple[int, list[str]]]) -> None:
         self.reports.append(steps)
         self.reported.set()
 
@@ -69,6 +69,9 @@ def test_every_step_is_written_and_reported_once_in_order(tmp_path: Path, seeds:
         assert [k.rsplit("/", 1)[1][4:7] for k in keys] == [f"{s:03d}" for s in range(1, 21)]
         assert all((tmp_path / k).read_bytes().startswith(b"\x89PNG") for k in keys), index
     assert [step for report in recorder.reports for step, _ in report] == list(range(1, 21))
+    # Each step's report names that step's frame of every image of the batch.
+    reported = [keys for report in recorder.reports for _, keys in report]
+    assert reported == [[keys[n] for keys in frames.keys] for n in range(20)]
     assert sum(recorder.decoded) == 20 * seeds
 
 
