@@ -143,11 +143,12 @@ def parse_video_options(text: str) -> dict[str, Any]:
 
 
 def validation_message(error: ValidationError, *, names: Mapping[tuple[str, ...], str] | None = None) -> str:
-    first = error.errors()[0]
-    path = tuple(str(p) for p in first["loc"])
-    where = (names or {}).get(path) or ".".join(path)
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    """Every refusal, ``where: why``, joined with ``; ``."""
+    parts = []
+    for item in error.errors():
+        path = tuple(str(p) for p in item["loc"])
+        parts.append(f"{(names or {}).get(path) or '.'.join(path)}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def build_request(args: argparse.Namespace, *, upload_id: str | None = None) -> AnimationCreate:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from stepanim.text import Text
+
 
 class JobStatus(StrEnum):
     """Where a job is: queued → rendering → encoding → succeeded, or failed / canceled."""
@@ -253,8 +255,12 @@ class AnimationCreate(BaseModel):
         },
     )
 
-    prompt: str = Field(min_length=1, description="What to draw.", examples=["a lighthouse on a cliff at dawn"])
-    negative_prompt: str = Field("", description="What to steer away from.", examples=["blurry"])
+    prompt: Text = Field(
+        min_length=1,
+        description="What to draw. Control characters (other than tab and newline) and lone surrogates are refused.",
+        examples=["a lighthouse on a cliff at dawn"],
+    )
+    negative_prompt: Text = Field("", description="What to steer away from.", examples=["blurry"])
     model: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
