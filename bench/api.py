@@ -25,11 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 from bench.stats import median_interval, paired_ratios
 from encoder.capabilities import probe_capabilities
 from encoder.ffmpeg import find_binary
 from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
-from stepanim.store import JobStore
+from stepanim.keys import Keys
+from stepanim.published import Published
 
 BODY = json.dumps(
     {"prompt": "a lighthouse", "steps": 20, "width": 512, "height": 512, "animation": {"duration": 3}}
@@ -104,8 +107,8 @@ def main() -> None:
         try:
             stack.start_redis()
             # As in production, an encoder has published what its ffmpeg can do (the API reads it).
-            store = JobStore.from_url(stack.redis_url)
-            store.set_capabilities(probe_capabilities(find_binary("ffmpeg", None)))
+            caps = probe_capabilities(find_binary("ffmpeg", None))
+            Published(redis.Redis.from_url(stack.redis_url), Keys()).set_encoder(caps, ttl=3600)
             stack.start_api()
             get, post = request_bytes("GET", "/healthz"), request_bytes("POST", "/animations", BODY)
             # Warm up both paths (connection pools, imports), then measure.

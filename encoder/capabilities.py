@@ -1,4 +1,4 @@
-"""Probing this worker's ffmpeg once at start-up and publishing what it supports.
+"""Probing this worker's ffmpeg once at start-up and keeping what it supports published.
 
 See ``stepanim.capabilities`` for why the encoder publishes and the API reads.
 """
@@ -10,6 +10,7 @@ import logging
 from encoder.ffmpeg import CODECS, FfmpegError, find_binary, listing, version
 from stepanim.capabilities import Capabilities, parse_encoders, parse_filters, supported
 from stepanim.jobs import Codec, Interpolation, utcnow
+from stepanim.published import Publisher, expiry
 from stepanim.services import Services
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,29 @@ def probe_capabilities(ffmpeg: str) -> Capabilities:
 
 
 def publish(svc: Services) -> Capabilities | None:
-    """Probe once and store the result for the API; logs (and returns None) when ffmpeg is unusable."""
+    """Probe this worker's ffmpeg and publish what it supports for the API (``stepanim.published``);
+    logs (and returns None) when ffmpeg is unusable."""
     try:
         caps = probe_capabilities(find_binary("ffmpeg", svc.settings.ffmpeg_path))
     except FfmpegError as e:
         log.error("encoder capabilities not published: %s", e)
         return None
-    svc.store.set_capabilities(caps)
+    svc.published.set_encoder(caps, ttl=expiry(svc.settings.publish_interval_seconds))
     log.info("encoder capabilities: codecs %s, interpolation %s", caps.codecs, caps.interpolations)
     return caps
+
+
+def start_publishing(svc: Services) -> Publisher | None:
+    """:func:`publish`, then keep the result published: the binary does not change while the
+    worker runs, but Redis may lose it (a restart without persistence)."""
+    caps = publish(svc)
+    if caps is None:
+        return None
+    published = svc.published
+    period = svc.settings.publish_interval_seconds
+    return Publisher(
+        "encoder capabilities",
+        lambda: published.set_encoder(caps, ttl=expiry(period)),
+        published.has_encoder,
+        period=period,
+    ).start()

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from encoder.timing import Segment, Timeline
 from stepanim.jobs import Codec, Interpolation
+from stepanim.processes import die_with_parent
 
 
 class FfmpegError(Exception):
@@ -275,7 +276,9 @@ def run_all(commands: list[list[str]], *, timeout: float, should_stop: Callable[
         running: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         for args in commands:
             log: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
-            running.append((subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log), log))
+            # die_with_parent: an encoder killed with SIGKILL leaves no ffmpeg running (stepanim.processes).
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent)
+            running.append((proc, log))
         try:
             pending = list(running)
             while pending:

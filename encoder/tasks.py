@@ -37,7 +37,8 @@ def services() -> Services:
 
 @worker_ready.connect
 def publish_capabilities(**_: Any) -> None:
-    capabilities.publish(services())
+    """Keep what this worker's ffmpeg supports published for the API (refreshed in a thread)."""
+    capabilities.start_publishing(services())
 
 
 @app.task(name=ENCODE_TASK, bind=True, max_retries=5)

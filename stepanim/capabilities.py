@@ -1,12 +1,12 @@
 """What the encoder's ffmpeg can do, and checking requests against it. Pure functions.
 
 Design: the encoder worker probes *its own* ffmpeg once when it starts (``ffmpeg
--encoders`` and ``-filters``, parsed here) and publishes the result in Redis through
-``JobStore.set_capabilities``; the API reads it from there for ``GET /capabilities``
+-encoders`` and ``-filters``, parsed here) and keeps the result published in Redis
+(``stepanim.published``); the API reads it from there for ``GET /capabilities``
 and to refuse a codec or interpolation that is missing with a 422. This is simpler
 and more robust than probing in the API: the binary that matters is the one the
 encoder runs (the API image needs no ffmpeg, and may not have the same build), and
-the API never imports the encoder package. The newest encoder to start wins; if
+the API never imports the encoder package. The newest encoder to publish wins; if
 several encoders with different ffmpeg builds share a queue, run the same image.
 Until an encoder has reported, ``GET /capabilities`` answers 503 and requests are
 not refused for their codec (the encoder then fails a job clearly if it must).

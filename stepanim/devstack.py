@@ -226,6 +226,20 @@ class Stack:
         self.start_reconciler()
         return self
 
+    def restart(self, name: str) -> Proc:
+        """Start process ``name`` (as it was started: a worker role, ``api``, ``redis`` or
+        ``reconciler``) again, after it exited."""
+        self.procs[name].stop()
+        if name == "redis":
+            self.start_redis(appendonly=self.redis_appendonly)
+        elif name == "api":
+            self.start_api()
+        elif name == "reconciler":
+            self.start_reconciler()
+        else:
+            self.start_worker(name)
+        return self.procs[name]
+
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop()

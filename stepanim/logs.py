@@ -1,7 +1,7 @@
 """Logging for every process: one JSON object per line, carrying the job's id.
 
 :func:`setup_logging` is called once per process: by ``api.app.create_app``, by each
-Celery worker (through Celery's ``setup_logging`` signal, hooked in ``make_celery``)
+Celery worker (through Celery's ``setup_logging`` signal, hooked in by ``stepanim.worker_hooks``)
 and by the reconciler. Lines look like::
 
     {"ts": "2025-01-01T12:00:00.123Z", "level": "info", "service": "worker",

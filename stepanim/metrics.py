@@ -105,7 +105,7 @@ def encode_finished(store: JobStore, *, seconds: float) -> None:
 
 # Celery hooks -------------------------------------------------------------------------
 def install_celery_hooks(settings: Settings) -> None:
-    """Count task retries, storage errors and failed webhook attempts. Called by ``make_celery``."""
+    """Count task retries, storage errors and failed webhook attempts (installed by ``stepanim.worker_hooks``)."""
     from celery.signals import task_retry
 
     from stepanim.storage import StorageError

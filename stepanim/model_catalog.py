@@ -9,7 +9,7 @@ It may also hold ``stepanim.json``::
 ``defaults`` are request fields (as in POST /animations) that suit the model: a client
 such as the web page fills them in when the model is chosen; the API does not apply
 them on its own. The render worker scans its folder when it starts and publishes the
-list in Redis (``JobStore.set_model_catalog``); ``GET /capabilities`` reads it from there,
+list in Redis, refreshed periodically (``stepanim.published``); ``GET /capabilities`` reads it from there,
 as it does the encoder's capabilities, so the API needs no access to the models.
 """
 

@@ -55,17 +55,7 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         task_soft_time_limit=settings.task_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds + 60,
     )
-    _install_hooks(settings, service=include[0].split(".")[0] if include else "api")
     return app
-
-
-def _install_hooks(settings: Settings, *, service: str) -> None:
-    """JSON logs with job ids, shared metrics, job leases and the shutdown timeout in every worker."""
-    from stepanim import logs, metrics, reconcile
-
-    logs.install_celery_hooks(service=service, level=settings.log_level, fmt=settings.log_format)
-    metrics.install_celery_hooks(settings)
-    reconcile.install_celery_hooks(shutdown_timeout=settings.shutdown_timeout_seconds)
 
 
 def task_message(app: Celery, name: str, args: list[Any], *, queue: str) -> str:

@@ -25,6 +25,7 @@ says by itself whether someone works on it:
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import logging
@@ -32,9 +33,11 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from stepanim import lifecycle
@@ -279,7 +282,7 @@ def install_celery_hooks(*, shutdown_timeout: float) -> None:
     shutdown). If they still run ``shutdown_timeout`` seconds later, the worker turns it
     into a cold shutdown (SIGQUIT to itself): the running task is terminated and its
     message requeued; the job's lease runs out and the reconciler hands it to another
-    worker. Called by ``make_celery``.
+    worker. Installed by ``stepanim.worker_hooks``.
     """
     from celery.signals import task_postrun, worker_shutting_down
 
@@ -302,8 +305,9 @@ def _hand_back() -> None:
 
 
 # The loop ---------------------------------------------------------------------------
-def run(settings: Settings, *, stop: threading.Event) -> None:
-    """Reconcile every ``reconcile_interval_seconds`` until ``stop`` is set."""
+def run(settings: Settings, *, stop: threading.Event, heartbeat: Path | None = None) -> None:
+    """Reconcile every ``reconcile_interval_seconds`` until ``stop`` is set; touch ``heartbeat``
+    (when given) after every pass, so a container health check can tell a stuck loop."""
     from stepanim import metrics
 
     svc = Services.from_settings(settings)
@@ -317,20 +321,40 @@ def run(settings: Settings, *, stop: threading.Event) -> None:
                 metrics.count(svc.store, "stepanim_reconciler_runs")
         except Exception:  # Redis restarting, say: keep going
             log.exception("reconciler: pass failed")
+        else:
+            if heartbeat is not None:
+                heartbeat.touch()
         stop.wait(interval)
 
 
-def main() -> None:
+def alive(heartbeat: Path, *, within: float) -> bool:
+    """Whether the loop writing ``heartbeat`` finished a pass in the last ``within`` seconds."""
+    try:
+        return time.time() - heartbeat.stat().st_mtime <= within
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
     from stepanim.logs import setup_logging
 
+    parser = argparse.ArgumentParser(description="Re-enqueue jobs whose worker was lost (see the module docstring).")
+    parser.add_argument("--heartbeat", type=Path, help="touch this file after every pass")
+    parser.add_argument(
+        "--check", type=Path, metavar="HEARTBEAT", help="health check: exit 0 if that file was touched lately, else 1"
+    )
+    args = parser.parse_args(argv)
     settings = get_settings()
+    if args.check is not None:  # three missed passes, or a pass stuck for a minute, is unhealthy
+        return 0 if alive(args.check, within=max(3 * settings.reconcile_interval_seconds, 60.0)) else 1
     setup_logging(service="reconciler", level=settings.log_level, fmt=settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop=stop)
+    run(settings, stop=stop, heartbeat=args.heartbeat)
     log.info("reconciler: stopped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

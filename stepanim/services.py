@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from stepanim.keys import Keys
+from stepanim.published import Published
 from stepanim.queues import make_celery
 from stepanim.settings import Settings
 from stepanim.storage import Storage, make_storage
@@ -18,6 +20,11 @@ class Services:
     store: JobStore
     storage: Storage
     celery: Celery
+
+    @property
+    def published(self) -> Published:
+        """What the workers published (encoder capabilities, models), through the store's connection."""
+        return Published(self.store.redis, Keys(self.store.prefix))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, celery: Celery | None = None) -> Services:

@@ -180,6 +180,14 @@ class Settings(BaseSettings):
         240.0, ge=0, description="On SIGTERM a worker lets its current job finish for this long, then hands it back."
     )
 
+    # What workers publish for the API (stepanim/published.py).
+    publish_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often workers re-publish their capabilities and models (they expire a little after; a "
+        "missing value is published again within a second, e.g. after a Redis restart).",
+    )
+
     # Logs.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="One JSON object per line, with job_id.")

@@ -20,8 +20,6 @@ Keys (``<p>`` is ``settings.key_prefix``):
 - ``<p>:apikey:<k>:webhook-secrets``  the key's webhook secrets, newest first, with expiry
 - ``<p>:idempotency:<t>:<sha256 of the key>``  what an Idempotency-Key produced
 - ``<p>:delivery:<webhook-id>``  attempts made of one webhook message (one scheduler per attempt)
-- ``<p>:capabilities:encoder``  what the encoder worker's ffmpeg supports (``stepanim.capabilities``)
-- ``<p>:capabilities:models``  the render worker's local models (``stepanim.model_catalog``)
 - ``<p>:upload:<id>``         the tenant that stored an init image; it expires with the upload's usability
 
 Celery's Redis transport keeps its own keys in the same database: one list per queue
@@ -46,10 +44,9 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 
-from stepanim.capabilities import Capabilities
 from stepanim.group_commit import ScriptBatch
 from stepanim.jobs import Job, JobStatus
-from stepanim.model_catalog import ModelInfo
+from stepanim.keys import Keys
 
 CLAIM_SECONDS = 60  # an Idempotency-Key claimed by a request that died is free again after this
 
@@ -228,18 +225,6 @@ class JobStore:
         entries: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(self._events_key(job_id), min=start)  # type: ignore[assignment]
         return [(_text(eid), json.loads(fields[b"data"])) for eid, fields in entries]
 
-    # Encoder capabilities -----------------------------------------------------------
-    def _capabilities_key(self) -> str:
-        return f"{self.prefix}:capabilities:encoder"
-
-    def set_capabilities(self, caps: Capabilities) -> None:
-        """Written by the encoder worker when it starts; no expiry (the next start overwrites it)."""
-        self.redis.set(self._capabilities_key(), caps.model_dump_json())
-
-    def get_capabilities(self) -> Capabilities | None:
-        raw = self.redis.get(self._capabilities_key())
-        return None if raw is None else Capabilities.model_validate_json(raw)
-
     # Uploads ----------------------------------------------------------------------------
     def _upload_key(self, upload_id: str) -> str:
         return f"{self.prefix}:upload:{upload_id}"
@@ -251,18 +236,6 @@ class JobStore:
     def upload_owner(self, upload_id: str) -> str | None:
         raw = self.redis.get(self._upload_key(upload_id))
         return None if raw is None else _text(raw)
-
-    # Render worker's models ---------------------------------------------------------
-    def _model_catalog_key(self) -> str:
-        return f"{self.prefix}:capabilities:models"
-
-    def set_model_catalog(self, models: list[ModelInfo]) -> None:
-        """Written by a render worker when it starts; the newest start wins."""
-        self.redis.set(self._model_catalog_key(), json.dumps([m.model_dump(mode="json") for m in models]))
-
-    def get_model_catalog(self) -> list[ModelInfo]:
-        raw = self.redis.get(self._model_catalog_key())
-        return [] if raw is None else [ModelInfo.model_validate(m) for m in json.loads(raw)]
 
     def ping(self) -> None:
         self.redis.ping()
@@ -703,6 +676,7 @@ class AsyncJobStore:
     def __init__(self, client: redis.asyncio.Redis, store: JobStore) -> None:
         self.client = client
         self.store = store
+        self.keys = Keys(store.prefix)
         # Concurrent requests share round trips (group commit): see stepanim.group_commit.
         self._admit = ScriptBatch(client, _ADMIT)
         self._count = ScriptBatch(client, _COUNT)
@@ -710,10 +684,6 @@ class AsyncJobStore:
     async def get(self, job_id: str) -> Job | None:
         raw = await self.client.get(self.store._job_key(job_id))
         return None if raw is None else Job.model_validate_json(raw)
-
-    async def get_capabilities(self) -> Capabilities | None:
-        raw = await self.client.get(self.store._capabilities_key())
-        return None if raw is None else Capabilities.model_validate_json(raw)
 
     # Admission ----------------------------------------------------------------------
     async def admit(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from functools import cache
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from stepanim import lifecycle, metrics, model_catalog, reconcile
 from stepanim.jobs import JobStatus
+from stepanim.published import Publisher, expiry
 from stepanim.queues import RENDER_TASK, enqueue_encode
 from stepanim.retries import retry_or_fail
 from stepanim.services import Services
@@ -42,13 +45,32 @@ def uploader() -> Uploader | None:
     return frame_uploader(get_settings())
 
 
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # this worker's published models (the main process's id)
+
+
 @worker_ready.connect
 def publish_models(**_: Any) -> None:
-    """Tell the API which models this worker has (GET /capabilities lists them)."""
+    """Tell the API which models this worker has (GET /capabilities lists them), and keep
+    telling it (stepanim.published): the folder is scanned again at every refresh."""
     svc = services()
-    models = model_catalog.scan(svc.settings.models_dir)
-    svc.store.set_model_catalog(models)
-    log.info("models published: %s", ", ".join(m.name for m in models) or "none")
+    published = svc.published
+    period = svc.settings.publish_interval_seconds
+
+    def publish() -> None:
+        models = model_catalog.scan(svc.settings.models_dir)
+        published.set_models(WORKER_ID, models, ttl=expiry(period))
+        log.debug("models published: %s", ", ".join(m.name for m in models) or "none")
+
+    Publisher("render worker models", publish, lambda: published.has_models(WORKER_ID), period=period).start()
+
+
+@worker_shutdown.connect
+def withdraw_models(**_: Any) -> None:
+    """A stopping worker no longer offers its models."""
+    try:
+        services().published.withdraw_models(WORKER_ID)
+    except Exception as e:  # Redis away: they expire by themselves
+        log.warning("models not withdrawn: %s", e)
 
 
 @app.task(name=RENDER_TASK, bind=True, max_retries=5)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
+from stepanim import published
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.jobs import SCHEDULERS, AnimationCreate, Codec, Interpolation, VideoOptions
 from stepanim.model_catalog import ModelInfo
@@ -42,12 +43,13 @@ class CapabilitiesPublic(BaseModel):
     )
     ffmpeg_version: str = Field(description="The encoder's ffmpeg, as it reports itself.", examples=["5.1.9"])
     probed_at: str = Field(
-        description="When the encoder worker probed its ffmpeg (once, at start-up).",
+        description="When the encoder worker probed its ffmpeg (once, at its start; it re-publishes the result "
+        "periodically).",
         examples=["2026-01-02T03:04:05Z"],
     )
 
 
-CACHE_SECONDS = 5.0  # encoders publish only when they start: a few seconds of staleness are harmless
+CACHE_SECONDS = 5.0  # encoders re-publish every publish_interval_seconds: a few seconds of staleness are harmless
 
 
 def _cached(request: Request) -> Capabilities | None:
@@ -66,12 +68,12 @@ def _remember(request: Request, caps: Capabilities | None) -> Capabilities | Non
 
 def current(request: Request, svc: Services) -> Capabilities | None:
     """The encoder's capabilities, read from Redis at most every ``CACHE_SECONDS`` per API process."""
-    return _cached(request) or _remember(request, svc.store.get_capabilities())
+    return _cached(request) or _remember(request, svc.published.encoder())
 
 
 async def current_async(request: Request, store: AsyncJobStore) -> Capabilities | None:
     """:func:`current`, for the event loop."""
-    return _cached(request) or _remember(request, await store.get_capabilities())
+    return _cached(request) or _remember(request, await published.encoder_async(store.client, store.keys))
 
 
 def require(caps: Capabilities | None, options: VideoOptions, field: str) -> None:
@@ -92,8 +94,9 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
     """Codecs and interpolation modes the installed ffmpeg really supports, the scheduler names,
     the model a job gets when it names none, and the render workers' local models.
 
-    The encoder worker probes its own ffmpeg once when it starts and publishes the
-    result; requests for anything missing are refused with 422.
+    The encoder worker probes its own ffmpeg when it starts and keeps the result
+    published (also across a Redis restart); requests for anything missing are refused
+    with 422.
     """
     caps = current(request, svc)
     if caps is None:
@@ -108,7 +111,7 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
         interpolations=caps.interpolations,
         schedulers=list(SCHEDULERS),
         default_model=svc.settings.default_model,
-        models=svc.store.get_model_catalog(),
+        models=svc.published.models(),
         missing=caps.missing,
         ffmpeg_version=caps.ffmpeg_version,
         probed_at=caps.probed_at.isoformat(),

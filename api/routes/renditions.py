@@ -90,7 +90,7 @@ def create_rendition(
 
 def add(job: Job, body: VideoOptions, svc: Services) -> Rendition:
     """Record a new rendition of ``job`` and queue it for the encoder; refusals are ApiErrors."""
-    require(svc.store.get_capabilities(), body, "body")  # rarely called: read fresh
+    require(svc.published.encoder(), body, "body")  # rarely called: read fresh
     frames = min((len(image.frames) for image in job.images), default=0)  # every image has as many
     if frames and body.skip_steps >= frames:
         raise ApiError(

@@ -16,6 +16,7 @@ import pytest
 
 from stepanim.devstack import ROOT, free_port
 from tests.conftest import ffprobe_json
+from tests.processes import descendants, is_running
 
 pytestmark = pytest.mark.slow
 
@@ -39,32 +40,6 @@ def test_make_demo_prints_the_path_of_a_playable_h264_video_last(tmp_path: Path)
     stream = probe["streams"][0]
     assert stream["codec_name"] == "h264" and stream["pix_fmt"] == "yuv420p"
     assert abs(float(probe["format"]["duration"]) - 3.0) < 0.15
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (zombies are gone already: they only wait for their parent)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def is_running(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_serve_stops_every_process_it_started_on_ctrl_c(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from stepanim import auth
 from stepanim.devstack import ROOT, Stack
@@ -42,9 +43,11 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         # GET /capabilities answers 503 and renditions cannot be checked.
         from encoder.capabilities import probe_capabilities
         from encoder.ffmpeg import find_binary
-        from stepanim.store import JobStore
+        from stepanim.keys import Keys
+        from stepanim.published import Published
 
-        JobStore.from_url(stack.redis_url).set_capabilities(probe_capabilities(find_binary("ffmpeg", None)))
+        caps = probe_capabilities(find_binary("ffmpeg", None))
+        Published(redis.Redis.from_url(stack.redis_url), Keys()).set_encoder(caps, ttl=3600)
         stack.start_api()
         command = [
             str(Path(sys.executable).parent / "schemathesis"),

@@ -61,16 +61,36 @@ def test_dockerfiles_run_as_non_root_and_pin_torch(name: str) -> None:
         assert not any("torch" in line or "diffusers" in line for line in installs)
 
 
+def test_every_long_running_service_restarts_and_has_a_health_check() -> None:
+    services = compose_config()["services"]
+    one_shot = {"minio-init"}
+    for name, service in services.items():
+        if name in one_shot:
+            assert service.get("restart", "no") == "no", name
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        if name != "flower":  # a monitoring UI behind a profile
+            assert service.get("healthcheck", {}).get("test"), name
+
+
 def test_compose_runs_the_reconciler_and_workers_shut_down_gracefully() -> None:
     services = compose_config()["services"]
-    assert services["reconciler"]["command"] == ["python", "-m", "stepanim.reconcile"]
+    assert services["reconciler"]["command"][:3] == ["python", "-m", "stepanim.reconcile"]
+    assert services["reconciler"]["healthcheck"]["test"][1:] == [
+        "python",
+        "-m",
+        "stepanim.reconcile",
+        "--check",
+        "/tmp/reconciler.alive",
+    ]
     env = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line)
     shutdown_timeout = float(env["STEPANIM_SHUTDOWN_TIMEOUT_SECONDS"])
+    for name in ("render", "encoder", "notify"):
+        assert "inspect ping" in " ".join(services[name]["healthcheck"]["test"]), name
     for name in ("render", "encoder"):
         grace = services[name]["stop_grace_period"]  # compose normalises it to e.g. "5m0s"
         minutes, seconds = re.fullmatch(r"(?:(\d+)m)?(\d+)s", grace).groups()  # type: ignore[union-attr]
         assert int(minutes or 0) * 60 + int(seconds) > shutdown_timeout, name
-        assert "inspect ping" in " ".join(services[name]["healthcheck"]["test"])
     assert "--timeout-graceful-shutdown" in services["api"]["command"]
     assert "--no-access-log" in services["api"]["command"]  # the app writes its own JSON access line
 

@@ -1,0 +1,43 @@
+"""Looking at the process tree from a test (Linux /proc)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, command name) of every process."""
+    table: dict[int, tuple[int, str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                head, rest = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            fields = rest.split()
+            table[int(entry.name)] = (int(fields[1]), fields[0], head.split("(", 1)[1])
+    return table
+
+
+def descendants(pid: int, *, named: str | None = None) -> set[int]:
+    """Every live process below ``pid`` (zombies are gone already: they only wait for their
+    parent), or only those whose command name is ``named``."""
+    table = {p: row for p, row in _table().items() if row[1] != "Z"}
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return {p for p in found if named is None or table[p][2] == named}
+
+
+def named(name: str) -> set[int]:
+    """Every live process whose command name is ``name``, wherever it is in the tree."""
+    return {pid for pid, (_, state, command) in _table().items() if command == name and state != "Z"}
+
+
+def is_running(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
