@@ -13,6 +13,7 @@ from api import errors, openapi, web
 from api.limits import BodySizeLimit
 from api.routes import animations, capabilities, events, files, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
+from stepanim.admission import Admission
 from stepanim.logs import setup_logging
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
@@ -38,7 +39,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         client = redis.asyncio.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
         )
-        app.state.async_store = AsyncJobStore(client, app.state.services.store)
+        keys = app.state.services.keys
+        app.state.async_store = AsyncJobStore(client, keys)
+        app.state.admission = Admission(client, keys, ttl=settings.job_ttl_seconds)
         # What exists now (modules, the app, settings) lives as long as the process: keep it out
         # of the collector's full passes, which would otherwise walk all of it, every time, in
         # the middle of a request (tens of milliseconds on a small machine).
@@ -52,7 +55,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
-    app.include_router(animations.create_router)
     app.include_router(animations.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

@@ -10,6 +10,7 @@ from fastapi.security import HTTPBearer
 
 from api.errors import ApiError
 from stepanim import auth
+from stepanim.admission import Admission, RateLimit
 from stepanim.jobs import Job
 from stepanim.naming import check_job_id
 from stepanim.services import Services
@@ -33,65 +34,85 @@ def retry_after(seconds: float) -> dict[str, str]:
 def authenticate(request: Request, svc: Services) -> auth.Principal:
     """The caller, from its API key (or the development tenant when that mode is on)."""
     try:
-        return auth.authenticate(svc.settings, auth.parse_bearer(request.headers.get("authorization")))
+        return auth.authenticate_header(svc.settings, request.headers.get("authorization"))
     except auth.AuthError as e:
         raise ApiError(401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="stepanim"'}) from e
 
 
-def rate_limits(settings: Settings, *, creates: bool) -> list[tuple[str, int, str]]:
-    """The key's (bucket, limit per minute, what is counted) windows: all requests, and new animations."""
-    limits = [("all", settings.rate_limit_per_minute, "requests")]
+def rate_limits(settings: Settings, *, creates: bool) -> list[RateLimit]:
+    """The key's windows: all requests, and new animations."""
+    limits = [RateLimit("all", settings.rate_limit_per_minute, "requests")]
     if creates:
-        limits.append(("create", settings.create_rate_limit_per_minute, "new animations"))
+        limits.append(RateLimit("create", settings.create_rate_limit_per_minute, "new animations"))
     return limits
 
 
-def refuse_if_limited(limits: list[tuple[str, int, str]], waits: list[float | None]) -> None:
+def refuse_if_limited(limits: list[RateLimit], waits: list[float | None]) -> None:
     """429 with Retry-After for the first window that is full."""
-    for (_, limit, what), wait in zip(limits, waits, strict=True):
+    for limit, wait in zip(limits, waits, strict=True):
         if wait is not None:
             raise ApiError(
                 429,
                 "rate_limited",
-                f"more than {limit} {what} a minute for this API key",
+                f"more than {limit.limit} {limit.what} a minute for this API key",
                 headers=retry_after(wait),
             )
 
 
-async def rate_limit(store: AsyncJobStore, settings: Settings, principal: auth.Principal, *, creates: bool) -> None:
+async def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
+
+
+async def get_async_store(request: Request) -> AsyncJobStore:
+    store: AsyncJobStore = request.app.state.async_store
+    return store
+
+
+AsyncStoreDep = Annotated[AsyncJobStore, Depends(get_async_store)]
+
+
+async def rate_limit(admission: Admission, settings: Settings, principal: auth.Principal, *, creates: bool) -> None:
     """Count the request against the key's limits (all requests; new animations too when ``creates``): 429 when over."""
     limits = rate_limits(settings, creates=creates)
-    refuse_if_limited(limits, await store.hit_rates(principal.key_id, [(b, n) for b, n, _ in limits]))
+    refuse_if_limited(limits, await admission.hit_rates(principal.key_id, limits))
 
 
 SCHEME_NAME = "ApiKey"  # the security scheme's name in the OpenAPI document
 
 
 class ApiKeyAuth(HTTPBearer):
-    """The dependency that authenticates the caller (``Authorization: Bearer sa_...``) and
-    counts the request against the key's rate limit.
+    """The dependency that authenticates the caller (``Authorization: Bearer sa_...``) and, unless
+    ``counted`` is False, counts the request against the key's rate limit.
 
-    A subclass of ``HTTPBearer``: one dependency that both declares the scheme in the
-    OpenAPI document and does the work (every dependency costs each request its own
-    resolution). ``POST /animations`` authenticates by hand instead, and is counted in the
-    Redis script that admits the job (``api.routes.animations``).
+    A subclass of ``HTTPBearer``, so that it both declares the scheme in the OpenAPI document
+    and does the work. ``POST /animations`` uses it with ``counted=False``: the admission
+    script counts that request (``stepanim.admission``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, counted: bool = True) -> None:
         super().__init__(
             auto_error=False,
             scheme_name=SCHEME_NAME,
-            description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`).",
+            description="An API key: `Authorization: Bearer sa_...` (`python -m stepanim.auth new-key`). "
+            "In development mode (`STEPANIM_ALLOW_ANONYMOUS`) any key, or none, acts as tenant `dev`.",
         )
+        self.counted = counted
 
     async def __call__(self, request: Request) -> auth.Principal:  # type: ignore[override]
         svc: Services = request.app.state.services
         principal = authenticate(request, svc)
-        await rate_limit(request.app.state.async_store, svc.settings, principal, creates=False)
+        if self.counted:
+            await rate_limit(request.app.state.admission, svc.settings, principal, creates=False)
         return principal
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(ApiKeyAuth())]
+# The caller of POST /animations, whose request the admission script counts.
+CreatorDep = Annotated[auth.Principal, Depends(ApiKeyAuth(counted=False))]
 
 
 def get_job(

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Header
-from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic import BaseModel
 
 from api.errors import ApiError
-from api.params import header_parameter
-from stepanim.store import IdempotencyRecord, JobStore
+from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 KEY_EXAMPLES = ["5e1f3c9a-6c1d-4f0e-9d8b-2a7f4b3c1e0d"]
-# The header's value checked by hand (``api.params.header``), with the error FastAPI gives.
-KEY_ADAPTER: TypeAdapter[str] = TypeAdapter(Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)])
 
 
 def key_description(what: str) -> str:
@@ -38,17 +35,6 @@ def key_description(what: str) -> str:
 def key_header(what: str) -> Any:
     """The ``Idempotency-Key`` header parameter of a POST that creates ``what``."""
     return Header(pattern=IDEMPOTENCY_KEY_PATTERN, description=key_description(what), examples=KEY_EXAMPLES)
-
-
-def key_parameter(what: str) -> dict[str, Any]:
-    """The same parameter's OpenAPI entry, for a route that reads the header by hand."""
-    return header_parameter(
-        "idempotency-key",
-        title="Idempotency-Key",
-        description=key_description(what),
-        examples=KEY_EXAMPLES,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-    )
 
 
 def fingerprint(body: BaseModel) -> str:
@@ -67,44 +53,53 @@ def replayed_id(record: IdempotencyRecord, print_: str) -> str:
             "Idempotency-Key: this key was used with a different request body",
             details=[{"field": "Idempotency-Key", "message": "used before with a different body"}],
         )
-    if record.job_id is None:
+    if record.made is None:
         raise ApiError(
             409,
             "idempotency_conflict",
             "Idempotency-Key: a request with this key is still being processed; retry shortly",
             headers={"Retry-After": "1"},
         )
-    return record.job_id
+    return record.made
 
 
-def run_once(
-    store: JobStore,
+async def claim(
+    admission: Admission, request: IdempotencyRequest, *, exists: Callable[[str], Awaitable[bool]]
+) -> tuple[IdempotencyRequest, str | None]:
+    """Claim the key before making anything: (the request, now holding the claim, None); or
+    (the request, the id it made) when the key made something that still ``exists`` (a
+    replay); 422 or 409 as :func:`replayed_id` says. A key whose thing expired is released
+    and claimed afresh."""
+    while True:
+        claimed, record = await admission.claim(request)
+        if record is None:
+            return claimed, None
+        made = replayed_id(record, request.fingerprint)
+        if await exists(made):
+            return request, made
+        await admission.release(request, record)
+
+
+async def run_once(
+    admission: Admission,
+    request: IdempotencyRequest | None,
     *,
-    tenant: str,
-    key: str | None,
-    body: BaseModel,
-    make: Callable[[], str],
-    exists: Callable[[str], bool],
-    ttl: int,
+    make: Callable[[], Awaitable[str]],
+    exists: Callable[[str], Awaitable[bool]],
 ) -> tuple[str, bool]:
-    """``make()`` once per (tenant, key); returns (the id it made, whether this is a replay).
+    """``make()`` once per key; returns (the id it made, whether this is a replay).
 
-    (New jobs take the same rules in one Redis script instead: ``api.routes.animations.accept``.)
+    (New jobs take the same rules in the admission script instead: ``api.routes.animations``.)
     """
-    if key is None:
-        return make(), False
-    print_ = fingerprint(body)
-    record = store.claim_idempotency(tenant, key, print_)
-    if record is not None:
-        made_before = replayed_id(record, print_)
-        if exists(made_before):
-            return made_before, True
-        store.release_idempotency(tenant, key)  # what it made expired before the key: start afresh
-        return run_once(store, tenant=tenant, key=key, body=body, make=make, exists=exists, ttl=ttl)
+    if request is None:
+        return await make(), False
+    claimed, made = await claim(admission, request, exists=exists)
+    if made is not None:
+        return made, True
     try:
-        made = make()
+        made = await make()
     except BaseException:
-        store.release_idempotency(tenant, key)
+        await admission.release_claim(claimed)
         raise
-    store.complete_idempotency(tenant, key, print_, made, ttl=ttl)
+    await admission.complete(claimed, made)
     return made, False

@@ -33,6 +33,7 @@ import torch
 
 from bench.stats import median_interval, paired_ratios
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.devstack import Stack
 from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.services import Services
@@ -67,7 +68,7 @@ def capture_run(
     body = AnimationCreate.model_validate(request)
     now = utcnow()
     job = Job(id=uuid.uuid4().hex, request=body, model="tiny-sd", seed=SEED, created_at=now, updated_at=now)
-    svc.store.create(job)
+    admit_now(svc.store, job)
     job = lifecycle.start_rendering(svc, job.id)
     return lambda: render(job, svc, pipes, uploader)
 

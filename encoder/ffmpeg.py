@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from encoder.timing import Segment, Timeline
+from stepanim.failures import EncodeError
 from stepanim.jobs import Codec, Interpolation
 from stepanim.processes import die_with_parent
 
 
-class FfmpegError(Exception):
+class FfmpegError(EncodeError):
     """ffmpeg or ffprobe is missing, failed, or produced an unusable file."""
 
 

@@ -19,14 +19,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from encoder.encode import encode_sequence, sequence_path
-from encoder.ffmpeg import CODECS, FfmpegError, find_binary
+from encoder.ffmpeg import CODECS, find_binary
 from stepanim import lifecycle
+from stepanim.cancel import CancelWatch
+from stepanim.failures import EncodeError, IncompleteRender, JobFailure
 from stepanim.jobs import (
     ArchiveInfo,
     ErrorInfo,
     Job,
     JobImage,
-    JobStatus,
     Rendition,
     RenditionStatus,
     VideoInfo,
@@ -44,10 +45,6 @@ from stepanim.services import Services
 from stepanim.storage import StorageError
 
 log = logging.getLogger(__name__)
-
-
-class IncompleteRender(Exception):
-    """The sampler made fewer steps than asked and the job did not ask to run on incomplete data."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def parallelism(svc: Services) -> int:
 def frame_ext(keys: list[str]) -> str:
     exts = {PurePosixPath(key).suffix.lstrip(".").lower() for key in keys}
     if len(exts) != 1:
-        raise ValueError(f"frames must share one image format, found {sorted(exts)}")
+        raise EncodeError(f"frames must share one image format, found {sorted(exts)}")
     return exts.pop()
 
 
@@ -211,9 +208,9 @@ def make_renditions(job: Job, svc: Services, *, folders: list[ImageFolder], mani
         lifecycle.rendition_status(svc, job.id, rendition.id, RenditionStatus.encoding)
         try:
             videos = make_rendition(job, svc, rendition, folders=folders, manifest=manifest)
-        except (FfmpegError, ValueError) as e:
+        except JobFailure as e:
             lifecycle.rendition_status(
-                svc, job.id, rendition.id, RenditionStatus.failed, error=ErrorInfo(code="encode_error", message=str(e))
+                svc, job.id, rendition.id, RenditionStatus.failed, error=ErrorInfo(code=e.code, message=str(e))
             )
             continue
         lifecycle.rendition_status(svc, job.id, rendition.id, RenditionStatus.succeeded, videos=videos)
@@ -223,16 +220,16 @@ def encode_job(job: Job, svc: Services) -> Outcome:
     """Every image's video (or, frames-only, one zip of every image's frames) and the
     renditions asked for up front.
 
-    Raises :class:`IncompleteRender`, :class:`FfmpegError`, ``NotFound`` (a frame or the
-    manifest is missing) or ``StorageError``; nothing is published for the job's videos
-    in that case.
+    Raises a :class:`JobFailure` (``IncompleteRender``, ``EncodeError``), ``EncodeCanceled``,
+    ``NotFound`` (a frame or the manifest is missing) or ``StorageError``; nothing is
+    published for the job's videos in that case.
     """
     options = job.request.animation
     manifest = load_manifest(job.id, svc)
     check_complete(job, manifest)
     if not job.frame_keys():
-        raise ValueError("the render captured no frames")
-    with tempfile.TemporaryDirectory(prefix=f"encode-{job.id[:8]}-") as tmp:
+        raise EncodeError("the render captured no frames")
+    with tempfile.TemporaryDirectory(prefix=f"encode-{job.id[:8]}-") as tmp, CancelWatch(svc.store, job.id) as cancel:
         first = 1 if job.request.renditions or options.frames_only else options.skip_steps + 1
         folders = download_images(job, Path(tmp), svc, first=first)
         if options.frames_only:
@@ -245,9 +242,7 @@ def encode_job(job: Job, svc: Services) -> Outcome:
                 options=options,
                 manifest=manifest,
                 key_for=lambda name: video_key(job.id, name),
-                # The API cancels an encoding job by its status (the cancel flag may be set already:
-                # a render canceled with run_on_incomplete still encodes what it made).
-                should_stop=lambda: svc.store.get(job.id).status == JobStatus.canceled,
+                should_stop=cancel.is_set,  # a cancel stops ffmpeg within a moment (stepanim.cancel)
             )
             for folder in folders
         ]

@@ -16,9 +16,10 @@ from celery.signals import worker_ready
 
 from encoder import capabilities
 from encoder.app import app
-from encoder.ffmpeg import EncodeCanceled, FfmpegError
-from encoder.job import IncompleteRender, delete_frames, encode_job, encode_rendition
-from stepanim import lifecycle, metrics, reconcile
+from encoder.ffmpeg import EncodeCanceled
+from encoder.job import delete_frames, encode_job, encode_rendition
+from stepanim import leases, lifecycle, metrics
+from stepanim.failures import EncodeError, JobFailure
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
 from stepanim.queues import ENCODE_TASK
 from stepanim.retries import retry_or_fail
@@ -54,8 +55,8 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
         return
     if job.status != JobStatus.encoding:
         return  # finished, canceled, or a duplicate delivery
-    if not reconcile.acquire_lease(svc, job_id, stage="encode", task=self):
-        return  # another live worker encodes this job (ops: lease, see stepanim/reconcile.py)
+    if leases.acquire_lease(svc.leases, job_id, stage="encode", task=self, ttl=svc.settings.lease_seconds) is None:
+        return  # another live worker encodes this job (see stepanim/leases.py)
     started = time.monotonic()
     try:
         outcome = encode_job(job, svc)
@@ -63,12 +64,11 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
         log.info("encode: job %s was canceled; ffmpeg stopped, nothing published", job_id)
         lifecycle.cancel(svc, job_id)  # the API has usually done so already: a no-op then
         return
-    except IncompleteRender as e:
-        lifecycle.fail(svc, job_id, "incomplete_render", str(e))
+    except JobFailure as e:
+        lifecycle.fail(svc, job_id, e.code, str(e))
         return
-    except (FfmpegError, NotFound, ValueError) as e:
-        # NotFound: a frame or the manifest is missing; retrying cannot bring it back.
-        lifecycle.fail(svc, job_id, "encode_error", str(e))
+    except NotFound as e:  # a frame or the manifest is missing; retrying cannot bring it back
+        lifecycle.fail(svc, job_id, EncodeError.code, f"a stored frame or the manifest is missing: {e}")
         return
     except StorageError as e:
         retry_or_fail(self, svc, job_id, e)
@@ -98,8 +98,8 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
     except NotFound as e:
         failed("frames_missing", f"a stored frame or the manifest is gone, cannot re-encode: {e}")
         return
-    except (FfmpegError, ValueError) as e:
-        failed("encode_error", str(e))
+    except JobFailure as e:
+        failed(e.code, str(e))
         return
     except StorageError as e:
         retry_or_fail(task, svc, job_id, e, fail=failed)

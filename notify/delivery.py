@@ -40,7 +40,7 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
         return None
     step = job.progress.step if event == "animation.progress" else None
     msg_id = webhooks.message_id(job_id, event, step=step)
-    if svc.store.delivery_attempts(msg_id) >= number:
+    if svc.webhooks.attempts(msg_id) >= number:
         log.info("webhook %s attempt %d was already made", msg_id, number)
         return None
     settings = svc.settings
@@ -50,7 +50,7 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
         str(job.request.webhook),
         body,
         msg_id=msg_id,
-        secrets=webhooks.current_secrets(svc.store, settings, job.key_id or ANONYMOUS_KEY_ID),
+        secrets=webhooks.current_secrets(svc.webhooks, settings, job.key_id or ANONYMOUS_KEY_ID),
         timeout=settings.webhook_timeout_seconds,
         allow=settings.outbound_allow,
     )
@@ -65,10 +65,10 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
         )
     now = time.time()
     next_at = now + delay if delay is not None else None
-    if not svc.store.advance_delivery(msg_id, number):
+    if not svc.webhooks.advance(msg_id, number):
         log.info("webhook %s attempt %d was recorded by another task", msg_id, number)
         return None
-    svc.store.record_delivery(
+    svc.webhooks.record(
         job_id,
         webhooks.attempt_record(msg_id=msg_id, event=event, number=number, attempt=attempt, at=now, next_at=next_at),
     )

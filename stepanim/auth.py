@@ -61,19 +61,34 @@ def parse_bearer(authorization: str | None) -> str | None:
 
 
 def authenticate(settings: Settings, token: str | None) -> Principal:
-    """The principal for a bearer token (or for none, in development mode); raises AuthError."""
+    """The principal for a bearer token; raises AuthError. In development mode
+    (``allow_anonymous``) a configured key is still its own tenant, and anything else (no key,
+    an unknown one) acts as the development tenant, so examples work with or without a key."""
+    found: ApiKeyConfig | None = None
+    if token is not None:
+        digest = hash_key(token)
+        for key in settings.api_keys:  # compare every entry, in constant time each
+            if hmac.compare_digest(key.sha256, digest):
+                found = key
+    if found is not None:
+        return Principal(key_id=found.id, tenant=found.tenant, webhook_secret=found.webhook_secret)
+    if settings.allow_anonymous:
+        return principal_for_anonymous(settings)
     if token is None:
+        raise AuthError("an API key is required: send 'Authorization: Bearer <API key>'")
+    raise AuthError("unknown API key")
+
+
+def authenticate_header(settings: Settings, authorization: str | None) -> Principal:
+    """:func:`authenticate` for an ``Authorization`` header; a malformed one is refused, except
+    in development mode, where it counts as no key."""
+    try:
+        token = parse_bearer(authorization)
+    except AuthError:
         if settings.allow_anonymous:
             return principal_for_anonymous(settings)
-        raise AuthError("an API key is required: send 'Authorization: Bearer <API key>'")
-    digest = hash_key(token)
-    found: ApiKeyConfig | None = None
-    for key in settings.api_keys:  # compare every entry, in constant time each
-        if hmac.compare_digest(key.sha256, digest):
-            found = key
-    if found is None:
-        raise AuthError("unknown API key")
-    return Principal(key_id=found.id, tenant=found.tenant, webhook_secret=found.webhook_secret)
+        raise
+    return authenticate(settings, token)
 
 
 def principal_for_anonymous(settings: Settings) -> Principal:

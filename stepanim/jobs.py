@@ -384,7 +384,14 @@ class AnimationCreate(BaseModel):
         return [seed + i for i in range(self.batch_size)]
 
 
+# What a rendering job does before its steps come: loading the model, then sampling.
+Stage = Literal["loading_model", "sampling"]
+
+
 class Progress(BaseModel):
+    stage: Stage | None = Field(
+        None, description="What the render worker does: loading the model, then sampling (None while queued)."
+    )
     step: int = Field(0, description="Steps captured so far.")
     total: int = Field(0, description="Steps requested.")
     latest_frames: list[str] = Field(

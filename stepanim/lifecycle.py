@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from stepanim import metrics
+from stepanim.admission import release_place
+from stepanim.events import ProgressEvent, RenditionEvent, StageEvent, StatusEvent
 from stepanim.jobs import (
     MAX_RENDITIONS,
     ArchiveInfo,
@@ -22,6 +25,7 @@ from stepanim.jobs import (
     Progress,
     Rendition,
     RenditionStatus,
+    Stage,
     VideoInfo,
     can_transition,
     utcnow,
@@ -70,21 +74,19 @@ def transition(
         changed = True
         return job
 
-    job = svc.store.update(job_id, apply, event={"type": "status", "status": target.value})
+    job = svc.store.update(job_id, apply, event=StatusEvent(status=target))
     if changed and target.is_terminal():
         _closed(svc, job)
-    if changed and target.is_terminal() and job.key_id is not None:
-        svc.store.release_active(job.key_id, job_id)
     if changed and target in WEBHOOK_EVENT_OF:
         _notify(svc, job, WEBHOOK_EVENT_OF[target])
     return job
 
 
 def _closed(svc: Services, job: Job) -> None:
-    """A job just became terminal: out of the reconciler's open set, into the counters."""
-    from stepanim import metrics
-
+    """A job just became terminal: out of the reconciler's open set and its key's quota, into the counters."""
     svc.store.mark_closed(job.id)
+    if job.key_id is not None:
+        release_place(svc.redis, svc.keys, job.key_id, job.id)
     metrics.count(svc.store, "stepanim_jobs_finished", status=job.status.value)
     if job.error is not None:
         metrics.count(svc.store, "stepanim_job_errors", code=job.error.code)
@@ -128,6 +130,20 @@ def cancel(svc: Services, job_id: str, *, only_from: frozenset[JobStatus] | None
     return transition(svc, job_id, JobStatus.canceled, only_from=only_from)
 
 
+def enter_stage(svc: Services, job_id: str, stage: Stage) -> Job:
+    """What a rendering job is doing before its first step: ``loading_model``, then ``sampling``
+    (shown as ``progress.stage``, and as a ``stage`` event)."""
+
+    def apply(job: Job) -> Job | None:
+        if job.status != JobStatus.rendering or job.progress.stage == stage:
+            return None
+        job.progress.stage = stage
+        job.updated_at = utcnow()
+        return job
+
+    return svc.store.update(job_id, apply, event=StageEvent(stage=stage))
+
+
 def record_progress(
     svc: Services,
     job_id: str,
@@ -155,6 +171,7 @@ def record_progress(
         if job.status != JobStatus.rendering or step <= job.progress.step:
             return None
         job.progress = Progress(
+            stage="sampling",
             step=step,
             total=total,
             latest_frames=latest_frames,
@@ -165,10 +182,7 @@ def record_progress(
         changed = True
         return job
 
-    events = [
-        {"type": "progress", "step": n, "total": total, "frames": keys}
-        for n, keys in [*earlier_steps, (step, latest_frames)]
-    ]
+    events = [ProgressEvent(step=n, total=total, frames=keys) for n, keys in [*earlier_steps, (step, latest_frames)]]
     job = svc.store.update(job_id, apply, event=events)
     if (
         changed
@@ -235,9 +249,7 @@ def add_rendition(svc: Services, job_id: str, rendition: Rendition) -> Job:
         job.updated_at = utcnow()
         return job
 
-    return svc.store.update(
-        job_id, apply, event={"type": "rendition", "id": rendition.id, "status": rendition.status.value}
-    )
+    return svc.store.update(job_id, apply, event=RenditionEvent(id=rendition.id, status=rendition.status))
 
 
 def add_upfront_renditions(svc: Services, job_id: str) -> Job:
@@ -300,4 +312,4 @@ def rendition_status(
                 return job
         return None
 
-    return svc.store.update(job_id, apply, event={"type": "rendition", "id": rendition_id, "status": status.value})
+    return svc.store.update(job_id, apply, event=RenditionEvent(id=rendition_id, status=status))

@@ -1,6 +1,6 @@
 """Service metrics, shared by every process through Redis, served by the API at ``/metrics``.
 
-Counters and histograms live in one Redis hash (``JobStore.add_metrics``): a worker adds
+Counters and histograms live in one Redis hash (``Keys.metrics``): a worker adds
 to them in one round trip, and whichever API replica is scraped reports the totals of
 all processes, with no per-process state to aggregate. Gauges (jobs by status, queue
 depths) are read from the truth at scrape time. Field names in the hash are
@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from stepanim.broker import Broker
 from stepanim.jobs import JobStatus
 from stepanim.queues import ENCODE_QUEUE, NOTIFY_QUEUE, RENDER_QUEUE
 from stepanim.settings import Settings
@@ -68,11 +69,25 @@ def bucket_for(buckets: tuple[float, ...], value: float) -> str:
 
 
 # Recording ------------------------------------------------------------------------------
+def add(store: JobStore, increments: dict[str, float]) -> None:
+    """Add to counters shared by every process (one round trip)."""
+    key = store.keys.metrics()
+    with store.redis.pipeline(transaction=False) as pipe:
+        for name, amount in increments.items():
+            pipe.hincrbyfloat(key, name, amount)
+        pipe.execute()
+
+
+def values(store: JobStore) -> dict[str, float]:
+    raw: dict[bytes, bytes] = store.redis.hgetall(store.keys.metrics())  # type: ignore[assignment]
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
 def count(store: JobStore, name: str, amount: float = 1, **labels: str) -> None:
     """Add to a counter; a failure to record is logged, never raised (metrics must not fail a job)."""
     assert name in COUNTERS, name
     try:
-        store.add_metrics({_field(name, labels): amount})
+        add(store, {_field(name, labels): amount})
     except Exception as e:
         log.warning("metrics: could not record %s: %s", name, e)
 
@@ -81,12 +96,13 @@ def observe(store: JobStore, name: str, value: float, *, times: int = 1) -> None
     """Record ``times`` observations of ``value`` in a histogram."""
     _, buckets = HISTOGRAMS[name]
     try:
-        store.add_metrics(
+        add(
+            store,
             {
                 _field(f"{name}_bucket", {"le": bucket_for(buckets, value)}): times,
                 _field(f"{name}_sum", {}): value * times,
                 _field(f"{name}_count", {}): times,
-            }
+            },
         )
     except Exception as e:
         log.warning("metrics: could not record %s: %s", name, e)
@@ -125,11 +141,11 @@ def install_celery_hooks(settings: Settings) -> None:
 
 
 # Exposition -----------------------------------------------------------------------------
-def collect(store: JobStore) -> list[Any]:
-    """The metric families, read from Redis now."""
+def collect(store: JobStore, broker: Broker | None) -> list[Any]:
+    """The metric families, read from Redis now (queue depths from ``broker`` when it is Redis)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-    values = store.metric_values()
+    counted = values(store)
     families: list[Any] = []
 
     jobs = GaugeMetricFamily("stepanim_jobs", "Jobs not yet finished, by status.", labels=["status"])
@@ -138,17 +154,20 @@ def collect(store: JobStore) -> list[Any]:
         jobs.add_metric([status.value], statuses.get(status, 0))
     families.append(jobs)
 
-    depth = GaugeMetricFamily("stepanim_queue_depth", "Tasks waiting in each queue.", labels=["queue"])
-    for queue in QUEUES:
-        depth.add_metric([queue], store.queue_depth(queue))
-    families.append(depth)
-    families.append(
-        GaugeMetricFamily(
-            "stepanim_tasks_unacked", "Tasks delivered to workers, not yet acknowledged.", value=store.unacked_count()
+    if broker is not None:
+        depth = GaugeMetricFamily("stepanim_queue_depth", "Tasks waiting in each queue.", labels=["queue"])
+        for queue in QUEUES:
+            depth.add_metric([queue], broker.queue_depth(queue))
+        families.append(depth)
+        families.append(
+            GaugeMetricFamily(
+                "stepanim_tasks_unacked",
+                "Tasks delivered to workers, not yet acknowledged.",
+                value=broker.unacked_count(),
+            )
         )
-    )
 
-    parsed = [(*_parse_field(f), v) for f, v in values.items()]
+    parsed = [(*_parse_field(f), v) for f, v in counted.items()]
     for name, (text, label_names) in COUNTERS.items():
         family = CounterMetricFamily(name, text, labels=list(label_names))
         for series, labels, amount in parsed:
@@ -168,18 +187,18 @@ def collect(store: JobStore) -> list[Any]:
         for bound in [*(repr(b) for b in buckets), "+Inf"]:
             cumulative += per_bucket.get(bound, 0.0)
             rows.append((bound, cumulative))
-        total = values.get(_field(f"{name}_sum", {}), 0.0)
+        total = counted.get(_field(f"{name}_sum", {}), 0.0)
         families.append(HistogramMetricFamily(name, text, buckets=rows, sum_value=total))
     return families
 
 
-def exposition(store: JobStore) -> bytes:
+def exposition(store: JobStore, broker: Broker | None) -> bytes:
     """``/metrics`` in the Prometheus text format."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     class _Collector:
         def collect(self) -> list[Any]:
-            return collect(store)
+            return collect(store, broker)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())

@@ -48,8 +48,11 @@ class Settings(BaseSettings):
         "development", description="'production' refuses unsafe defaults such as the dev signing secret."
     )
 
-    # Redis: Celery broker and job store.
+    # Redis: the job store, and Celery's broker unless broker_url says otherwise.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = Field(
+        None, description="Celery's broker (redis://..., amqp://...); the job store's Redis when unset."
+    )
     key_prefix: str = Field("stepanim", description="Prefix of every Redis key this service writes.")
     job_ttl_seconds: int = Field(7 * 24 * 3600, ge=3600, description="How long finished jobs are kept.")
     visibility_timeout: int = Field(
@@ -212,6 +215,10 @@ class Settings(BaseSettings):
         if any(d < 0 for d in self.webhook_retry_schedule):
             raise ValueError("webhook_retry_schedule: delays must not be negative")
         return self
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
 
 
 @lru_cache

@@ -30,11 +30,11 @@ from stepanim import ssrf
 from stepanim.auth import initial_webhook_secret
 from stepanim.public import AnimationPublic
 from stepanim.settings import Settings
-from stepanim.store import JobStore
 from stepanim.webhook_signing import secret_bytes as secret_bytes
 from stepanim.webhook_signing import signature as signature
 from stepanim.webhook_signing import signatures as signatures
 from stepanim.webhook_signing import verify as verify
+from stepanim.webhook_store import WebhookStore
 
 TERMINAL_EVENTS = frozenset({"animation.succeeded", "animation.failed", "animation.canceled"})
 RESPONSE_LIMIT = 64 * 1024  # bytes of a receiver's answer that are read (and dropped)
@@ -56,13 +56,13 @@ def payload(event: str, job: AnimationPublic, *, at: datetime | None = None) -> 
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def current_secrets(store: JobStore, settings: Settings, key_id: str) -> list[str]:
+def current_secrets(store: WebhookStore, settings: Settings, key_id: str) -> list[str]:
     """The secrets that sign the webhooks of jobs created with this API key, newest first."""
 
     def initial() -> str:
         return initial_webhook_secret(settings, key_id) or new_secret()
 
-    return [s for s, _ in store.webhook_secrets(key_id, initial=initial)]
+    return [s for s, _ in store.secrets(key_id, initial=initial)]
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from PIL import Image
 
+from stepanim.failures import InvalidInput
 from stepanim.images import ImageError, decode_base64, inspect_image, open_rgb
 from stepanim.jobs import InitImage
 from stepanim.naming import upload_key
 from stepanim.settings import Settings
 from stepanim.storage import NotFound, Storage
-
-
-class InputError(Exception):
-    """The job's inputs cannot be used (its init image is gone or unreadable); the job fails."""
 
 
 def load_init_image(init: InitImage, storage: Storage, settings: Settings, *, width: int, height: int) -> Image.Image:
@@ -26,15 +23,17 @@ def load_init_image(init: InitImage, storage: Storage, settings: Settings, *, wi
         try:
             data = storage.get_bytes(upload_key(init.upload_id))
         except NotFound as e:
-            raise InputError(f"init_image.upload_id: no upload with id {init.upload_id!r} (expired or deleted?)") from e
+            raise InvalidInput(
+                f"init_image.upload_id: no upload with id {init.upload_id!r} (expired or deleted?)"
+            ) from e
     else:
         assert init.data is not None  # InitImage holds exactly one of the two
         try:
             data = decode_base64(init.data, max_bytes=settings.max_upload_bytes)
         except ImageError as e:
-            raise InputError(f"init_image.data: {e}") from e
+            raise InvalidInput(f"init_image.data: {e}") from e
     try:
         inspect_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels)
     except ImageError as e:
-        raise InputError(f"init_image: {e}") from e
+        raise InvalidInput(f"init_image: {e}") from e
     return open_rgb(data, width=width, height=height)

@@ -17,19 +17,12 @@ from typing import Any
 import diffusers
 import torch
 
+from stepanim.failures import DecoderUnavailable, ModelError
 from stepanim.jobs import SCHEDULERS
 from stepanim.settings import Settings
 from worker.capture import LatentFamily
 
 log = logging.getLogger(__name__)
-
-
-class ModelError(Exception):
-    """The model cannot be found or loaded; the job fails, the worker stays up."""
-
-
-class DecoderUnavailable(Exception):
-    """The requested frame decoder cannot be used here (e.g. TAESD weights are not installed)."""
 
 
 def pick_device(setting: str) -> str:

@@ -16,14 +16,15 @@ from typing import Any
 import torch
 
 from stepanim import lifecycle
+from stepanim.cancel import CancelWatch
+from stepanim.failures import DecoderUnavailable
 from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, Job, JobImage
 from stepanim.naming import manifest_key
 from stepanim.services import Services
-from worker.cancel import CancelWatch
 from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family
 from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
-from worker.pipelines import DecoderUnavailable, PipelineCache, make_scheduler, pipeline_for
+from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
 from worker.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RenderResult:
     steps_run: int
     total: int  # steps the sampler was to run
     seconds: float
+    complete: bool = True  # False: canceled, and returned for run_on_incomplete
 
     def images(self) -> list[JobImage]:
         pairs = zip(self.seeds, self.frames, strict=True)
@@ -157,7 +159,12 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
 
     def finish(*, complete: bool) -> RenderResult:
         result = RenderResult(
-            frames=writer.keys, seeds=seeds, steps_run=steps, total=total, seconds=time.perf_counter() - started
+            frames=writer.keys,
+            seeds=seeds,
+            steps_run=steps,
+            total=total,
+            seconds=time.perf_counter() - started,
+            complete=complete,
         )
         body = json.dumps(manifest(job, result, complete=complete), indent=2).encode()
         svc.storage.put_bytes(manifest_key(job.id), body, "application/json")

@@ -11,7 +11,8 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
-from stepanim import lifecycle, metrics, model_catalog, reconcile
+from stepanim import leases, lifecycle, metrics, model_catalog
+from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
 from stepanim.queues import RENDER_TASK, enqueue_encode
@@ -21,8 +22,7 @@ from stepanim.settings import get_settings
 from stepanim.storage import StorageError
 from stepanim.store import JobNotFound
 from worker.app import app
-from worker.inputs import InputError
-from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache
+from worker.pipelines import PipelineCache
 from worker.render import RenderCanceled, render
 from worker.uploader import Uploader, frame_uploader
 
@@ -89,8 +89,8 @@ def render_task(self: Task, job_id: str) -> None:
     if svc.store.cancel_requested(job_id):
         lifecycle.cancel(svc, job_id)
         return
-    if not reconcile.acquire_lease(svc, job_id, stage="render", task=self):
-        return  # another live worker renders this job (ops: lease, see stepanim/reconcile.py)
+    if leases.acquire_lease(svc.leases, job_id, stage="render", task=self, ttl=svc.settings.lease_seconds) is None:
+        return  # another live worker renders this job (see stepanim/leases.py)
     try:
         job = lifecycle.start_rendering(svc, job_id)
     except lifecycle.TransitionError as e:
@@ -101,14 +101,8 @@ def render_task(self: Task, job_id: str) -> None:
     except RenderCanceled:
         lifecycle.cancel(svc, job_id)
         return
-    except ModelError as e:
-        lifecycle.fail(svc, job_id, "model_error", str(e))
-        return
-    except DecoderUnavailable as e:
-        lifecycle.fail(svc, job_id, "decoder_unavailable", str(e))
-        return
-    except InputError as e:
-        lifecycle.fail(svc, job_id, "invalid_input", str(e))
+    except JobFailure as e:
+        lifecycle.fail(svc, job_id, e.code, str(e))
         return
     except StorageError as e:
         retry_or_fail(self, svc, job_id, e)
@@ -118,6 +112,10 @@ def render_task(self: Task, job_id: str) -> None:
         lifecycle.fail(svc, job_id, "render_error", f"{type(e).__name__}: {e}")
         return
     metrics.render_finished(svc.store, seconds=result.seconds, steps=result.steps_run)  # ops: /metrics
+    if not result.complete:
+        # A canceled render handing its partial frames to the encoder (run_on_incomplete): the cancel
+        # is acted on; the encoder must stop only for a new one (stepanim.cancel).
+        svc.store.clear_cancel(job_id)
     try:
         lifecycle.start_encoding(svc, job_id, result.images())
     except lifecycle.TransitionError as e:

@@ -9,37 +9,37 @@ import secrets
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api import params
+from api import idempotency
 from api.deps import (
-    SCHEME_NAME,
+    AdmissionDep,
+    AsyncStoreDep,
+    CreatorDep,
     JobDep,
     PrincipalDep,
     ServicesDep,
-    authenticate,
     rate_limit,
     rate_limits,
     refuse_if_limited,
 )
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
-from api.idempotency import KEY_ADAPTER, fingerprint, key_parameter, replayed_id
+from api.idempotency import fingerprint, key_header, replayed_id
 from api.routes.capabilities import check_create_body, current_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
+from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 from stepanim.auth import Principal
 from stepanim.jobs import MAX_SEED, AnimationCreate, Job, JobStatus, Progress, utcnow
 from stepanim.public import NEW_JOB_EXTRAS, AnimationList, AnimationPublic, to_public
-from stepanim.queues import RENDER_QUEUE, RENDER_TASK, task_message
+from stepanim.queues import enqueue_render
 from stepanim.services import Services
 from stepanim.settings import Settings
-from stepanim.store import AsyncJobStore, IdempotencyRecord, IdempotencyRequest
+from stepanim.store import AsyncJobStore, JobNotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations", tags=["animations"])
-# POST /animations alone: its endpoint reads the request itself (``api.params``).
-create_router = APIRouter(prefix="/animations", tags=["animations"], route_class=params.HandRoute)
 
 
 def check_limits(body: AnimationCreate, settings: Settings) -> None:
@@ -104,15 +104,22 @@ def parse_wait(prefer: str | None, *, limit: int) -> int | None:
 
 
 async def accept(
-    request: Request, svc: Services, store: AsyncJobStore, body: AnimationCreate, principal: Principal, key: str | None
+    request: Request,
+    svc: Services,
+    admission: Admission,
+    store: AsyncJobStore,
+    body: AnimationCreate,
+    principal: Principal,
+    key: str | None,
 ) -> tuple[Job, bool]:
-    """Store and queue a job (or find the one this Idempotency-Key made). Returns (job, replayed).
+    """Store a job and send its render task (or find the job this Idempotency-Key made).
+    Returns (job, replayed).
 
-    Every check comes before anything is written; then one Redis script counts the request
-    against the key's rate limits, stores the job, takes its place in the key's quota,
-    records the Idempotency-Key and queues the render task, all or nothing
-    (``AsyncJobStore.admit``). Only a job with an init image does slow work first (a fetch,
-    an upload): it is counted and claims its key before, so that a repeat meanwhile gets 409.
+    Every check comes before anything is written; then the admission script counts the
+    request against the key's rate limits, takes its place in the key's quota, records the
+    Idempotency-Key and stores the job, all or nothing (``stepanim.admission``); then the
+    render task is sent. Only a job with an init image does slow work first (a fetch, an
+    upload): it is counted and claims its key before, so that a repeat meanwhile gets 409.
     """
     settings = svc.settings
     check_limits(body, settings)
@@ -126,62 +133,65 @@ async def accept(
     )
     counted = False
     if body.init_image is not None:
-        await rate_limit(store, settings, principal, creates=True)
+        await rate_limit(admission, settings, principal, creates=True)
         counted = True
         if idem is not None:
-            idem, existing = await claim(store, idem)
-            if existing is not None:
+
+            async def exists(job_id: str) -> bool:
+                return await store.get(job_id) is not None
+
+            idem, made = await idempotency.claim(admission, idem, exists=exists)
+            if made is not None and (existing := await store.get(made)) is not None:
                 return existing, True
         try:
             body = await run_in_threadpool(prepare_init_image, body, svc, tenant=principal.tenant)
         except BaseException:
             if idem is not None:
-                await store.release_claim(idem)
+                await admission.release_claim(idem)
             raise
     try:
-        return await admit(svc, store, new_job(body, principal, settings), idem, counted=counted)
+        job, replayed = await admit(svc, admission, store, new_job(body, principal, settings), idem, counted=counted)
     except BaseException:
         if idem is not None and idem.claim:
-            await store.release_claim(idem)
+            await admission.release_claim(idem)
         raise
+    if not replayed:
+        await send_render(svc, job.id)
+    return job, replayed
 
 
-async def claim(store: AsyncJobStore, idem: IdempotencyRequest) -> tuple[IdempotencyRequest, Job | None]:
-    """Claim the Idempotency-Key before slow work: (the request holding the claim, None), or
-    the job the key already made for this body (422 or 409 otherwise)."""
-    while True:
-        claimed, record = await store.claim(idem)
-        if record is None:
-            return claimed, None
-        if (existing := await made_before(store, idem, record)) is not None:
-            return idem, existing
+async def send_render(svc: Services, job_id: str) -> None:
+    """Send the stored job's render task. If the broker refuses it, the job is stored all the
+    same: the reconciler sends the task of a queued job that has none (``stepanim.admission``)."""
+    try:
+        await run_in_threadpool(enqueue_render, svc.celery, job_id)
+    except Exception as e:
+        log.warning("job %s stored but its render task not sent (%s); the reconciler will send it", job_id, e)
 
 
 async def admit(
-    svc: Services, store: AsyncJobStore, job: Job, idem: IdempotencyRequest | None, *, counted: bool
+    svc: Services,
+    admission: Admission,
+    store: AsyncJobStore,
+    job: Job,
+    idem: IdempotencyRequest | None,
+    *,
+    counted: bool,
 ) -> tuple[Job, bool]:
     """Admit ``job`` (the one Redis script), or answer with what its key made; 429 when over a limit."""
     settings = svc.settings
     assert job.key_id is not None
-    message = task_message(svc.celery, RENDER_TASK, [job.id], queue=RENDER_QUEUE)
     limits = rate_limits(settings, creates=True)
-    rates = [] if counted else [(bucket, limit) for bucket, limit, _ in limits]
+    counting = [] if counted else limits
     for _ in range(3):
-        admission = await store.admit(
-            job,
-            message=message,
-            queue=RENDER_QUEUE,
-            max_active=settings.max_active_jobs,
-            idempotency=idem,
-            rates=rates,
-        )
-        rates = []  # counted once, however often the admission is tried
-        if admission.outcome == "created":
+        admitted = await admission.admit(job, max_active=settings.max_active_jobs, idempotency=idem, limits=counting)
+        if admitted.outcome == "created":
             return job, False
-        if admission.outcome == "rate_limited":
-            refuse_if_limited(limits, admission.waits)
-        if admission.outcome == "quota":
-            if await store.forget_finished_active(job.key_id):
+        if admitted.outcome == "rate_limited":
+            refuse_if_limited(counting, admitted.waits)
+        counting = []  # counted once, however often the admission is tried
+        if admitted.outcome == "quota":
+            if await admission.forget_finished_active(job.key_id):
                 continue  # places were held by jobs that ended without freeing them: try again
             raise ApiError(
                 429,
@@ -190,8 +200,8 @@ async def admit(
                 "wait for one to finish or cancel one",
                 headers={"Retry-After": "10"},
             )
-        assert idem is not None and admission.record is not None  # the key is taken
-        if (existing := await made_before(store, idem, admission.record)) is not None:
+        assert idem is not None and admitted.record is not None  # the key is taken
+        if (existing := await made_before(admission, store, idem, admitted.record)) is not None:
             return existing, True
     raise ApiError(
         409,
@@ -201,12 +211,14 @@ async def admit(
     )
 
 
-async def made_before(store: AsyncJobStore, idem: IdempotencyRequest, record: IdempotencyRecord) -> Job | None:
+async def made_before(
+    admission: Admission, store: AsyncJobStore, idem: IdempotencyRequest, record: IdempotencyRecord
+) -> Job | None:
     """The job a taken Idempotency-Key made for this body (else 422 or 409, see
     ``replayed_id``); None when that job has expired, and the key is then released."""
     job = await store.get(replayed_id(record, idem.fingerprint))
     if job is None:
-        await store.release(idem, record)
+        await admission.release(idem, record)
     return job
 
 
@@ -225,14 +237,15 @@ def new_job(body: AnimationCreate, principal: Principal, settings: Settings) -> 
     )
 
 
-async def wait_until_finished(request: Request, svc: Services, job_id: str, seconds: float) -> Job:
+async def wait_until_finished(store: AsyncJobStore, job_id: str, seconds: float) -> Job:
     """The job once it is finished, or as it is after ``seconds``."""
-    store: AsyncJobStore = request.app.state.async_store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     after = "0-0"
     while True:
-        job = await run_in_threadpool(svc.store.get, job_id)
+        job = await store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
         remaining = deadline - loop.time()
         if job.status.is_terminal() or remaining <= 0:
             return job
@@ -258,7 +271,7 @@ PREFER_DESCRIPTION = (
 )
 
 
-@create_router.post(
+@router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AnimationPublic,
@@ -266,7 +279,8 @@ PREFER_DESCRIPTION = (
     responses={
         200: {"model": AnimationPublic, "description": "With `Prefer: wait=N`: the job finished in time."},
         202: {
-            "description": "Accepted: the job is queued (or, for a repeated Idempotency-Key, the job it made).",
+            "description": "Accepted: the job is stored and queued (or, for a repeated Idempotency-Key, the job "
+            "it made).",
             "headers": {"Location": {"description": "URL of the job.", "schema": {"type": "string"}}},
         },
         400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
@@ -279,17 +293,18 @@ PREFER_DESCRIPTION = (
         },
         **AUTH_RESPONSES,
     },
-    # What the endpoint reads by hand (``api.params``), declared for the document.
-    openapi_extra={
-        "security": [{SCHEME_NAME: []}],
-        "parameters": [
-            key_parameter("job"),
-            params.header_parameter("prefer", title="Prefer", description=PREFER_DESCRIPTION, examples=["wait=30"]),
-        ],
-        "requestBody": params.json_request_body(AnimationCreate, example=CREATE_EXAMPLE),
-    },
 )
-async def create_animation(request: Request) -> Response:
+async def create_animation(
+    *,
+    request: Request,
+    body: Annotated[AnimationCreate, Body(openapi_examples={"a lighthouse": {"value": CREATE_EXAMPLE}})],
+    principal: CreatorDep,
+    svc: ServicesDep,
+    admission: AdmissionDep,
+    store: AsyncStoreDep,
+    idempotency_key: Annotated[str | None, key_header("job")] = None,
+    prefer: Annotated[str | None, Header(description=PREFER_DESCRIPTION, examples=["wait=30"])] = None,
+) -> Response:
     """Accept a render job.
 
     The job is stored and queued for a render worker; the response (202) carries the
@@ -299,22 +314,13 @@ async def create_animation(request: Request) -> Response:
     With an `Idempotency-Key` the request can be retried safely: a repeat returns the
     same job (header `Idempotent-Replayed: true`) and starts no second render.
     """
-    # The hot path of the service: it reads its parameters itself, in FastAPI's order and with
-    # its errors (``api.params``: FastAPI's resolution cost a third of the request), and takes
-    # its services from the app's state.
-    svc: Services = request.app.state.services
-    store: AsyncJobStore = request.app.state.async_store
-    raw = await params.read_json(request)
-    principal = authenticate(request, svc)
-    body, found = params.validate(request, AnimationCreate, raw, {"idempotency-key": KEY_ADAPTER, "prefer": None})
-    idempotency_key, prefer = found["idempotency-key"], found["prefer"]
-    job, replayed = await accept(request, svc, store, body, principal, idempotency_key)
+    job, replayed = await accept(request, svc, admission, store, body, principal, idempotency_key)
     headers: dict[str, str] = {}
     status_code = status.HTTP_202_ACCEPTED
     wait = parse_wait(prefer, limit=svc.settings.max_wait_seconds)
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        job = await wait_until_finished(request, svc, job.id, wait)
+        job = await wait_until_finished(store, job.id, wait)
         if job.status.is_terminal():
             status_code = status.HTTP_200_OK
     if wait is None and not replayed:

@@ -17,11 +17,23 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ErrorResponse
-from stepanim.jobs import Job, JobStatus
+from stepanim.events import (
+    JobEvent,
+    ProgressData,
+    ProgressEvent,
+    RenditionData,
+    StageData,
+    StageEvent,
+    StatusData,
+    StatusEvent,
+    is_final,
+)
+from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
 from stepanim.store import AsyncJobStore, JobNotFound
@@ -50,9 +62,11 @@ EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "description": "Stream id: send it back as Last-Event-ID to resume."},
         "event": {
             "type": "string",
-            "description": "`status` (data: `status` and the job as `animation`), `progress` (data: `step`, "
-            "`total`, `latest_frame_url` (the first image's) and `latest_frame_urls` (the newest frame of each "
-            "image of the batch)), or another update such as a rendition.",
+            "description": "`status` (data: `status` and the job as `animation`), `stage` (data: `stage`: "
+            "`loading_model` or `sampling`, before the first step), `progress` (data: `step`, `total`, "
+            "`latest_frame_url` (the first image's) and `latest_frame_urls` (this step's frame of each image of the "
+            "batch)), `rendition` (data: `id`, `status`); a newer server may add kinds (ignore what you do not "
+            "know). The models are `stepanim.events` (the Python client parses them).",
         },
         "data": {"type": "string", "contentMediaType": "application/json", "description": "The event as JSON."},
         "retry": {"type": "integer", "description": "Reconnection delay in milliseconds."},
@@ -65,28 +79,26 @@ def sse(event_id: str | None, name: str, data: dict[str, Any]) -> str:
     return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
 
 
-def render_event(svc: Services, job_id: str, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The SSE name and data of a stream event: status changes carry the job, progress the frame URL."""
-    kind = str(event.get("type", "message"))
-    if kind == "status":
+def render_event(svc: Services, job_id: str, event: JobEvent) -> tuple[str, dict[str, Any]]:
+    """The SSE name and data of a stream event (``stepanim.events``): status changes carry the
+    job, progress the signed URLs of its frames."""
+    data: BaseModel
+    if isinstance(event, StatusEvent):
         try:
             public = to_public(svc.store.get(job_id), svc).model_dump(mode="json")
         except JobNotFound:
             public = None
-        return "status", {"status": event.get("status"), "animation": public}
-    if kind == "progress":
-        urls = [svc.storage.signed_url(key) for key in event.get("frames", [])]
-        return "progress", {
-            "step": event.get("step"),
-            "total": event.get("total"),
-            "latest_frame_url": urls[0] if urls else None,
-            "latest_frame_urls": urls,
-        }
-    return kind, {k: v for k, v in event.items() if k != "type"}  # e.g. rendition updates, passed on
-
-
-def is_final(event: dict[str, Any]) -> bool:
-    return event.get("type") == "status" and JobStatus(event.get("status", "queued")).is_terminal()
+        data = StatusData(status=event.status, animation=public)
+    elif isinstance(event, ProgressEvent):
+        urls = [svc.storage.signed_url(key) for key in event.frames]
+        data = ProgressData(
+            step=event.step, total=event.total, latest_frame_url=urls[0] if urls else None, latest_frame_urls=urls
+        )
+    elif isinstance(event, StageEvent):
+        data = StageData(stage=event.stage)
+    else:
+        data = RenditionData(id=event.id, status=event.status)
+    return event.type, data.model_dump(mode="json")
 
 
 def settled(job: Job) -> bool:

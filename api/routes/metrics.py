@@ -28,7 +28,7 @@ def get_metrics(*, svc: ServicesDep) -> Response:
     """Service metrics in the Prometheus text format, for every process together: jobs by
     status, queue depths, render seconds per step, encode seconds, task retries, storage
     errors, webhook failures, reconciler re-enqueues."""
-    return Response(metrics.exposition(svc.store), media_type=PROMETHEUS_TEXT)
+    return Response(metrics.exposition(svc.store, svc.broker), media_type=PROMETHEUS_TEXT)
 
 
 class AccessLog:

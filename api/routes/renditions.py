@@ -6,12 +6,14 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, PrincipalDep, ServicesDep
+from api.deps import AdmissionDep, JobDep, PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
-from api.idempotency import key_header, run_once
+from api.idempotency import fingerprint, key_header, run_once
 from api.routes.capabilities import require
 from stepanim import lifecycle
+from stepanim.admission import IdempotencyRequest
 from stepanim.jobs import Job, Rendition, VideoOptions, utcnow
 from stepanim.naming import new_rendition_id
 from stepanim.public import RenditionPublic, rendition_public
@@ -48,11 +50,12 @@ REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "li
         503: {"model": ErrorResponse},
     },
 )
-def create_rendition(
+async def create_rendition(
     *,
     job: JobDep,
     body: VideoOptions,
     svc: ServicesDep,
+    admission: AdmissionDep,
     principal: PrincipalDep,
     response: Response,
     idempotency_key: Annotated[str | None, key_header("rendition")] = None,
@@ -66,19 +69,18 @@ def create_rendition(
     """
     made: list[Rendition] = []
 
-    def make() -> str:
-        made.append(add(job, body, svc))
+    async def make() -> str:
+        made.append(await run_in_threadpool(add, job, body, svc))
         return made[0].id
 
-    rendition_id, replayed = run_once(
-        svc.store,
-        tenant=principal.tenant,
-        key=None if idempotency_key is None else f"rendition:{job.id}:{idempotency_key}",  # not a job's key
-        body=body,
-        make=make,
-        exists=lambda rid: any(r.id == rid for r in svc.store.get(job.id).renditions),
-        ttl=svc.settings.idempotency_ttl_seconds,
-    )
+    async def exists(rendition_id: str) -> bool:
+        return any(r.id == rendition_id for r in (await run_in_threadpool(svc.store.get, job.id)).renditions)
+
+    request = None
+    if idempotency_key is not None:  # scoped to this animation: not a job's key
+        key = f"rendition:{job.id}:{idempotency_key}"
+        request = IdempotencyRequest(principal.tenant, key, fingerprint(body), svc.settings.idempotency_ttl_seconds)
+    rendition_id, replayed = await run_once(admission, request, make=make, exists=exists)
     rendition = made[0] if made else next(r for r in svc.store.get(job.id).renditions if r.id == rendition_id)
     response.headers["Location"] = (
         f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}/renditions/{rendition.id}"

@@ -55,7 +55,7 @@ def _public(pairs: list[tuple[str, float | None]]) -> WebhookSecrets:
 def get_secret(*, svc: ServicesDep, principal: PrincipalDep) -> WebhookSecrets:
     """The secret(s) that sign the webhooks of jobs created with this API key."""
     initial = initial_webhook_secret(svc.settings, principal.key_id)
-    pairs = svc.store.webhook_secrets(principal.key_id, initial=lambda: initial or webhooks.new_secret())
+    pairs = svc.webhooks.secrets(principal.key_id, initial=lambda: initial or webhooks.new_secret())
     return _public(pairs)
 
 
@@ -66,7 +66,7 @@ def rotate_secret(*, svc: ServicesDep, principal: PrincipalDep) -> WebhookSecret
     """Make a new secret current. The previous one keeps signing (a second signature on every
     delivery) for `webhook_secret_grace_seconds` (24 h by default), so receivers can switch over."""
     initial = initial_webhook_secret(svc.settings, principal.key_id)
-    pairs = svc.store.rotate_webhook_secret(
+    pairs = svc.webhooks.rotate_secret(
         principal.key_id,
         new_secret=webhooks.new_secret(),
         grace_seconds=svc.settings.webhook_secret_grace_seconds,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from stepanim.broker import Broker, message_job
 from stepanim.queues import RENDER_QUEUE
-from stepanim.reconcile import message_job
 from stepanim.store import JobStore
 from tests.faults.conftest import Service, body, wait_for
 
@@ -108,7 +108,7 @@ def test_sigterm_drains_the_api_and_loses_no_accepted_job(make_service: Callable
     assert refused, "the clients never saw the API go away"
     store = JobStore.from_url(service.stack.redis_url)
     stored = {job.id for job in store.get_many(store.open_job_ids()) if job is not None}
-    waiting, _ = store.broker_messages([RENDER_QUEUE])
+    waiting, _ = Broker(store.redis).broker_messages([RENDER_QUEUE])
     queued = {found[1] for raw in waiting if (found := message_job(raw)) is not None}
     # Every 202 is a stored, queued job, and nothing was stored that the client was not told of.
     assert stored == set(accepted) == queued

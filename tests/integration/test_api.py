@@ -69,6 +69,9 @@ def test_development_mode_is_explicit(redis_url: str, tmp_path: Path) -> None:
         job_id = response.json()["id"]
         assert dev.client.get(f"/animations/{job_id}").status_code == 200
         assert dev.get(f"/animations/{job_id}").status_code == 404  # a real key is another tenant
+        # Any other key, a malformed header or none at all acts as the development tenant.
+        for header in ["Bearer sa_...", "Bearer", "Basic dTpw"]:
+            assert dev.client.get(f"/animations/{job_id}", headers={"authorization": header}).status_code == 200
 
 
 def test_another_tenant_gets_404_for_everything(api: Api) -> None:
@@ -125,7 +128,7 @@ def test_the_same_key_and_body_return_the_same_job_and_render_once(api: Api) -> 
     assert api.render_queue_length() == 1
     other_tenant = api.post(BODY, "bob", idempotency_key="order-1")  # keys are per tenant
     assert other_tenant.status_code == 202 and other_tenant.json()["id"] != first.json()["id"]
-    ttl = api.svc.store.redis.ttl(api.svc.store._idempotency_key("acme", "order-1"))
+    ttl = api.svc.store.redis.ttl(api.svc.keys.idempotency("acme", "order-1"))
     assert ttl > 24 * 3600 - 60
 
 
@@ -142,7 +145,9 @@ def test_a_duplicate_while_the_first_is_in_flight_gets_409(api: Api) -> None:
     from stepanim.jobs import AnimationCreate
 
     # The first request has claimed the key and not finished (as if it were still running).
-    assert api.svc.store.claim_idempotency("acme", "order-3", fingerprint(AnimationCreate.model_validate(BODY))) is None
+    print_ = fingerprint(AnimationCreate.model_validate(BODY))
+    pending = json.dumps({"fingerprint": print_, "job_id": None, "claim": "someone"})
+    api.svc.store.redis.set(api.svc.keys.idempotency("acme", "order-3"), pending, ex=60)
     response = api.post(BODY, idempotency_key="order-3")
     assert_error(response, 409, "idempotency_conflict")
     assert response.headers["retry-after"] == "1"

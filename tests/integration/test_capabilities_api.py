@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from encoder.capabilities import publish
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, JobImage, utcnow
 from stepanim.queues import ENCODE_QUEUE, make_celery
 from stepanim.services import Services
@@ -113,7 +114,7 @@ def finished_job(svc: Services, *, frames: int = 6, **animation: object) -> Job:
         created_at=now,
         updated_at=now,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     lifecycle.start_rendering(svc, job.id)
     keys = [f"jobs/{job.id}/frames/{i}.png" for i in range(frames)]
     lifecycle.start_encoding(svc, job.id, [JobImage(batch_index=0, seed=1, frames=keys)])

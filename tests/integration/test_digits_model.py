@@ -18,6 +18,7 @@ from PIL import Image
 from digits.classifier import predict_proba
 from digits.data import NAMES
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.devstack import ROOT
 from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, utcnow
 from stepanim.services import Services
@@ -66,7 +67,7 @@ def run(svc: Services, pipes: PipelineCache, *, digit: int, scheduler: str, upsc
     )
     now = utcnow()
     job = Job(id=uuid.uuid4().hex, request=body, model="digits", seed=7, created_at=now, updated_at=now)
-    svc.store.create(job)
+    admit_now(svc.store, job)
     result = render(lifecycle.start_rendering(svc, job.id), svc, pipes)
     assert result.steps_run == result.total == STEPS, scheduler
     return [np.asarray(Image.open(io.BytesIO(svc.storage.get_bytes(key))).convert("RGB")) for key in result.frames[0]]

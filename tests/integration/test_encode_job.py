@@ -15,8 +15,10 @@ import pytest
 from PIL import Image
 
 from encoder.ffmpeg import FfmpegError
-from encoder.job import IncompleteRender, delete_frames, encode_job, encode_rendition
+from encoder.job import delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle
+from stepanim.admission import admit_now
+from stepanim.failures import IncompleteRender
 from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
 from stepanim.naming import frame_key, frame_name, manifest_key, upfront_rendition_id
 from stepanim.queues import make_celery
@@ -66,7 +68,7 @@ def rendered_job(
         created_at=now,
         updated_at=now,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     run = steps if steps_run is None else steps_run
     images = []
     for index in range(batch_size):

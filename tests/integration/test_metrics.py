@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from stepanim import lifecycle, metrics
+from stepanim.admission import admit_now
 from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.queues import enqueue_encode, enqueue_render, make_celery
 from stepanim.services import Services
@@ -35,7 +36,7 @@ def new_job(svc: Services) -> Job:
     job = Job(
         id=uuid.uuid4().hex, request=AnimationCreate(prompt="p"), model="m", seed=1, created_at=now, updated_at=now
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     return job
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from notify.delivery import deliver_job_event
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.services import Services
 from stepanim.settings import Settings
@@ -52,7 +53,7 @@ def failed_job(svc: Services, url: str, **request: Any) -> Job:
         tenant="acme",
         key_id="acme-1",
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     lifecycle.fail(svc, job.id, "render_error", "boom")
     return job
 
@@ -71,10 +72,10 @@ def test_a_failed_attempt_is_scheduled_again_with_the_same_webhook_id(
     assert len(webhook_receiver.deliveries) == 2
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == f"msg_{job.id}_{EVENT}"
     assert first.json()["timestamp"] == second.json()["timestamp"]  # when the event happened
-    secret = current_secrets(svc.store, svc.settings, "acme-1")[0]
+    secret = current_secrets(svc.webhooks, svc.settings, "acme-1")[0]
     for delivery in (first, second):
         standard_webhooks.verify(secret, delivery.headers, delivery.body)
-    shown = [(d["attempt"], d["status_code"], d["outcome"]) for d in svc.store.deliveries(job.id)]
+    shown = [(d["attempt"], d["status_code"], d["outcome"]) for d in svc.webhooks.deliveries(job.id)]
     assert shown == [(1, 500, "retrying"), (2, 200, "delivered")]
 
 
@@ -88,7 +89,7 @@ def test_a_receiver_that_does_not_answer_in_time_is_tried_again(redis_url: str, 
         next_at = deliver_job_event(svc, job.id, EVENT, 1)
         assert time.monotonic() - started < 5
     assert next_at is not None  # scheduled again
-    record = svc.store.deliveries(job.id)[0]
+    record = svc.webhooks.deliveries(job.id)[0]
     assert (record["status_code"], record["outcome"]) == (None, "retrying")
     assert "Timeout" in record["error"], record
 
@@ -97,13 +98,13 @@ def test_410_stops_and_redirects_are_not_followed(svc: Services, webhook_receive
     webhook_receiver.statuses = [410]
     gone = failed_job(svc, webhook_receiver.url)
     assert deliver_job_event(svc, gone.id, EVENT, 1) is None
-    assert svc.store.deliveries(gone.id)[0]["outcome"] == "gone"
+    assert svc.webhooks.deliveries(gone.id)[0]["outcome"] == "gone"
 
     elsewhere = webhook_receiver.url.replace("/hook", "/elsewhere")
     webhook_receiver.statuses = [(307, {"location": elsewhere})]
     moved = failed_job(svc, webhook_receiver.url)
     assert deliver_job_event(svc, moved.id, EVENT, 1) is None
-    record = svc.store.deliveries(moved.id)[0]
+    record = svc.webhooks.deliveries(moved.id)[0]
     assert (record["status_code"], record["outcome"]) == (307, "failed")
     assert "redirects are not followed" in record["error"]
     assert [d.path for d in webhook_receiver.deliveries] == ["/hook", "/hook"]
@@ -116,7 +117,7 @@ def test_the_url_is_checked_again_at_send_time(
     job = failed_job(accepted, webhook_receiver.url)  # allowed when the job was created
     strict = services(redis_url, tmp_path, outbound_allow=[])  # the allow-list is gone now
     assert deliver_job_event(strict, job.id, EVENT, 1) is None
-    record = strict.store.deliveries(job.id)[0]
+    record = strict.webhooks.deliveries(job.id)[0]
     assert record["outcome"] == "failed" and record["error"].startswith("refused: host 127.0.0.2")
     assert webhook_receiver.deliveries == []
 
@@ -124,7 +125,7 @@ def test_the_url_is_checked_again_at_send_time(
 def test_only_the_events_asked_for_are_sent(svc: Services, webhook_receiver: WebhookReceiver) -> None:
     job = failed_job(svc, webhook_receiver.url, webhook_events=["animation.succeeded"])
     assert deliver_job_event(svc, job.id, EVENT, 1) is None
-    assert svc.store.deliveries(job.id) == [] and webhook_receiver.deliveries == []
+    assert svc.webhooks.deliveries(job.id) == [] and webhook_receiver.deliveries == []
 
 
 @pytest.mark.parametrize(("interval", "expected"), [(3600, 1), (0, 20)])
@@ -141,7 +142,7 @@ def test_progress_webhooks_are_throttled(redis_url: str, tmp_path: Path, interva
         created_at=now,
         updated_at=now,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     lifecycle.start_rendering(svc, job.id)  # animation.started was not asked for
     for step in range(1, 21):
         lifecycle.record_progress(svc, job.id, step=step, total=50, latest_frames=[])

@@ -7,10 +7,13 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from stepanim import lifecycle, reconcile
+from stepanim import leases, lifecycle, reconcile
+from stepanim.admission import admit_now
+from stepanim.broker import Broker, message_job
 from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
 from stepanim.queues import ENCODE_QUEUE, RENDER_QUEUE, RENDER_TASK, enqueue_encode, enqueue_render, make_celery
 from stepanim.services import Services
@@ -41,7 +44,7 @@ def new_job(svc: Services, *, age: float = 60) -> Job:
         created_at=then,
         updated_at=then,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     return job
 
 
@@ -55,8 +58,8 @@ def set_status(svc: Services, job_id: str, status: JobStatus, *, age: float = 60
 
 
 def queued_jobs(svc: Services, queue: str) -> list[str]:
-    waiting, _ = svc.store.broker_messages([queue])
-    return [found[1] for raw in waiting if (found := reconcile.message_job(raw)) is not None]
+    waiting, _ = Broker(svc.redis).broker_messages([queue])
+    return [found[1] for raw in waiting if (found := message_job(raw)) is not None]
 
 
 def task(task_id: str | None = None, retries: int = 0) -> SimpleNamespace:
@@ -66,11 +69,11 @@ def task(task_id: str | None = None, retries: int = 0) -> SimpleNamespace:
 def test_celery_messages_are_read_back_to_their_job(svc: Services) -> None:
     enqueue_render(svc.celery, "a" * 32)
     enqueue_encode(svc.celery, "b" * 32)
-    waiting, _ = svc.store.broker_messages([RENDER_QUEUE, ENCODE_QUEUE])
-    found = {reconcile.message_job(raw) for raw in waiting}
+    waiting, _ = Broker(svc.redis).broker_messages([RENDER_QUEUE, ENCODE_QUEUE])
+    found = {message_job(raw) for raw in waiting}
     assert found == {("stepanim.render", "a" * 32), ("stepanim.encode", "b" * 32)}
-    assert svc.store.queue_depth(RENDER_QUEUE) == 1
-    assert reconcile.message_job(b"not json") is None
+    assert Broker(svc.redis).queue_depth(RENDER_QUEUE) == 1
+    assert message_job(b"not json") is None
 
 
 def test_a_queued_job_whose_message_vanished_is_requeued_once(svc: Services) -> None:
@@ -88,19 +91,26 @@ def test_a_queued_job_whose_message_vanished_is_requeued_once(svc: Services) -> 
     assert reconcile.reconcile_once(svc).actions == {"keep": 3}
 
 
+def acquire(svc: Services, job_id: str, worker: Any) -> bool:
+    return (
+        leases.acquire_lease(svc.leases, job_id, stage="render", task=worker, ttl=svc.settings.lease_seconds)
+        is not None
+    )
+
+
 def test_a_rendering_job_is_requeued_only_after_its_lease_expired(svc: Services) -> None:
     job = new_job(svc)
     set_status(svc, job.id, JobStatus.rendering)
     worker = task()
-    assert reconcile.acquire_lease(svc, job.id, stage="render", task=worker)
+    assert acquire(svc, job.id, worker)
     try:
         # The heartbeat keeps the lease well past its 2 s length.
         time.sleep(3)
         assert reconcile.reconcile_once(svc).actions == {"keep": 1}
         # A second delivery of the same job is refused while the lease lives.
-        assert not reconcile.acquire_lease(svc, job.id, stage="render", task=task())
+        assert not acquire(svc, job.id, task())
     finally:
-        lease = reconcile._held.pop(worker.request.id)
+        lease = leases.held.pop(worker.request.id)
     # The worker dies: no release, no more heartbeats; the lease runs out.
     lease._stop_beating()
     time.sleep(2.5)
@@ -119,17 +129,17 @@ def test_a_retry_inherits_the_lease_and_nobody_else_does(svc: Services) -> None:
     job = new_job(svc)
     set_status(svc, job.id, JobStatus.rendering)
     first = task()
-    assert reconcile.acquire_lease(svc, job.id, stage="render", task=first)
-    reconcile._on_task_postrun(task_id=first.request.id, task=first, state="RETRY")
+    assert acquire(svc, job.id, first)
+    leases.on_task_postrun(task_id=first.request.id, task=first, state="RETRY")
     # Handed over: kept for the retry's countdown, so the reconciler leaves the job alone...
     assert reconcile.reconcile_once(svc).actions == {"keep": 1}
     # ...a stranger cannot take it...
-    assert not reconcile.acquire_lease(svc, job.id, stage="render", task=task())
+    assert not acquire(svc, job.id, task())
     # ...and the retry (same task id, one more retry) can.
     retry = task(first.request.id, retries=1)
-    assert reconcile.acquire_lease(svc, job.id, stage="render", task=retry)
-    reconcile._on_task_postrun(task_id=retry.request.id, task=retry, state="SUCCESS")
-    assert svc.store.lease_holders([(job.id, "render")]) == [None]
+    assert acquire(svc, job.id, retry)
+    leases.on_task_postrun(task_id=retry.request.id, task=retry, state="SUCCESS")
+    assert svc.leases.holders([(job.id, "render")]) == [None]
 
 
 def test_a_job_that_keeps_losing_its_worker_fails_as_lost(svc: Services) -> None:
@@ -155,6 +165,6 @@ def test_terminal_jobs_leave_the_open_set(svc: Services) -> None:
 
 
 def test_only_one_of_two_reconcilers_acts(svc: Services) -> None:
-    assert svc.store.try_lock("reconcile", "a", ttl=5)
-    assert not svc.store.try_lock("reconcile", "b", ttl=5)
-    assert svc.store.try_lock("reconcile", "a", ttl=5)  # renewing our own
+    assert svc.leases.try_lock("reconcile", "a", ttl=5)
+    assert not svc.leases.try_lock("reconcile", "b", ttl=5)
+    assert svc.leases.try_lock("reconcile", "a", ttl=5)  # renewing our own

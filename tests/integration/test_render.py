@@ -19,14 +19,16 @@ from PIL import Image
 
 import worker.render
 from stepanim import lifecycle
+from stepanim.admission import admit_now
+from stepanim.cancel import CancelWatch
+from stepanim.events import ProgressEvent
+from stepanim.failures import DecoderUnavailable, InvalidInput, ModelError
 from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
 from stepanim.naming import manifest_key, upload_key
 from stepanim.services import Services
 from stepanim.settings import Settings
-from worker.cancel import CancelWatch
 from worker.capture import StepCapture
-from worker.inputs import InputError
-from worker.pipelines import DecoderUnavailable, ModelError, PipelineCache, pipeline_for
+from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, render
 from worker.tiny_model import build_tiny_taesd
 
@@ -71,7 +73,7 @@ def new_job(svc: Services, **request: Any) -> Job:
         created_at=now,
         updated_at=now,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     return lifecycle.start_rendering(svc, job.id)
 
 
@@ -106,7 +108,7 @@ def test_progress_follows_the_steps_to_the_end(svc: Services, pipes: PipelineCac
     """One record per written batch of steps: every step while the writer keeps up, never backwards."""
     job = new_job(svc, steps=5, seed=3)
     render(job, svc, pipes)
-    steps = [e["step"] for _, e in svc.store.events(job.id) if e["type"] == "progress"]
+    steps = [e.step for _, e in svc.store.events(job.id) if isinstance(e, ProgressEvent)]
     assert steps == sorted(set(steps))
     assert steps[0] >= 1 and steps[-1] == 5
 
@@ -219,7 +221,7 @@ def test_img2img_first_frames_start_from_the_init_image(models_dir: Path) -> Non
 
 def test_missing_upload_fails_clearly(svc: Services, pipes: PipelineCache) -> None:
     job = new_job(svc, steps=2, init_image={"upload_id": "f" * 32})
-    with pytest.raises(InputError, match="no upload with id"):
+    with pytest.raises(InvalidInput, match="no upload with id"):
         render(job, svc, pipes)
 
 

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.naming import upload_key
 from stepanim.services import Services
@@ -61,7 +62,7 @@ def new_job(svc: Services, **request: Any) -> Job:
     )
     now = utcnow()
     job = Job(id=uuid.uuid4().hex, request=body, model="tiny-sdxl", seed=5, created_at=now, updated_at=now)
-    svc.store.create(job)
+    admit_now(svc.store, job)
     return lifecycle.start_rendering(svc, job.id)
 
 

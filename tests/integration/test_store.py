@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from stepanim import lifecycle
+from stepanim.admission import admit_now
 from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, utcnow
 from stepanim.queues import NOTIFY_QUEUE, make_celery
 from stepanim.services import Services
@@ -35,15 +36,17 @@ def new_job(svc: Services, **request: object) -> Job:
         created_at=now,
         updated_at=now,
     )
-    svc.store.create(job)
+    admit_now(svc.store, job)
     return job
 
 
 def test_create_and_get(svc: Services) -> None:
     job = new_job(svc)
     assert svc.store.get(job.id) == job
-    with pytest.raises(ValueError):
-        svc.store.create(job)
+    # The same id again never overwrites the record (the admission of a retried call): nothing is written.
+    changed = job.model_copy(update={"seed": 2})
+    assert admit_now(svc.store, changed).outcome == "created"
+    assert svc.store.get(job.id) == job and len(svc.store.events(job.id)) == 1
     with pytest.raises(JobNotFound):
         svc.store.get(uuid.uuid4().hex)
 
@@ -58,8 +61,14 @@ def test_lifecycle_records_timestamps_and_events(svc: Services) -> None:
     assert done.status == JobStatus.succeeded
     assert done.started_at is not None and done.finished_at is not None
     assert done.started_at <= done.finished_at
-    kinds = [(e["type"], e.get("status", e.get("step"))) for _, e in svc.store.events(job.id)]
-    assert kinds == [("status", "rendering"), ("progress", 1), ("status", "encoding"), ("status", "succeeded")]
+    kinds = [(e.type, getattr(e, "status", getattr(e, "step", None))) for _, e in svc.store.events(job.id)]
+    assert kinds == [
+        ("status", "queued"),
+        ("status", "rendering"),
+        ("progress", 1),
+        ("status", "encoding"),
+        ("status", "succeeded"),
+    ]
 
 
 def test_illegal_transition_is_refused(svc: Services) -> None:

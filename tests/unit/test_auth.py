@@ -33,10 +33,19 @@ def test_a_configured_key_authenticates_and_only_its_hash_is_kept() -> None:
 def test_no_key_is_refused_unless_development_mode_is_on() -> None:
     with pytest.raises(auth.AuthError):
         auth.authenticate(settings(), None)
-    principal = auth.authenticate(settings(allow_anonymous=True), None)
-    assert principal == auth.Principal(key_id="dev", tenant="dev", webhook_secret=DEV_WEBHOOK_SECRET)
-    with pytest.raises(auth.AuthError):  # a wrong key is still wrong in development mode
-        auth.authenticate(settings(allow_anonymous=True), "sa_wrong")
+    dev = auth.Principal(key_id="dev", tenant="dev", webhook_secret=DEV_WEBHOOK_SECRET)
+    assert auth.authenticate(settings(allow_anonymous=True), None) == dev
+
+
+def test_development_mode_takes_any_key_or_none_and_configured_keys_keep_their_tenant() -> None:
+    dev_mode = settings(allow_anonymous=True)
+    dev = auth.Principal(key_id="dev", tenant="dev", webhook_secret=DEV_WEBHOOK_SECRET)
+    for header in [None, "", "Bearer", "Bearer ", "Bearer sa_whatever", "Basic dTpw", "sa_..."]:
+        assert auth.authenticate_header(dev_mode, header) == dev, header
+    assert auth.authenticate_header(dev_mode, f"Bearer {KEY}").tenant == "acme"
+    for header in [None, "Bearer", "Bearer sa_whatever", "Basic dTpw"]:
+        with pytest.raises(auth.AuthError):
+            auth.authenticate_header(settings(), header)
 
 
 def test_bearer_header_parsing() -> None:

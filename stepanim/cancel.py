@@ -1,10 +1,14 @@
-"""Watching a job's cancel flag off the sampling thread.
+"""Watching a job's cancel flag: the one cancellation signal of the render and encode workers.
 
-The sampling loop must learn of a cancel within one step, but a Redis round trip per
-step costs more than a tiny model's step on a CPU. A :class:`CancelWatch` thread
-subscribes to the job's cancel channel (``JobStore.request_cancel`` publishes on it)
-and re-reads the flag every ``recheck_seconds``, in case a message was missed (a
-cancel sent before the subscription, a Redis restart). The loop only reads an Event.
+A client's cancel sets the job's flag and publishes on the channel of the same name
+(``JobStore.request_cancel``). The sampling loop must learn of it within one step, and an
+encode within a moment, but a Redis round trip per step costs more than a tiny model's
+step on a CPU. So a :class:`CancelWatch` thread subscribes to the channel and re-reads the
+flag every ``recheck_seconds``, in case a message was missed (a cancel sent before the
+subscription, a Redis restart); the worker only reads an Event.
+
+A render canceled with ``run_on_incomplete`` clears the flag when it hands its partial
+frames to the encoder (``worker.tasks``): the encoder then stops only for a new cancel.
 """
 
 from __future__ import annotations
