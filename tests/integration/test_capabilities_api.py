@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from encoder.capabilities import publish
 from stepanim import lifecycle
-from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, utcnow
+from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.queues import ENCODE_QUEUE, make_celery
+from stepanim.samplers import SAMPLER_IDS
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage
@@ -69,7 +70,7 @@ def test_capabilities_lists_what_the_encoder_has(svc: Services, client: TestClie
     body = client.get("/capabilities").json()
     assert body["codecs"] == ["h264", "h265", "vp9", "prores", "gif"]
     assert body["interpolations"] == ["none"]
-    assert body["schedulers"] == list(SCHEDULERS)
+    assert body["schedulers"] == list(SAMPLER_IDS)
     assert body["default_model"] == svc.settings.default_model
     assert body["missing"] == {
         "av1": "ffmpeg lacks libaom-av1",
