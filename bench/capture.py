@@ -1,6 +1,10 @@
 """Capture overhead: the same model, seed and steps rendered plainly and with per-step capture.
 
-    python -m bench.capture [--steps 30] [--size 64] [--rounds 7] [--device cpu] [--storage local]
+    python -m bench.capture [--model sd|sdxl|sd3|flux] [--steps 30] [--size 64] [--rounds 7] [--device cpu]
+                            [--storage local]
+
+``--model`` picks the tiny random-weight model of a family (``worker.tiny_model``); its
+scheduler defaults to the family's default sampler (Euler a for SD/SDXL, Euler for SD3/Flux).
 
 *plain* is what a render costs without this service's capture: one pipeline call with
 the final VAE decode and no step callback. The *capture* variants time ``worker.render``,
@@ -35,11 +39,13 @@ from bench.stats import median_interval, paired_ratios
 from stepanim import lifecycle
 from stepanim.admission import admit_now
 from stepanim.devstack import Stack
+from stepanim.families import FACTS, FAMILIES, Family
 from stepanim.jobs import AnimationCreate, Job, utcnow
 from stepanim.services import Services
 from stepanim.settings import Settings
-from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
+from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
+from worker.schedulers import make_scheduler
 from worker.tiny_model import build_tiny_model
 from worker.uploader import Uploader, frame_uploader
 
@@ -47,16 +53,18 @@ PROMPT = "a photo of a red cat"
 SEED = 1234
 
 
-def plain_run(pipes: PipelineCache, *, steps: int, size: int, scheduler: str) -> None:
-    base = pipes.get("tiny-sd")
-    pipe = pipeline_for(base, scheduler=make_scheduler(base, scheduler), img2img=False)
+def plain_run(pipes: PipelineCache, *, family: Family, steps: int, size: int, scheduler: str) -> None:
+    base = pipes.get(f"tiny-{family}")
+    generators = [torch.Generator(device="cpu").manual_seed(SEED)]
+    made = make_scheduler(base, scheduler, family=family, seed=SEED, generators=generators)
+    pipe = pipeline_for(base, scheduler=made, img2img=False)
     pipe(
         prompt=PROMPT,
         num_inference_steps=steps,
         width=size,
         height=size,
         guidance_scale=7.5,
-        generator=[torch.Generator(device="cpu").manual_seed(SEED)],
+        generator=generators,
         output_type="pil",
     )
 
@@ -67,7 +75,8 @@ def capture_run(
     """A stored job in ``rendering``, and the render of it (what is timed)."""
     body = AnimationCreate.model_validate(request)
     now = utcnow()
-    job = Job(id=uuid.uuid4().hex, request=body, model="tiny-sd", seed=SEED, created_at=now, updated_at=now)
+    model = body.model or "tiny-sd"
+    job = Job(id=uuid.uuid4().hex, request=body, model=model, seed=SEED, created_at=now, updated_at=now)
     admit_now(svc.store, job)
     job = lifecycle.start_rendering(svc, job.id)
     return lambda: render(job, svc, pipes, uploader)
@@ -75,10 +84,11 @@ def capture_run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", choices=FAMILIES, default="sd", help="the tiny model of this family")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--size", type=int, default=64, help="width and height in pixels (the tiny model's is 64)")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scheduler", default="euler_a")
+    parser.add_argument("--scheduler", default=None, help="sampler id (default: the family's default sampler)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads",
@@ -94,12 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         help="where the frames go: a local folder, or the S3 server of the STEPANIM_S3_* environment",
     )
     args = parser.parse_args(argv)
+    family: Family = args.model
+    scheduler: str = args.scheduler or FACTS[family].default_sampler
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         root = Path(tmp)
-        build_tiny_model(root / "models" / "tiny-sd")
+        build_tiny_model(root / "models" / f"tiny-{family}", family=family)
         stack = Stack(workdir=root / "stack", settings={})
         stack.start_redis()
         uploader: Uploader | None = None
@@ -116,16 +128,19 @@ def main(argv: list[str] | None = None) -> None:
             pipes = PipelineCache(settings)
             uploader = frame_uploader(settings)  # as the render task has it
             request = {
+                "model": f"tiny-{family}",
                 "prompt": PROMPT,
                 "steps": args.steps,
                 "width": args.size,
                 "height": args.size,
-                "scheduler": args.scheduler,
+                "scheduler": scheduler,
                 "seed": SEED,
             }
             # Each variant prepares its run (not timed) and returns it (timed).
             variants: dict[str, Callable[[], Callable[[], object]]] = {
-                "plain": lambda: lambda: plain_run(pipes, steps=args.steps, size=args.size, scheduler=args.scheduler),
+                "plain": lambda: (
+                    lambda: plain_run(pipes, family=family, steps=args.steps, size=args.size, scheduler=scheduler)
+                ),
                 "capture approx quarter": lambda: capture_run(
                     svc, pipes, {**request, "capture": {"decoder": "approx", "resolution": "quarter"}}, uploader
                 ),
@@ -160,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         statistics.median(cpu["plain"]),
     )
     print(
-        f"device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
-        f"size={args.size} scheduler={args.scheduler} rounds={args.rounds} storage={args.storage} "
+        f"model=tiny-{family} device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
+        f"size={args.size} scheduler={scheduler} rounds={args.rounds} storage={args.storage} "
         f"uploader={'thread' if uploader is None else 'process'}"
     )
     print(

@@ -27,6 +27,7 @@ from client.models import (
     Interpolation,
     JobStatus,
     RenditionPublic,
+    Schedule,
     Scheduler,
     VideoOptions,
     WebhookEvent,
@@ -93,6 +94,7 @@ REQUEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "height": ("height",),
     "steps": ("steps",),
     "scheduler": ("scheduler",),
+    "schedule": ("schedule",),
     "guidance_scale": ("guidance_scale",),
     "seed": ("seed",),
     "batch_size": ("batch_size",),
@@ -573,6 +575,9 @@ def build_parser() -> Parser:
     image.add_argument("--height", type=int, help="pixels, 64-2048, a multiple of 8 (default 512)")
     image.add_argument("--steps", type=int, help="denoising steps, one frame each (default 20)")
     image.add_argument("--scheduler", choices=choices(Scheduler), help="sampler (default euler_a)")
+    image.add_argument(
+        "--schedule", choices=choices(Schedule), help="schedule type of the noise levels (default: the model's)"
+    )
     image.add_argument(
         "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (default 7.5)"
     )

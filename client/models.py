@@ -25,7 +25,26 @@ RenditionStatus = Literal["queued", "encoding", "succeeded", "failed"]
 FrameSource = Literal["denoised", "noisy"]
 FrameDecoder = Literal["approx", "taesd", "full"]
 FrameResolution = Literal["quarter", "full"]
-Scheduler = Literal["euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc"]
+Scheduler = Literal[
+    "euler",
+    "euler_a",
+    "lms",
+    "heun",
+    "dpm2",
+    "dpm2_a",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_3m",
+    "dpmpp_sde",
+    "unipc",
+    "deis",
+    "ddim",
+    "plms",
+    "ddpm",
+    "lcm",
+    "tcd",
+]
+Schedule = Literal["default", "karras", "exponential", "beta", "sgm_uniform"]
 WebhookEvent = Literal[
     "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
 ]
@@ -101,6 +120,7 @@ class AnimationCreate(_Request):
     height: int = 512
     steps: int = 20
     scheduler: Scheduler = "euler_a"
+    schedule: Schedule = "default"
     guidance_scale: float = 7.5
     seed: int | None = None
     animation: AnimationOptions = Field(default_factory=AnimationOptions)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from stepanim.samplers import DEFAULT_SAMPLER, REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS, Schedule
 from stepanim.text import Text
 
 
@@ -64,21 +65,15 @@ class Interpolation(StrEnum):
     mci = "mci"
 
 
-# Stable public scheduler names -> diffusers scheduler class and config overrides.
-# The API validates against the keys; only the render worker imports the classes.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
+# Sampler ids come from the one registry (stepanim.samplers), which also says which diffusers
+# scheduler each is and which model families it fits; only the render worker imports the classes.
+if TYPE_CHECKING:
+    SamplerId = str
+else:
+    SamplerId = Literal[SAMPLER_IDS]
 
-SchedulerName = Literal["euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc"]
+_SAMPLER_HELP = ", ".join(f"{s.id} ({s.label})" for s in REGISTRY)
+_SCHEDULE_HELP = ", ".join(f"{s} ({label})" for s, label in SCHEDULE_LABELS.items())
 
 MAX_SEED = 2**32 - 1
 
@@ -275,7 +270,17 @@ class AnimationCreate(BaseModel):
         512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image height in pixels.", examples=[512]
     )
     steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
-    scheduler: SchedulerName = Field("euler_a", description="Sampler, by stable name.", examples=["euler_a"])
+    scheduler: SamplerId = Field(
+        DEFAULT_SAMPLER,
+        description=f"Sampler, by stable id: {_SAMPLER_HELP}. Which fit a model depends on its family "
+        "(GET /capabilities).",
+        examples=["euler_a"],
+    )
+    schedule: Schedule = Field(
+        "default",
+        description=f"Schedule type of the sampler's noise levels: {_SCHEDULE_HELP}; default is the model's own.",
+        examples=["karras"],
+    )
     guidance_scale: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.", examples=[7.5])
     seed: int | None = Field(
         None,

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
         description="Folder of the TAESDXL weights (madebyollin/taesdxl) for SDXL latents; "
         "default <models_dir>/taesdxl.",
     )
+    taesd3_path: Path | None = Field(
+        None,
+        description="Folder of the TAESD3 weights (madebyollin/taesd3) for SD3/SD3.5 latents; "
+        "default <models_dir>/taesd3.",
+    )
+    taef1_path: Path | None = Field(
+        None,
+        description="Folder of the TAEF1 weights (madebyollin/taef1) for FLUX.1 latents; default <models_dir>/taef1.",
+    )
 
     # Encoding.
     ffmpeg_path: str | None = Field(None, description="Explicit ffmpeg binary; else PATH.")

@@ -44,6 +44,32 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for a module of tiny-model renders: they gain nothing from more,
+    and on a shared 2-core machine OpenMP's spinning threads made them 2-3x slower (FINDINGS.md,
+    "The machine under several stacks"). Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def family_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with a tiny random-weight model of every family: ``tiny-sd``, ``tiny-sdxl``,
+    ``tiny-sd3``, ``tiny-flux`` (FLUX.1-dev's configuration) and ``tiny-flux-schnell``."""
+    from worker.tiny_model import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("family-models")
+    for family in ("sd", "sdxl", "sd3", "flux"):
+        build_tiny_model(folder / f"tiny-{family}", family=family)
+    build_tiny_model(folder / "tiny-flux-schnell", family="flux", schnell=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A private redis-server on a free port (never the machine's own)."""

@@ -17,6 +17,17 @@ Some schedulers call the model more than once per step (Heun and KDPM2 twice,
 PNDM twice on its first step and four times on each Runge-Kutta step);
 ``pop()`` returns ``None`` after the calls that do not finish a step, so a run
 of N inference steps gives exactly N frames.
+
+The last step's frame is the run's result: when the scheduler has reached the end of
+its schedule, the captured latents are that step's ``prev_sample`` (the latents the
+pipeline decodes), in both modes. The last x0 prediction is that same image for most
+deterministic samplers, but not for all (a multistep or second-order final update,
+DDIM stopping at ``alphas_cumprod[0]``, DDPM's last variance...).
+
+Flow-matching schedulers (SD3, Flux) keep ``x_t = (1 - sigma) x0 + sigma noise`` and
+the model predicts the velocity ``v``: the denoised frame is ``x_t - sigma v`` with the
+sigma of the step just taken. Flux's latents are packed 2x2 into tokens; they are
+captured packed and unpacked before decoding (:func:`unpack_for_decoding`).
 """
 
 from __future__ import annotations
@@ -34,14 +45,19 @@ from diffusers import SchedulerMixin
 from diffusers.utils.outputs import BaseOutput
 from PIL import Image
 
+from stepanim.families import FACTS, Family, family_of_class
+
 log = logging.getLogger(__name__)
 
 CaptureMode = Literal["denoised", "noisy"]
-LatentFamily = Literal["sd", "sdxl"]
+LatentFamily = Family
 
 # Linear latent -> RGB factors (rows: latent channels, columns: R, G, B) and bias, for
-# latents in the pipeline's scale (before dividing by the VAE scaling factor), giving
-# RGB in [-1, 1]. Published with ComfyUI's latent previews (comfy/latent_formats.py).
+# latents in the pipeline's scale (the latents the sampler works in: before undoing the
+# VAE's scaling_factor and shift_factor), giving RGB in [-1, 1]. Published with ComfyUI's
+# latent previews (comfy/latent_formats.py, ``latent_rgb_factors`` and
+# ``latent_rgb_factors_bias`` of classes SD15, SDXL, SD3 and Flux), which ComfyUI applies
+# to the sampler's x0, in that same scale.
 LATENT_RGB: dict[LatentFamily, tuple[list[list[float]], list[float]]] = {
     "sd": (  # SD 1.x and 2.x
         [
@@ -60,6 +76,48 @@ LATENT_RGB: dict[LatentFamily, tuple[list[list[float]], list[float]]] = {
             [-0.3165, -0.2492, -0.2188],
         ],
         [0.1084, -0.0175, -0.0011],
+    ),
+    "sd3": (  # SD3 and SD3.5: 16 channels
+        [
+            [-0.0922, -0.0175, 0.0749],
+            [0.0311, 0.0633, 0.0954],
+            [0.1994, 0.0927, 0.0458],
+            [0.0856, 0.0339, 0.0902],
+            [0.0587, 0.0272, -0.0496],
+            [-0.0006, 0.1104, 0.0309],
+            [0.0978, 0.0306, 0.0427],
+            [-0.0042, 0.1038, 0.1358],
+            [-0.0194, 0.0020, 0.0669],
+            [-0.0488, 0.0130, -0.0268],
+            [0.0922, 0.0988, 0.0951],
+            [-0.0278, 0.0524, -0.0542],
+            [0.0332, 0.0456, 0.0895],
+            [-0.0069, -0.0030, -0.0810],
+            [-0.0596, -0.0465, -0.0293],
+            [-0.1448, -0.1463, -0.1189],
+        ],
+        [0.2394, 0.2135, 0.1925],
+    ),
+    "flux": (  # FLUX.1: 16 channels (unpacked from Flux's 2x2 tokens first)
+        [
+            [-0.0346, 0.0244, 0.0681],
+            [0.0034, 0.0210, 0.0687],
+            [0.0275, -0.0668, -0.0433],
+            [-0.0174, 0.0160, 0.0617],
+            [0.0859, 0.0721, 0.0329],
+            [0.0004, 0.0383, 0.0115],
+            [0.0405, 0.0861, 0.0915],
+            [-0.0236, -0.0185, -0.0259],
+            [-0.0245, 0.0250, 0.1180],
+            [0.1008, 0.0755, -0.0421],
+            [-0.0515, 0.0201, 0.0011],
+            [0.0428, -0.0012, -0.0036],
+            [0.0817, 0.0765, 0.0749],
+            [-0.1264, -0.0522, -0.1103],
+            [-0.0280, -0.0881, -0.0499],
+            [-0.1262, -0.0982, -0.0778],
+        ],
+        [-0.0329, -0.0718, -0.0851],
     ),
 }
 
@@ -123,6 +181,9 @@ class StepCapture:
         if not _completes_step(self.scheduler):
             self._latest = None
             return
+        if _at_end(self.scheduler, args["timestep"]):  # the result itself, whatever the mode
+            self._latest = out["prev_sample"].detach().clone()
+            return
         latents = _denoised(self.scheduler, out, args) if self.mode == "denoised" else None
         if latents is None:
             if self.mode == "denoised" and not self._warned:
@@ -146,12 +207,40 @@ def _completes_step(scheduler: Any) -> bool:
     return True
 
 
+def _at_end(scheduler: Any, timestep: Any) -> bool:
+    """Whether the step() call that just returned was the last of the scheduler's schedule."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None or len(timesteps) == 0:
+        return False
+    step_index = getattr(scheduler, "step_index", None)
+    if step_index is not None:  # advanced by every step() call, also by the extra calls of Heun and KDPM2
+        return int(step_index) >= len(timesteps)
+    # DDIM, PNDM, DDPM: no step index; their last timestep is not repeated.
+    last = timesteps[-1]
+    return bool(float(timestep) == float(last))
+
+
+def _is_flow(scheduler: Any) -> bool:
+    """Flow-matching schedulers (SD3, Flux): x = (1 - sigma) x0 + sigma noise, the model predicts v."""
+    config = scheduler.config
+    return type(scheduler).__name__.startswith("FlowMatch") or (
+        bool(getattr(config, "use_flow_sigmas", False)) or getattr(config, "prediction_type", None) == "flow_prediction"
+    )
+
+
+def _prediction_type(scheduler: Any) -> str | None:
+    if type(scheduler).__name__.startswith("FlowMatch"):  # they have no prediction_type: always velocity
+        return "flow_prediction"
+    return getattr(scheduler.config, "prediction_type", None)
+
+
 def _is_sigma_space(scheduler: Any) -> bool:
     """k-diffusion style schedulers (Euler, LMS, Heun, ...) keep x = x0 + sigma * noise."""
     return (
         hasattr(scheduler, "sigmas")
         and not hasattr(scheduler, "_sigma_to_alpha_sigma_t")
-        and float(scheduler.init_noise_sigma) > 1.0
+        and not _is_flow(scheduler)
+        and float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0
     )
 
 
@@ -168,7 +257,9 @@ def _input_coefficients(scheduler: Any, timestep: Any) -> tuple[float, float, fl
     step_index = getattr(scheduler, "step_index", None)
     if hasattr(scheduler, "sigmas") and step_index is not None:
         sigma = scheduler.sigmas[step_index - 1]  # step() has already advanced step_index
-        if hasattr(scheduler, "_sigma_to_alpha_sigma_t"):  # DPM-Solver, UniPC, DEIS: alpha space
+        if type(scheduler).__name__.startswith("FlowMatch"):  # Euler, Heun for SD3 / Flux
+            return 1.0, 1.0 - float(sigma), float(sigma)
+        if hasattr(scheduler, "_sigma_to_alpha_sigma_t"):  # DPM-Solver, UniPC, DEIS (also with flow sigmas)
             alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
             return 1.0, float(alpha_t), float(sigma_t)
         if _is_sigma_space(scheduler):
@@ -194,7 +285,7 @@ def _denoised(scheduler: Any, out: BaseOutput, args: dict[str, Any]) -> torch.Te
     c, alpha, sigma = coefficients
     x = sample.float() * c
     output = model_output.float()
-    prediction_type = scheduler.config.prediction_type
+    prediction_type = _prediction_type(scheduler)
     if prediction_type == "epsilon":
         x0 = (x - sigma * output) / alpha
     elif prediction_type == "v_prediction":
@@ -209,11 +300,27 @@ def _denoised(scheduler: Any, out: BaseOutput, args: dict[str, Any]) -> torch.Te
 
 
 def latent_family(pipe: Any) -> LatentFamily:
-    """Which latent space a pipeline samples in, for :func:`decode_approx` and TAESD."""
-    channels = getattr(getattr(pipe, "vae", None), "config", None)
-    if channels is not None and getattr(channels, "latent_channels", 4) != 4:
-        raise ValueError(f"{type(pipe).__name__}: only 4-channel (SD 1.x/2.x, SDXL) latents have preview decoders")
-    return "sdxl" if "XL" in type(pipe).__name__ else "sd"
+    """Which latent space a pipeline samples in (for :func:`decode_approx`, TAESD, the samplers that fit):
+    told by its class, checked against its VAE's latent channels. ValueError for any other pipeline."""
+    family = family_of_class(type(pipe).__name__)
+    config = getattr(getattr(pipe, "vae", None), "config", None)
+    channels = getattr(config, "latent_channels", None) if config is not None else None
+    if channels is not None and channels != FACTS[family].latent_channels:
+        raise ValueError(
+            f"{type(pipe).__name__}: a {family} pipeline with a {channels}-channel VAE "
+            f"({FACTS[family].latent_channels} expected)"
+        )
+    return family
+
+
+def unpack_for_decoding(pipe: Any, family: LatentFamily, *, width: int, height: int) -> Any:
+    """A function giving captured latents their VAE layout, Bx16xhxw: Flux's packed tokens
+    (B x h*w/4 x 64) through the pipeline class's own ``_unpack_latents``; others as they are."""
+    if family != "flux":
+        return lambda latents: latents
+    unpack = type(pipe)._unpack_latents
+    scale = pipe.vae_scale_factor
+    return lambda latents: unpack(latents, height, width, scale) if latents.ndim == 3 else latents
 
 
 def _to_images(rgb: torch.Tensor, size: tuple[int, int] | None) -> list[np.ndarray]:

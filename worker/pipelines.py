@@ -1,8 +1,10 @@
 """Loading diffusers pipelines and keeping them warm per worker process.
 
 A model is a folder under ``settings.models_dir``, a path, or a hub id. Loaded
-pipelines live in a small LRU cache; each run gets its own scheduler instance so
-nothing stateful is shared between runs.
+pipelines live in a small LRU cache; each run gets its own scheduler instance
+(``worker.schedulers.make_scheduler``) so nothing stateful is shared between runs.
+On CUDA, SD 1.x/2.x and SDXL load in float16, SD3 and Flux in bfloat16 (Flux gives
+NaNs in float16); on other devices everything is float32.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import diffusers
 import torch
 
 from stepanim.failures import DecoderUnavailable, ModelError
-from stepanim.jobs import SCHEDULERS
+from stepanim.families import Family, family_of_class, model_family
 from stepanim.settings import Settings
 from worker.capture import LatentFamily
 
@@ -44,13 +46,34 @@ def resolve_model(name: str, settings: Settings) -> str:
     return str(local) if (local / "model_index.json").is_file() else name
 
 
-def make_scheduler(pipe: Any, name: str) -> Any:
-    try:
-        class_name, overrides = SCHEDULERS[name]
-    except KeyError as e:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}") from e
-    cls = getattr(diffusers, class_name)
-    return cls.from_config(pipe.scheduler.config, **overrides)
+def source_family(source: str) -> Family | None:
+    """The family of the model at ``source`` (a folder, or a hub id) before loading it; None when
+    its model index cannot be read (diffusers then gives the error that matters)."""
+    if Path(source).is_dir():
+        try:
+            return model_family(Path(source))
+        except ValueError:
+            return None
+    try:  # a hub id: only its model_index.json (cached by diffusers, as the weights are)
+        config = diffusers.DiffusionPipeline.load_config(source)
+        return family_of_class(str(config.get("_class_name", "")))
+    except Exception:  # offline, unknown id, unsupported class: from_pretrained says why
+        return None
+
+
+def dtype_for(device: str, family: Family | None) -> torch.dtype:
+    """Half precision on CUDA: bfloat16 for SD3 and Flux (float16 overflows there), float16 for the rest."""
+    if device != "cuda":
+        return torch.float32
+    return torch.bfloat16 if family in ("sd3", "flux") else torch.float16
+
+
+_TAESD: dict[LatentFamily, tuple[str, str, str]] = {  # family -> (settings field, environment variable, weights)
+    "sd": ("taesd_path", "STEPANIM_TAESD_PATH", "madebyollin/taesd"),
+    "sdxl": ("taesdxl_path", "STEPANIM_TAESDXL_PATH", "madebyollin/taesdxl"),
+    "sd3": ("taesd3_path", "STEPANIM_TAESD3_PATH", "madebyollin/taesd3"),
+    "flux": ("taef1_path", "STEPANIM_TAEF1_PATH", "madebyollin/taef1"),
+}
 
 
 def pipeline_for(base: Any, *, scheduler: Any, img2img: bool) -> Any:
@@ -85,7 +108,6 @@ class PipelineCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device = pick_device(settings.device)
-        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._decoding_vaes: dict[int, Any] = {}  # id(pipe.vae) -> decoding_vae(pipe.vae)
@@ -100,9 +122,9 @@ class PipelineCache:
             return self._decoding_vaes[key]
 
     def taesd_path(self, family: LatentFamily) -> Path:
-        if family == "sdxl":
-            return self.settings.taesdxl_path or self.settings.models_dir / "taesdxl"
-        return self.settings.taesd_path or self.settings.models_dir / "taesd"
+        field, _, repo = _TAESD[family]
+        configured: Path | None = getattr(self.settings, field)
+        return configured or self.settings.models_dir / repo.split("/")[1]
 
     def taesd(self, family: LatentFamily) -> Any:
         """The tiny autoencoder for ``family`` latents, loaded once from its local folder."""
@@ -110,8 +132,7 @@ class PipelineCache:
             if family in self._taesd:
                 return self._taesd[family]
             path = self.taesd_path(family)
-            setting = "STEPANIM_TAESDXL_PATH" if family == "sdxl" else "STEPANIM_TAESD_PATH"
-            repo = "madebyollin/taesdxl" if family == "sdxl" else "madebyollin/taesd"
+            _, setting, repo = _TAESD[family]
             if not (path / "config.json").is_file():
                 log.warning("decoder taesd: no weights for %s latents in %s", family, path)
                 raise DecoderUnavailable(
@@ -119,7 +140,7 @@ class PipelineCache:
                     f"({repo}) are not installed (see {setting}); use decoder 'approx' or 'full'"
                 )
             try:
-                vae = diffusers.AutoencoderTiny.from_pretrained(path, torch_dtype=self.dtype)  # type: ignore[no-untyped-call]
+                vae = diffusers.AutoencoderTiny.from_pretrained(path, torch_dtype=dtype_for(self.device, family))  # type: ignore[no-untyped-call]
             except Exception as e:  # a broken folder: the same answer as a missing one
                 log.exception("decoder taesd: cannot load %s", path)
                 raise DecoderUnavailable(
@@ -147,10 +168,16 @@ class PipelineCache:
 
     def _load(self, model: str) -> Any:
         source = resolve_model(model, self.settings)
-        log.info("loading model %s from %s on %s", model, source, self.device)
+        family = source_family(source)
+        dtype = dtype_for(self.device, family)
+        log.info("loading model %s from %s on %s (%s)", model, source, self.device, dtype)
+        # Only SD 1.x/2.x pipelines have a safety checker (the others would log the keywords as unused).
+        extra: dict[str, Any] = (
+            {"safety_checker": None, "requires_safety_checker": False} if family in (None, "sd") else {}
+        )
         try:
             pipe = diffusers.AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-                source, torch_dtype=self.dtype, safety_checker=None, requires_safety_checker=False
+                source, torch_dtype=dtype, **extra
             )
         except Exception as e:  # diffusers raises many kinds; all mean "cannot load this model"
             raise ModelError(f"cannot load model {model!r}: {type(e).__name__}: {e}") from e

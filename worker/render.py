@@ -17,14 +17,16 @@ import torch
 
 from stepanim import lifecycle
 from stepanim.cancel import CancelWatch
-from stepanim.failures import DecoderUnavailable
+from stepanim.failures import DecoderUnavailable, InvalidInput, ModelError
+from stepanim.families import FACTS, check_size
 from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, Job, JobImage
 from stepanim.naming import manifest_key
 from stepanim.services import Services
-from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family
+from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family, unpack_for_decoding
 from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
-from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
+from worker.pipelines import PipelineCache, pipeline_for
+from worker.schedulers import make_scheduler
 from worker.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -56,16 +58,18 @@ def frame_size(options: CaptureOptions, *, width: int, height: int) -> tuple[int
 
 
 def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, width: int, height: int) -> Decoder:
-    """The function that turns a batch of captured latents into frames of the requested size."""
+    """The function that turns a batch of captured latents into frames of the requested size
+    (Flux's packed latents are unpacked first, with the pipeline's own helper)."""
     size = frame_size(options, width=width, height=height)
     try:
         family = latent_family(pipe)
     except ValueError as e:
         raise DecoderUnavailable(str(e)) from e
+    unpack = unpack_for_decoding(pipe, family, width=width, height=height)
     if options.decoder == FrameDecoder.approx:
-        return lambda latents: decode_approx(latents, family, size=size)
+        return lambda latents: decode_approx(unpack(latents), family, size=size)
     vae = pipes.taesd(family) if options.decoder == FrameDecoder.taesd else pipes.full_vae(pipe)
-    return lambda latents: decode_full(vae, latents, size=size)
+    return lambda latents: decode_full(vae, unpack(latents), size=size)
 
 
 def manifest(job: Job, result: RenderResult, *, complete: bool = True) -> dict[str, Any]:
@@ -82,6 +86,7 @@ def manifest(job: Job, result: RenderResult, *, complete: bool = True) -> dict[s
         "total_steps": result.total,
         "complete": complete,
         "scheduler": req.scheduler,
+        "schedule": req.schedule,
         "guidance_scale": req.guidance_scale,
         "seed": job.seed,
         "batch_size": req.batch_size,
@@ -99,13 +104,33 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
     """Render ``job``, every step a frame; ``uploader`` (when given) stores the frames from its helper process."""
     req = job.request
     base = pipes.get(job.model)
+    try:
+        family = latent_family(base)
+    except ValueError as e:
+        raise ModelError(str(e)) from e
+    facts = FACTS[family]
+    img2img = req.init_image is not None
+    seeds = req.seeds(job.seed)
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]  # one per image
+    try:  # what the API checks too, from the model's family; a job queued before it knew is refused here
+        check_size(family, width=req.width, height=req.height)
+        scheduler = make_scheduler(
+            base,
+            req.scheduler,
+            req.schedule,
+            family=family,
+            seed=seeds,  # DPM++ SDE: a Brownian tree per image, each from its own seed
+            img2img=img2img,
+            steps=req.steps,
+            generators=generators,
+        )
+    except ValueError as e:
+        raise InvalidInput(str(e)) from e
     init_image = None
     if req.init_image is not None:
         init_image = load_init_image(req.init_image, svc.storage, svc.settings, width=req.width, height=req.height)
-    scheduler = make_scheduler(base, req.scheduler)
-    pipe = pipeline_for(base, scheduler=scheduler, img2img=init_image is not None)
+    pipe = pipeline_for(base, scheduler=scheduler, img2img=img2img)
     decode = make_decoder(pipes, pipe, req.capture, width=req.width, height=req.height)
-    seeds = req.seeds(job.seed)
     total = req.denoising_steps()
     mode: CaptureMode = "noisy" if req.capture.source == FrameSource.noisy else "denoised"
     capture = StepCapture(scheduler, mode=mode).install()
@@ -154,8 +179,10 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
         return kwargs
 
     inputs: dict[str, Any] = {"image": init_image, "strength": req.img2img_strength()} if init_image is not None else {}
-    if init_image is None:
+    if init_image is None or facts.flow:  # SD3 and Flux img2img take the size too (Flux: else 1024x1024)
         inputs.update(width=req.width, height=req.height)
+    if facts.negative_prompt:  # FLUX.1 has none (its pipeline uses one only for "true CFG", true_cfg_scale > 1)
+        inputs.update(negative_prompt=req.negative_prompt or None)
 
     def finish(*, complete: bool) -> RenderResult:
         result = RenderResult(
@@ -175,11 +202,10 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             with canceled:
                 pipe(
                     prompt=req.prompt,
-                    negative_prompt=req.negative_prompt or None,
                     num_inference_steps=req.steps,
                     guidance_scale=req.guidance_scale,
                     num_images_per_prompt=len(seeds),
-                    generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+                    generator=generators,
                     output_type="latent",  # every step is captured; the final VAE decode is not needed
                     callback_on_step_end=on_step_end,
                     **inputs,

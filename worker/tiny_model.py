@@ -1,11 +1,19 @@
-"""A tiny random-weight Stable Diffusion pipeline for tests and local development.
+"""Tiny random-weight pipelines of every supported family, for tests and local development.
 
-It has the real SD 1.x layout (4 latent channels, 8x VAE downsampling, CLIP text
-encoder and tokenizer, an SD 1.5 scheduler config) so code written against
-``StableDiffusionPipeline`` runs unchanged, just in about a second on a CPU.
-The images it makes are noise.
+Each has its family's real layout, so code written against the real pipeline runs
+unchanged, just in about a second on a CPU (20 steps at 64x64); the images are noise:
 
-    python -m worker.tiny_model OUT_DIR
+- ``sd``: SD 1.x (4 latent channels, 8x VAE, CLIP text encoder, SD 1.5's scheduler config);
+- ``sdxl``: two CLIP encoders, SDXL's "text_time" conditioning and VAE scaling factor;
+- ``sd3``: an MMDiT transformer (2x2 patches), two CLIP encoders with projections and a T5
+  encoder, a 16-channel VAE with SD3's scaling and shift factors, flow matching with shift 3;
+- ``flux``: a Flux transformer over 2x2-packed latents with guidance embedding (FLUX.1-dev;
+  ``schnell=True``: none, and no dynamic shifting), CLIP and T5 encoders, Flux's VAE factors.
+
+Tokenizers are built in memory (a CLIP BPE and a T5 Unigram vocabulary), so nothing is
+downloaded. ``build_tiny_taesd`` writes matching tiny TAESD / TAESDXL / TAESD3 / TAEF1 decoders.
+
+    python -m worker.tiny_model OUT_DIR [--family sd|sdxl|sd3|flux] [--schnell]
 """
 
 from __future__ import annotations
@@ -23,12 +31,27 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     PNDMScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+from stepanim.families import Family
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -120,11 +143,53 @@ def _tokenizer_and_text_config() -> tuple[CLIPTokenizer, CLIPTextConfig]:
     return tokenizer, config
 
 
-def _vae(**extra: Any) -> AutoencoderKL:
+# The VAE factors of the real models: latents the sampler sees = (VAE latents - shift) * scaling.
+SD3_VAE = {"scaling_factor": 1.5305, "shift_factor": 0.0609}
+FLUX_VAE = {"scaling_factor": 0.3611, "shift_factor": 0.1159}
+# Scheduler configs of stabilityai/stable-diffusion-3(.5) and black-forest-labs/FLUX.1-dev / -schnell.
+SD3_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 3.0}
+FLUX_DEV_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+FLUX_SCHNELL_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0}
+T5_MAX_LENGTH = 512
+
+
+def t5_tokenizer(words: tuple[str, ...] = WORDS) -> T5Tokenizer:
+    """A T5 (Unigram) tokenizer from an in-memory vocabulary: pad, eos, unk, every printable ASCII
+    character (alone and word-initial) and a few words; other characters become ``<unk>``."""
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]
+    pieces += [(c, -5.0) for c in chars] + [("▁" + c, -5.5) for c in chars] + [("▁" + w, -3.0) for w in words]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=T5_MAX_LENGTH)
+
+
+def _t5(tokenizer: T5Tokenizer, d_model: int) -> T5EncoderModel:
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return T5EncoderModel(config)
+
+
+def _vae(latent_channels: int = 4, **extra: Any) -> AutoencoderKL:
     return AutoencoderKL(  # type: ignore[no-untyped-call]
         in_channels=3,
         out_channels=3,
-        latent_channels=4,
+        latent_channels=latent_channels,
         sample_size=64,
         block_out_channels=(16, 16, 32, 32),  # four blocks: three 2x downsamples = 8x, as in SD
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -193,6 +258,90 @@ def build_sdxl_pipeline(*, seed: int = 0) -> StableDiffusionXLPipeline:
     )
 
 
+def build_sd3_pipeline(*, seed: int = 0) -> StableDiffusion3Pipeline:
+    """A tiny random-weight SD3 pipeline: MMDiT with 2x2 patches over 16 latent channels, two CLIP
+    encoders with projections (pooled 2 x 32) and a T5 encoder whose width (64) the CLIP states are
+    padded to, a 16-channel 8x VAE with SD3's scaling and shift factors, flow matching with shift 3."""
+    tokenizer, text_config = _tokenizer_and_text_config()
+    tokenizer_3 = t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModelWithProjection(text_config)
+        text_encoder_2 = CLIPTextModelWithProjection(text_config)
+        text_encoder_3 = _t5(tokenizer_3, 64)
+        transformer = SD3Transformer2DModel(  # type: ignore[no-untyped-call]
+            sample_size=8,  # 64x64 images by default
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=64,  # the T5 width
+            caption_projection_dim=32,
+            pooled_projection_dim=64,  # both CLIP projections side by side
+            pos_embed_max_size=32,  # up to 512-pixel sides
+        )
+        vae = _vae(16, use_quant_conv=False, use_post_quant_conv=False, **SD3_VAE)
+    return StableDiffusion3Pipeline(  # type: ignore[no-untyped-call]
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(SD3_SCHEDULER_CONFIG),  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+
+
+def build_flux_pipeline(*, seed: int = 0, schnell: bool = False) -> FluxPipeline:
+    """A tiny random-weight FLUX.1 pipeline: a Flux transformer (one double and one single block)
+    over 2x2-packed 16-channel latents, CLIP (pooled) and T5 encoders, a 16-channel 8x VAE with Flux's
+    factors. FLUX.1-dev by default (guidance embedding, dynamic shifting); ``schnell``: neither."""
+    tokenizer, text_config = _tokenizer_and_text_config()
+    tokenizer_2 = t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(text_config)
+        text_encoder_2 = _t5(tokenizer_2, 32)
+        transformer = FluxTransformer2DModel(  # type: ignore[no-untyped-call]
+            patch_size=1,
+            in_channels=64,  # 16 latent channels x 2x2
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,  # the T5 width
+            pooled_projection_dim=32,  # the CLIP width
+            guidance_embeds=not schnell,
+            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
+        )
+        vae = _vae(16, use_quant_conv=False, use_post_quant_conv=False, **FLUX_VAE)
+    config = FLUX_SCHNELL_SCHEDULER_CONFIG if schnell else FLUX_DEV_SCHEDULER_CONFIG
+    return FluxPipeline(  # type: ignore[no-untyped-call]
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(config),  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
+def build_family_pipeline(family: Family = "sd", *, seed: int = 0, schnell: bool = False) -> Any:
+    """The tiny pipeline of ``family`` in memory (``schnell``: FLUX.1-schnell's configuration)."""
+    if family == "sd":
+        return build_pipeline(seed=seed)
+    if family == "sdxl":
+        return build_sdxl_pipeline(seed=seed)
+    if family == "sd3":
+        return build_sd3_pipeline(seed=seed)
+    return build_flux_pipeline(seed=seed, schnell=schnell)
+
+
 def is_complete(path: Path) -> bool:
     """Whether ``path`` holds a saved pipeline: ``model_index.json`` and every component folder."""
     index = path / "model_index.json"
@@ -206,9 +355,8 @@ def is_complete(path: Path) -> bool:
     )
 
 
-def build_tiny_model(path: Path, *, seed: int = 0, sdxl: bool = False) -> Path:
-    """Write the tiny pipeline (SD 1.x, or SDXL when ``sdxl``) to ``path`` (unless one is already there)
-    and return ``path``.
+def build_tiny_model(path: Path, *, seed: int = 0, family: Family = "sd", schnell: bool = False) -> Path:
+    """Write the tiny pipeline of ``family`` to ``path`` (unless one is already there) and return ``path``.
 
     The model is saved into a temporary folder beside ``path`` and renamed into place,
     so readers never see a half-written model and concurrent builders are safe.
@@ -221,7 +369,7 @@ def build_tiny_model(path: Path, *, seed: int = 0, sdxl: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        pipe: Any = build_sdxl_pipeline(seed=seed) if sdxl else build_pipeline(seed=seed)
+        pipe: Any = build_family_pipeline(family, seed=seed, schnell=schnell)
         pipe.save_pretrained(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private
         os.replace(tmp, path)  # replaces a missing or empty folder; fails if another builder won
@@ -233,8 +381,19 @@ def build_tiny_model(path: Path, *, seed: int = 0, sdxl: bool = False) -> Path:
     return path
 
 
-def build_taesd(*, seed: int = 0) -> AutoencoderTiny:
-    """A tiny random-weight TAESD (``AutoencoderTiny``): 4 latent channels, 8x upsampling, like madebyollin/taesd."""
+# What the tiny decoders take, as madebyollin's configs say: TAESD and TAESDXL decode the
+# pipeline's latents as they are; TAESD3 and TAEF1 the VAE's (so they undo scaling and shift).
+_TAESD_CONFIG: dict[Family, dict[str, Any]] = {
+    "sd": {"latent_channels": 4},
+    "sdxl": {"latent_channels": 4},
+    "sd3": {"latent_channels": 16, **SD3_VAE},
+    "flux": {"latent_channels": 16, **FLUX_VAE},
+}
+
+
+def build_taesd(*, seed: int = 0, family: Family = "sd") -> AutoencoderTiny:
+    """A tiny random-weight TAESD (``AutoencoderTiny``), 8x upsampling, with the latent channels and factors of
+    madebyollin/taesd (``sd``), taesdxl (``sdxl``), taesd3 (``sd3``: 16 channels) or taef1 (``flux``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderTiny(  # type: ignore[no-untyped-call]
@@ -242,15 +401,16 @@ def build_taesd(*, seed: int = 0) -> AutoencoderTiny:
             decoder_block_out_channels=(8, 8, 8, 8),
             num_encoder_blocks=(1, 1, 1, 1),
             num_decoder_blocks=(1, 1, 1, 1),
-            latent_channels=4,
+            **_TAESD_CONFIG[family],
         )
 
 
-def build_tiny_taesd(path: Path, *, seed: int = 0) -> Path:
-    """Write the tiny TAESD to ``path`` (a folder ``AutoencoderTiny.from_pretrained`` reads) and return it."""
+def build_tiny_taesd(path: Path, *, seed: int = 0, family: Family = "sd") -> Path:
+    """Write the tiny TAESD of ``family`` to ``path`` (a folder ``AutoencoderTiny.from_pretrained`` reads)
+    and return it."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        build_taesd(seed=seed).save_pretrained(path)  # type: ignore[attr-defined]  # mypy sees a stub class
+        build_taesd(seed=seed, family=family).save_pretrained(path)  # type: ignore[attr-defined]  # a stub class
     return path
 
 
@@ -259,8 +419,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("out_dir", type=Path, help="folder to write the model to")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--family", choices=["sd", "sdxl", "sd3", "flux"], default="sd", help="model family")
+    parser.add_argument("--schnell", action="store_true", help="flux: FLUX.1-schnell's configuration")
     args = parser.parse_args(argv)
-    print(build_tiny_model(args.out_dir, seed=args.seed))
+    print(build_tiny_model(args.out_dir, seed=args.seed, family=args.family, schnell=args.schnell))
 
 
 if __name__ == "__main__":

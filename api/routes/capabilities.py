@@ -15,8 +15,9 @@ from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim import published
 from stepanim.capabilities import Capabilities, unsupported
-from stepanim.jobs import SCHEDULERS, AnimationCreate, Codec, Interpolation, VideoOptions
+from stepanim.jobs import AnimationCreate, Codec, Interpolation, VideoOptions
 from stepanim.model_catalog import ModelInfo
+from stepanim.samplers import SAMPLER_IDS
 from stepanim.services import Services
 from stepanim.store import AsyncJobStore
 
@@ -109,7 +110,7 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
     return CapabilitiesPublic(
         codecs=caps.codecs,
         interpolations=caps.interpolations,
-        schedulers=list(SCHEDULERS),
+        schedulers=list(SAMPLER_IDS),
         default_model=svc.settings.default_model,
         models=svc.published.models(),
         missing=caps.missing,

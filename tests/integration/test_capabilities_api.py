@@ -15,8 +15,9 @@ from api.app import create_app
 from encoder.capabilities import publish
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import SCHEDULERS, AnimationCreate, Job, JobImage, utcnow
+from stepanim.jobs import AnimationCreate, Job, JobImage, utcnow
 from stepanim.queues import ENCODE_QUEUE, make_celery
+from stepanim.samplers import SAMPLER_IDS
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage
@@ -70,7 +71,7 @@ def test_capabilities_lists_what_the_encoder_has(svc: Services, client: TestClie
     body = client.get("/capabilities").json()
     assert body["codecs"] == ["h264", "h265", "vp9", "prores", "gif"]
     assert body["interpolations"] == ["none"]
-    assert body["schedulers"] == list(SCHEDULERS)
+    assert body["schedulers"] == list(SAMPLER_IDS)
     assert body["default_model"] == svc.settings.default_model
     assert body["missing"] == {
         "av1": "ffmpeg lacks libaom-av1",

@@ -24,15 +24,16 @@ from stepanim.naming import upload_key
 from stepanim.services import Services
 from stepanim.settings import Settings
 from worker.capture import latent_family
-from worker.pipelines import PipelineCache, make_scheduler, pipeline_for
+from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
+from worker.schedulers import make_scheduler
 from worker.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def sdxl_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sdxl-models")
-    build_tiny_model(folder / "tiny-sdxl", sdxl=True)
+    build_tiny_model(folder / "tiny-sdxl", family="sdxl")
     return folder
 
 
@@ -74,7 +75,7 @@ def test_the_sdxl_pipeline_is_detected_and_img2img_shares_its_weights(pipes: Pip
     base = pipes.get("tiny-sdxl")
     assert type(base).__name__ == "StableDiffusionXLPipeline"
     assert latent_family(base) == "sdxl"
-    img2img = pipeline_for(base, scheduler=make_scheduler(base, "euler_a"), img2img=True)
+    img2img = pipeline_for(base, scheduler=make_scheduler(base, "euler_a", family="sdxl"), img2img=True)
     assert type(img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"
     assert img2img.unet is base.unet and img2img.vae is base.vae
 

@@ -21,13 +21,16 @@ from worker.capture import (
     StepCapture,
     decode_approx,
     decode_full,
+    latent_family,
     resize_matrix,
+    unpack_for_decoding,
 )
 from worker.tiny_model import build_tiny_model
 
 STEPS = 5
 SIZE = 64
 PROMPT = "a photo of a cat"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 needs_scipy = pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="LMSDiscreteScheduler needs scipy")
 
 SCHEDULERS = [
@@ -123,6 +126,18 @@ def test_last_denoised_frame_is_the_result(base: Any, name: str, overrides: dict
     torch.testing.assert_close(frames[-1], latents, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize(("name", "overrides"), [p for p in SCHEDULERS if p.id in {"ddim", "pndm", "heun"}])
+@pytest.mark.parametrize("mode", ["denoised", "noisy"])
+def test_last_frame_is_exactly_the_result_in_both_modes(
+    base: Any, name: str, overrides: dict[str, Any], mode: CaptureMode
+) -> None:
+    """Where the last x0 prediction is not the result (DDIM stops at alphas_cumprod[0], PNDM, a noisy
+    sample...), the last step's frame is still the final latents: the step's prev_sample."""
+    frames, _, latents = run(make_pipe(base, name, overrides), mode=mode)
+    assert len(frames) == STEPS
+    assert torch.equal(frames[-1], latents)
+
+
 @pytest.mark.parametrize(("name", "overrides"), [p for p in SCHEDULERS if p.id in {"euler", "pndm", "heun", "dpm++"}])
 def test_noisy_mode_one_frame_per_step(base: Any, name: str, overrides: dict[str, Any]) -> None:
     frames, _, latents = run(make_pipe(base, name, overrides), mode="noisy")
@@ -153,9 +168,9 @@ def test_wrapper_keeps_step_api_and_uninstalls(base: Any) -> None:
 
 
 def test_decode_approx_shapes() -> None:
-    latents = torch.randn(2, 4, 8, 8)
-    families: tuple[LatentFamily, ...] = ("sd", "sdxl")
+    families: tuple[LatentFamily, ...] = ("sd", "sdxl", "sd3", "flux")
     for family in families:
+        latents = torch.randn(2, len(LATENT_RGB[family][0]), 8, 8)
         images = decode_approx(latents, family=family)
         assert len(images) == 2
         for image in images:
@@ -164,10 +179,12 @@ def test_decode_approx_shapes() -> None:
 
 
 def test_decode_approx_projects_each_latent_channel_and_resizes() -> None:
-    for family in ("sd", "sdxl"):
-        factors, bias = LATENT_RGB[family]
-        for channel in range(4):
-            latents = torch.zeros(1, 4, 8, 8)
+    for family in ("sd", "sdxl", "sd3", "flux"):
+        factors, bias = LATENT_RGB[family]  # type: ignore[index]
+        channels = len(factors)
+        assert channels == (4 if family in ("sd", "sdxl") else 16) and len(bias) == 3
+        for channel in range(channels):
+            latents = torch.zeros(1, channels, 8, 8)
             latents[:, channel] = 0.5
             image = decode_approx(latents, family, size=(16, 24))[0]  # type: ignore[arg-type]
             assert image.shape == (16, 24, 3) and image.dtype == np.uint8
@@ -185,6 +202,51 @@ def test_resize_matrix_resamples_as_pillow_does(size_in: int, size_out: int) -> 
     ours = np.einsum("Hh,hwc,Ww->HWc", matrix, image.astype(np.float32), matrix)
     assert np.abs(np.clip(np.round(ours), 0, 255) - pillow).max() <= 1
     assert np.allclose(matrix.sum(axis=1), 1)  # a flat image stays flat
+
+
+def test_flow_preview_factors_are_comfyuis() -> None:
+    """Spot checks against comfy/latent_formats.py (classes SD3 and Flux)."""
+    sd3, sd3_bias = LATENT_RGB["sd3"]
+    flux, flux_bias = LATENT_RGB["flux"]
+    assert (sd3[0], sd3[15], sd3_bias) == (
+        [-0.0922, -0.0175, 0.0749],
+        [-0.1448, -0.1463, -0.1189],
+        [0.2394, 0.2135, 0.1925],
+    )
+    assert (flux[0], flux[15], flux_bias) == (
+        [-0.0346, 0.0244, 0.0681],
+        [-0.1262, -0.0982, -0.0778],
+        [-0.0329, -0.0718, -0.0851],
+    )
+
+
+def test_flux_latents_are_unpacked_with_the_pipelines_helper() -> None:
+    latents = torch.randn(2, 16, 8, 12)  # a 64x96 image
+    packed = diffusers.FluxPipeline._pack_latents(latents, 2, 16, 8, 12)
+    assert packed.shape == (2, 4 * 6, 64)
+
+    class FluxPipeline:  # what unpack_for_decoding reads of a pipeline: its class's helper and VAE scale
+        _unpack_latents = staticmethod(diffusers.FluxPipeline._unpack_latents)
+        vae_scale_factor = 8
+
+    unpack = unpack_for_decoding(FluxPipeline(), "flux", width=96, height=64)
+    assert torch.equal(unpack(packed), latents)
+    assert unpack_for_decoding(object(), "sd3", width=96, height=64)(latents) is latents
+
+
+def test_latent_family_is_told_by_the_pipeline_class_and_checked_against_the_vae() -> None:
+    def pipe(class_name: str, channels: int) -> Any:
+        vae = type("Vae", (), {"config": type("Config", (), {"latent_channels": channels})()})()
+        return type(class_name, (), {"vae": vae})()
+
+    assert latent_family(pipe("StableDiffusionPipeline", 4)) == "sd"
+    assert latent_family(pipe("StableDiffusionXLImg2ImgPipeline", 4)) == "sdxl"
+    assert latent_family(pipe("StableDiffusion3Pipeline", 16)) == "sd3"
+    assert latent_family(pipe("FluxImg2ImgPipeline", 16)) == "flux"
+    with pytest.raises(ValueError, match="a flux pipeline with a 4-channel VAE"):
+        latent_family(pipe("FluxPipeline", 4))
+    with pytest.raises(ValueError, match="not a supported model family"):
+        latent_family(pipe("KandinskyPipeline", 4))
 
 
 def test_decode_approx_large_upscale_is_pillows() -> None:
