@@ -58,11 +58,11 @@ venv: $(STAMP)
 
 demo: venv
 	@$(MAKE) --no-print-directory system-deps
-	@$(PY) scripts/demo.py --prompt "$(PROMPT)" $(DEMO_ARGS)
+	@$(PY) -m scripts.demo --prompt "$(PROMPT)" $(DEMO_ARGS)
 
 serve: venv
 	@$(MAKE) --no-print-directory system-deps
-	@$(PY) scripts/serve.py
+	@$(PY) -m scripts.serve
 
 test: venv
 	@$(MAKE) --no-print-directory system-deps browser-deps

@@ -30,7 +30,7 @@ import redis
 from bench.stats import median_interval, paired_ratios
 from encoder.capabilities import probe_capabilities
 from encoder.ffmpeg import find_binary
-from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
+from scripts.devstack import UNLIMITED_DEV_SETTINGS, Stack
 from stepanim.keys import Keys
 from stepanim.published import Published
 

@@ -36,11 +36,12 @@ from typing import Any
 import torch
 
 from bench.stats import median_interval, paired_ratios
+from scripts.devstack import Stack
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.devstack import Stack
 from stepanim.families import FACTS, FAMILIES, Family
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from worker.pipelines import PipelineCache, pipeline_for

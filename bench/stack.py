@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack
+from scripts.devstack import UNLIMITED_DEV_SETTINGS, Stack
 
 
 def tiny_stack(workdir: Path, **settings: str) -> Stack:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, FfmpegError, find_binary
-from stepanim.jobs import Codec, Interpolation, VideoOptions
+from stepanim.request import Codec, Interpolation, VideoOptions
 from stepanim.settings import Settings
 
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"}

@@ -19,8 +19,8 @@ from typing import IO, Any
 
 from encoder.timing import Segment, Timeline
 from stepanim.failures import EncodeError
-from stepanim.jobs import Codec, Interpolation
 from stepanim.processes import die_with_parent
+from stepanim.request import Codec, Interpolation
 
 
 class FfmpegError(EncodeError):

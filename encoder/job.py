@@ -8,7 +8,6 @@ uploaded before ffprobe has checked it, so a failed encode publishes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -23,24 +22,10 @@ from encoder.ffmpeg import CODECS, find_binary
 from stepanim import lifecycle
 from stepanim.cancel import CancelWatch
 from stepanim.failures import EncodeError, IncompleteRender, JobFailure
-from stepanim.jobs import (
-    ArchiveInfo,
-    ErrorInfo,
-    Job,
-    JobImage,
-    Rendition,
-    RenditionStatus,
-    VideoInfo,
-    VideoOptions,
-)
-from stepanim.naming import (
-    frames_archive_key,
-    frames_archive_name,
-    manifest_key,
-    rendition_key,
-    video_key,
-    video_name,
-)
+from stepanim.jobs import ArchiveInfo, ErrorInfo, Job, JobImage, Rendition, RenditionStatus, VideoInfo
+from stepanim.manifest import Manifest
+from stepanim.naming import frames_archive_key, frames_archive_name, rendition_key, video_key, video_name
+from stepanim.request import VideoOptions
 from stepanim.services import Services
 from stepanim.storage import StorageError
 
@@ -54,18 +39,11 @@ class Outcome:
     frames_deleted: bool
 
 
-def load_manifest(job_id: str, svc: Services) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(svc.storage.get_bytes(manifest_key(job_id)))
-    return data
-
-
-def check_complete(job: Job, manifest: dict[str, Any]) -> None:
+def check_complete(job: Job, manifest: Manifest) -> None:
     # img2img runs int(steps x strength) steps: the manifest says how many were due.
-    due = int(manifest.get("total_steps", job.request.denoising_steps()))
-    steps_run = int(manifest.get("steps_run", due))
-    if steps_run < due and not job.request.animation.run_on_incomplete:
+    if manifest.steps_run < manifest.total_steps and not job.request.animation.run_on_incomplete:
         raise IncompleteRender(
-            f"the render stopped after {steps_run} of {due} steps"
+            f"the render stopped after {manifest.steps_run} of {manifest.total_steps} steps"
             " (set animation.run_on_incomplete to make a video from them)"
         )
 
@@ -109,9 +87,9 @@ def download_images(job: Job, root: Path, svc: Services, *, first: int = 1) -> l
     return [download_frames(image, root / f"image-{image.batch_index}", svc, first=first) for image in job.images]
 
 
-def metadata_params(manifest: dict[str, Any], image: JobImage, options: VideoOptions) -> dict[str, Any]:
+def metadata_params(manifest: Manifest, image: JobImage, options: VideoOptions) -> dict[str, Any]:
     """The generation parameters written into a video's metadata: the manifest's, with this image's seed."""
-    params = {k: v for k, v in manifest.items() if k != "animations"}
+    params = manifest.metadata()
     params["seed"] = image.seed
     params["batch_index"] = image.batch_index
     params["animation"] = options.model_dump(mode="json")
@@ -124,7 +102,7 @@ def make_video(
     *,
     frames: ImageFolder,
     options: VideoOptions,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     key_for: Callable[[str], str],
     should_stop: Callable[[], bool] | None = None,
 ) -> VideoInfo:
@@ -183,7 +161,7 @@ def make_archive(job: Job, svc: Services, *, folders: list[ImageFolder]) -> Arch
 
 
 def make_rendition(
-    job: Job, svc: Services, rendition: Rendition, *, folders: list[ImageFolder], manifest: dict[str, Any]
+    job: Job, svc: Services, rendition: Rendition, *, folders: list[ImageFolder], manifest: Manifest
 ) -> list[VideoInfo]:
     """A rendition: one video of each image's frames, with the rendition's options."""
     return [
@@ -199,7 +177,7 @@ def make_rendition(
     ]
 
 
-def make_renditions(job: Job, svc: Services, *, folders: list[ImageFolder], manifest: dict[str, Any]) -> None:
+def make_renditions(job: Job, svc: Services, *, folders: list[ImageFolder], manifest: Manifest) -> None:
     """The renditions asked for up front; each one's failure is its own (the job still succeeds)."""
     job = lifecycle.add_upfront_renditions(svc, job.id)
     for rendition in job.renditions:
@@ -225,7 +203,7 @@ def encode_job(job: Job, svc: Services) -> Outcome:
     published for the job's videos in that case.
     """
     options = job.request.animation
-    manifest = load_manifest(job.id, svc)
+    manifest = Manifest.load(svc.storage, job.id)
     check_complete(job, manifest)
     if not job.frame_keys():
         raise EncodeError("the render captured no frames")
@@ -261,7 +239,7 @@ def delete_frames(job: Job, svc: Services) -> None:
 
 def encode_rendition(job: Job, rendition: Rendition, svc: Services) -> list[VideoInfo]:
     """One rendition (a video per image) from the job's stored frames. ``NotFound`` when a frame is gone."""
-    manifest = load_manifest(job.id, svc)
+    manifest = Manifest.load(svc.storage, job.id)
     with tempfile.TemporaryDirectory(prefix=f"rendition-{rendition.id[:8]}-") as tmp:
         folders = download_images(job, Path(tmp), svc, first=rendition.options.skip_steps + 1)
         return make_rendition(job, svc, rendition, folders=folders, manifest=manifest)

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from stepanim.devstack import ROOT, demo_models, running
+from scripts.devstack import ROOT, demo_models, running
 
 
 def frame_strip(frames: list[Path], out: Path, *, count: int = 8) -> Path:
@@ -111,7 +111,7 @@ def main() -> int:
         )
         if args.strip:
             manifest = json.loads((storage / "jobs" / job["id"] / "manifest.json").read_text())
-            frames = [storage / key for key in manifest["animations"][0]["frames"]]
+            frames = [storage / key for key in manifest["images"][0]["frames"]]
             print(f"frame strip: {frame_strip(frames, args.strip)}", flush=True)
     print(target.resolve())
     return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from stepanim.devstack import ROOT, Stack, demo_models
+from scripts.devstack import ROOT, Stack, demo_models
 
 BACKOFF = (1, 2, 4, 8, 16)  # seconds before each restart of a process that keeps exiting
 STABLE_SECONDS = 60.0  # a process that ran this long starts afresh with the first delay

@@ -16,7 +16,6 @@ from stepanim import metrics
 from stepanim.admission import release_place
 from stepanim.events import ProgressEvent, RenditionEvent, StageEvent, StatusEvent
 from stepanim.jobs import (
-    MAX_RENDITIONS,
     ArchiveInfo,
     ErrorInfo,
     Job,
@@ -32,6 +31,7 @@ from stepanim.jobs import (
 )
 from stepanim.naming import upfront_rendition_id
 from stepanim.queues import enqueue_notify
+from stepanim.request import MAX_RENDITIONS
 from stepanim.services import Services
 
 

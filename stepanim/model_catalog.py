@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from stepanim.jobs import AnimationCreate
+from stepanim.request import AnimationCreate
 
 log = logging.getLogger(__name__)
 

@@ -11,17 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepanim.jobs import (
-    AnimationCreate,
-    Codec,
-    ErrorInfo,
-    Job,
-    JobStatus,
-    Rendition,
-    RenditionStatus,
-    VideoInfo,
-    VideoOptions,
-)
+from stepanim.jobs import ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, VideoInfo
+from stepanim.request import AnimationCreate, Codec, VideoOptions
 from stepanim.services import Services
 from stepanim.storage import Storage
 

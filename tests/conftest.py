@@ -1,5 +1,5 @@
 """Fixtures that start real components: redis-server, moto's S3 server, the tiny model,
-and the whole service as separate processes (``stepanim.devstack``)."""
+and the whole service as separate processes (``scripts.devstack``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import boto3
 import httpx
 import pytest
 
-from stepanim.devstack import Stack, free_port, spawn, wait_until
+from scripts.devstack import Stack, free_port, spawn, wait_until
 from stepanim.settings import Settings
 
 S3_KEY = "testing"

@@ -6,8 +6,8 @@ from PIL import Image
 
 from stepanim.failures import InvalidInput
 from stepanim.images import ImageError, decode_base64, inspect_image, open_rgb
-from stepanim.jobs import InitImage
 from stepanim.naming import upload_key
+from stepanim.request import InitImage
 from stepanim.settings import Settings
 from stepanim.storage import NotFound, Storage
 

@@ -7,7 +7,6 @@ starts, so a refused job leaves no frames.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from stepanim import lifecycle
 from stepanim.cancel import CancelWatch
 from stepanim.failures import DecoderUnavailable, InvalidInput, ModelError
 from stepanim.families import FACTS, check_size
-from stepanim.jobs import CaptureOptions, FrameDecoder, FrameResolution, FrameSource, Job, JobImage
-from stepanim.naming import manifest_key
+from stepanim.jobs import Job, JobImage
+from stepanim.manifest import Manifest, ManifestImage
+from stepanim.request import CaptureOptions, FrameDecoder, FrameResolution, FrameSource
 from stepanim.services import Services
 from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family, unpack_for_decoding
 from worker.frames import Decoder, FrameWriter
@@ -72,32 +72,31 @@ def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, wi
     return lambda latents: decode_full(vae, unpack(latents), size=size)
 
 
-def manifest(job: Job, result: RenderResult, *, complete: bool = True) -> dict[str, Any]:
+def manifest(job: Job, result: RenderResult, *, family: str, complete: bool = True) -> Manifest:
     req = job.request
-    return {
-        "job_id": job.id,
-        "model": job.model,
-        "prompt": req.prompt,
-        "negative_prompt": req.negative_prompt,
-        "width": req.width,
-        "height": req.height,
-        "steps": req.steps,
-        "steps_run": result.steps_run,
-        "total_steps": result.total,
-        "complete": complete,
-        "scheduler": req.scheduler,
-        "schedule": req.schedule,
-        "guidance_scale": req.guidance_scale,
-        "seed": job.seed,
-        "batch_size": req.batch_size,
-        "capture": req.capture.model_dump(mode="json"),
-        "init_image": req.init_image.upload_id if req.init_image is not None else None,
-        "strength": req.img2img_strength() if req.init_image is not None else None,
-        "render_seconds": round(result.seconds, 3),
-        "animations": [
-            {"batch_index": image.batch_index, "seed": image.seed, "frames": image.frames} for image in result.images()
-        ],
-    }
+    return Manifest(
+        job_id=job.id,
+        model=job.model,
+        family=family,
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        steps=req.steps,
+        steps_run=result.steps_run,
+        total_steps=result.total,
+        complete=complete,
+        scheduler=req.scheduler,
+        schedule=req.schedule,
+        guidance_scale=req.guidance_scale,
+        seed=job.seed,
+        batch_size=req.batch_size,
+        capture=req.capture.model_dump(mode="json"),
+        init_image=req.init_image.upload_id if req.init_image is not None else None,
+        strength=req.img2img_strength() if req.init_image is not None else None,
+        render_seconds=round(result.seconds, 3),
+        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in result.images()],
+    )
 
 
 def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | None = None) -> RenderResult:
@@ -193,8 +192,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             seconds=time.perf_counter() - started,
             complete=complete,
         )
-        body = json.dumps(manifest(job, result, complete=complete), indent=2).encode()
-        svc.storage.put_bytes(manifest_key(job.id), body, "application/json")
+        manifest(job, result, family=family, complete=complete).save(svc.storage)
         return result
 
     try:

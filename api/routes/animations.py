@@ -31,9 +31,10 @@ from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
 from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 from stepanim.auth import Principal
-from stepanim.jobs import MAX_SEED, AnimationCreate, Job, JobStatus, Progress, utcnow
+from stepanim.jobs import Job, JobStatus, Progress, utcnow
 from stepanim.public import NEW_JOB_EXTRAS, AnimationList, AnimationPublic, to_public
 from stepanim.queues import enqueue_render
+from stepanim.request import MAX_SEED, AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.store import AsyncJobStore, JobNotFound

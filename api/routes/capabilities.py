@@ -15,8 +15,8 @@ from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim import published
 from stepanim.capabilities import Capabilities, unsupported
-from stepanim.jobs import AnimationCreate, Codec, Interpolation, VideoOptions
 from stepanim.model_catalog import ModelInfo
+from stepanim.request import AnimationCreate, Codec, Interpolation, VideoOptions
 from stepanim.samplers import SAMPLER_IDS
 from stepanim.services import Services
 from stepanim.store import AsyncJobStore

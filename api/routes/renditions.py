@@ -14,10 +14,11 @@ from api.idempotency import fingerprint, key_header, run_once
 from api.routes.capabilities import require
 from stepanim import lifecycle
 from stepanim.admission import IdempotencyRequest
-from stepanim.jobs import Job, Rendition, VideoOptions, utcnow
+from stepanim.jobs import Job, Rendition, utcnow
 from stepanim.naming import new_rendition_id
 from stepanim.public import RenditionPublic, rendition_public
 from stepanim.queues import enqueue_rendition
+from stepanim.request import VideoOptions
 from stepanim.services import Services
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from stepanim.images import FORMATS, ImageError, ImageInfo, decode_base64, inspect_image
-from stepanim.jobs import AnimationCreate, InitImage
 from stepanim.naming import upload_key
+from stepanim.request import AnimationCreate, InitImage
 from stepanim.services import Services
 from stepanim.ssrf import FetchError, safe_get
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stepanim.devstack import Stack
+from scripts.devstack import Stack
 from tests.conftest import RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}

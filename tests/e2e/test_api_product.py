@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from scripts.devstack import Stack
 from stepanim import auth
-from stepanim.devstack import Stack
 from tests import standard_webhooks
 from tests.conftest import RECEIVER_SETTINGS, WebhookReceiver
 from tests.e2e.conftest import TERMINAL

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from client import AsyncClient, Client
-from stepanim.devstack import free_port
+from scripts.devstack import free_port
 from stepanim.settings import DEV_WEBHOOK_SECRET
 from tests.conftest import WebhookReceiver, ffprobe_json
 from tests.e2e.conftest import Service

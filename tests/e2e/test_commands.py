@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stepanim.devstack import ROOT, free_port
+from scripts.devstack import ROOT, free_port
 from tests.conftest import ffprobe_json
 from tests.processes import descendants, is_running
 
@@ -47,7 +47,7 @@ def test_serve_stops_every_process_it_started_on_ctrl_c(tmp_path: Path) -> None:
     log = tmp_path / "serve.out"
     with log.open("w") as out:
         serve = subprocess.Popen(
-            [sys.executable, "scripts/serve.py", "--port", str(port), "--data", str(tmp_path / "data")],
+            [sys.executable, "-m", "scripts.serve", "--port", str(port), "--data", str(tmp_path / "data")],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

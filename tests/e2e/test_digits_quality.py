@@ -20,7 +20,7 @@ from PIL import Image
 
 from digits.classifier import predict_proba
 from digits.data import NAMES
-from stepanim.devstack import ROOT, Stack
+from scripts.devstack import ROOT, Stack
 from tests.e2e.conftest import Service
 
 MODEL = ROOT / "models" / "digits"
@@ -53,7 +53,7 @@ def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
 def read_frames(service: Service, job_id: str) -> np.ndarray:
     assert service.storage_dir is not None
     manifest = json.loads((service.storage_dir / "jobs" / job_id / "manifest.json").read_text())
-    keys = manifest["animations"][0]["frames"]
+    keys = manifest["images"][0]["frames"]
     return np.stack([np.asarray(Image.open(service.storage_dir / key).convert("RGB")) for key in keys])
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from scripts.devstack import ROOT, Stack
 from stepanim import auth
-from stepanim.devstack import ROOT, Stack
 
 KEY = "sa_schemathesis_" + "s" * 24
 

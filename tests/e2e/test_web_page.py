@@ -23,8 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from scripts.devstack import ROOT, Stack
 from stepanim import auth
-from stepanim.devstack import ROOT, Stack
 
 KEY = "sa_e2e_web_" + "w" * 32
 JOB_TIMEOUT_MS = 180_000

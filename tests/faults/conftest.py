@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stepanim.devstack import UNLIMITED_DEV_SETTINGS, Stack, free_port
+from scripts.devstack import UNLIMITED_DEV_SETTINGS, Stack, free_port
 from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stepanim.devstack import ROOT, free_port
+from scripts.devstack import ROOT, free_port
 from tests.conftest import RECEIVER_HOST, ffprobe_json
 from tests.faults.conftest import Service, body, wait_for
 from tests.processes import descendants, is_running
@@ -204,7 +204,7 @@ def test_serve_restarts_a_worker_that_crashed_and_keeps_the_api_up(tmp_path: Pat
     log = tmp_path / "serve.out"
     with log.open("w") as out:
         serve = subprocess.Popen(
-            [sys.executable, "scripts/serve.py", "--port", str(port), "--data", str(tmp_path / "data")],
+            [sys.executable, "-m", "scripts.serve", "--port", str(port), "--data", str(tmp_path / "data")],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

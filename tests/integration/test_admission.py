@@ -15,9 +15,10 @@ import redis.asyncio
 from stepanim.admission import Admission, Admitted, IdempotencyRequest, RateLimit, admit_now
 from stepanim.broker import Broker, message_job
 from stepanim.events import StatusEvent
-from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
+from stepanim.jobs import Job, JobStatus, utcnow
 from stepanim.keys import Keys
 from stepanim.queues import RENDER_QUEUE, RENDER_TASK, enqueue_render, make_celery
+from stepanim.request import AnimationCreate
 from stepanim.settings import Settings
 from stepanim.store import JobStore
 

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from stepanim import lifecycle
-from stepanim.jobs import Codec, JobImage, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
+from stepanim.jobs import JobImage, JobStatus, Rendition, RenditionStatus, utcnow
+from stepanim.request import Codec, VideoOptions
 from tests.conftest import RECEIVER_HOST
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
@@ -142,7 +143,7 @@ def test_the_same_key_with_another_body_is_refused(api: Api) -> None:
 
 def test_a_duplicate_while_the_first_is_in_flight_gets_409(api: Api) -> None:
     from api.idempotency import fingerprint
-    from stepanim.jobs import AnimationCreate
+    from stepanim.request import AnimationCreate
 
     # The first request has claimed the key and not finished (as if it were still running).
     print_ = fingerprint(AnimationCreate.model_validate(BODY))
@@ -526,7 +527,7 @@ def test_health_and_readiness_are_public_and_readiness_names_what_is_down(redis_
         assert api.client.get("/healthz").json() == {"status": "ok"}
         ready = api.client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
-    from stepanim.devstack import free_port
+    from scripts.devstack import free_port
 
     with running_api(f"redis://127.0.0.1:{free_port()}/0", tmp_path) as down:  # nothing listens there
         assert down.client.get("/healthz").status_code == 200  # alive, just not ready

@@ -15,8 +15,9 @@ from api.app import create_app
 from encoder.capabilities import publish
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import AnimationCreate, Job, JobImage, utcnow
+from stepanim.jobs import Job, JobImage, utcnow
 from stepanim.queues import ENCODE_QUEUE, make_celery
+from stepanim.request import AnimationCreate
 from stepanim.samplers import SAMPLER_IDS
 from stepanim.services import Services
 from stepanim.settings import Settings

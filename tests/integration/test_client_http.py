@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from client import ApiError, AsyncClient, Client, Event, RetryPolicy, WaitTimeout, cli
-from stepanim.devstack import free_port
+from scripts.devstack import free_port
 
 JOB_ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
 

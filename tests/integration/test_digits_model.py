@@ -17,10 +17,11 @@ from PIL import Image
 
 from digits.classifier import predict_proba
 from digits.data import NAMES
+from scripts.devstack import ROOT
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.devstack import ROOT
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from worker.pipelines import PipelineCache

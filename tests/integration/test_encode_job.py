@@ -4,7 +4,6 @@ real storage (S3 via moto, and the local backend) and the real ffmpeg."""
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import uuid
 import zipfile
@@ -19,9 +18,11 @@ from encoder.job import delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle
 from stepanim.admission import admit_now
 from stepanim.failures import IncompleteRender
-from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, Rendition, RenditionStatus, VideoOptions, utcnow
+from stepanim.jobs import Job, JobImage, JobStatus, Rendition, RenditionStatus, utcnow
+from stepanim.manifest import Manifest, ManifestImage
 from stepanim.naming import frame_key, frame_name, manifest_key, upfront_rendition_id
 from stepanim.queues import make_celery
+from stepanim.request import AnimationCreate, VideoOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage, NotFound, S3Storage
@@ -78,9 +79,22 @@ def rendered_job(
             keys.append(frame_key(job.id, name))
             svc.storage.put_bytes(keys[-1], png(step, index), "image/png")
         images.append(JobImage(batch_index=index, seed=SEED + index, frames=keys))
-    manifest = {"job_id": job.id, "prompt": PROMPT, "steps": steps, "steps_run": run, "model": "tiny"}
-    manifest["animations"] = [image.model_dump() for image in images]
-    svc.storage.put_bytes(manifest_key(job.id), json.dumps(manifest).encode(), "application/json")
+    Manifest(
+        job_id=job.id,
+        model="tiny",
+        prompt=PROMPT,
+        width=48,
+        height=48,
+        steps=steps,
+        steps_run=run,
+        total_steps=steps,
+        complete=run == steps,
+        scheduler="euler",
+        guidance_scale=7.5,
+        seed=SEED,
+        batch_size=batch_size,
+        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in images],
+    ).save(svc.storage)
     lifecycle.start_rendering(svc, job.id)
     return lifecycle.start_encoding(svc, job.id, images)
 

@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app
 from stepanim import lifecycle, metrics
 from stepanim.admission import admit_now
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
 from stepanim.queues import enqueue_encode, enqueue_render, make_celery
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage

@@ -14,7 +14,8 @@ import pytest
 from notify.delivery import deliver_job_event
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.webhooks import current_secrets

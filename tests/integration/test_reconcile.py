@@ -14,8 +14,9 @@ import pytest
 from stepanim import leases, lifecycle, reconcile
 from stepanim.admission import admit_now
 from stepanim.broker import Broker, message_job
-from stepanim.jobs import AnimationCreate, Job, JobStatus, utcnow
+from stepanim.jobs import Job, JobStatus, utcnow
 from stepanim.queues import ENCODE_QUEUE, RENDER_QUEUE, RENDER_TASK, enqueue_encode, enqueue_render, make_celery
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage

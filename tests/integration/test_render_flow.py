@@ -24,8 +24,9 @@ from stepanim.admission import admit_now
 from stepanim.cancel import CancelWatch
 from stepanim.failures import DecoderUnavailable, InvalidInput
 from stepanim.families import FACTS, Family
-from stepanim.jobs import AnimationCreate, CaptureOptions, Job, utcnow
+from stepanim.jobs import Job, utcnow
 from stepanim.naming import manifest_key, upload_key
+from stepanim.request import AnimationCreate, CaptureOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
 from worker.capture import StepCapture, latent_family

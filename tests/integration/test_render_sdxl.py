@@ -19,8 +19,9 @@ from PIL import Image
 
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
 from stepanim.naming import upload_key
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from worker.capture import latent_family

@@ -27,7 +27,8 @@ import worker.capture
 from stepanim import lifecycle
 from stepanim.admission import admit_now
 from stepanim.families import FACTS, Family
-from stepanim.jobs import AnimationCreate, Job, utcnow
+from stepanim.jobs import Job, utcnow
+from stepanim.request import AnimationCreate
 from stepanim.samplers import fitting_samplers
 from stepanim.services import Services
 from stepanim.settings import Settings

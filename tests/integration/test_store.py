@@ -7,8 +7,9 @@ import pytest
 
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import AnimationCreate, Job, JobImage, JobStatus, utcnow
+from stepanim.jobs import Job, JobImage, JobStatus, utcnow
 from stepanim.queues import NOTIFY_QUEUE, make_celery
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage

@@ -9,7 +9,7 @@ from api.errors import ApiError
 from api.idempotency import fingerprint
 from api.routes.animations import decode_cursor, encode_cursor, parse_wait
 from stepanim import auth
-from stepanim.jobs import AnimationCreate
+from stepanim.request import AnimationCreate
 from stepanim.settings import DEV_SECRET, DEV_WEBHOOK_SECRET, ApiKeyConfig, Settings
 
 KEY = "sa_" + "k" * 43

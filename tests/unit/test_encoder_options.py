@@ -3,7 +3,6 @@
 import pytest
 from pydantic import ValidationError
 
-from stepanim.jobs import MAX_RENDITIONS, AnimationCreate
 from stepanim.naming import (
     check_rendition_id,
     frames_archive_key,
@@ -11,6 +10,7 @@ from stepanim.naming import (
     rendition_key,
     upfront_rendition_id,
 )
+from stepanim.request import MAX_RENDITIONS, AnimationCreate
 
 JOB = "0123456789abcdef0123456789abcdef"
 

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from stepanim.jobs import TERMINAL, TRANSITIONS, AnimationCreate, JobStatus, can_transition
+from stepanim.jobs import TERMINAL, TRANSITIONS, JobStatus, can_transition
+from stepanim.request import AnimationCreate
 from stepanim.settings import Settings
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stepanim.devstack import ROOT
-from stepanim.jobs import AnimationCreate
+from scripts.devstack import ROOT
 from stepanim.model_catalog import scan
+from stepanim.request import AnimationCreate
 
 
 def model(folder: Path, manifest: object | None = None) -> Path:

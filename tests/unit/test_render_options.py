@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stepanim.jobs import AnimationCreate, FrameDecoder, FrameResolution, FrameSource, Job, utcnow
+from stepanim.jobs import Job, utcnow
+from stepanim.request import AnimationCreate, FrameDecoder, FrameResolution, FrameSource
 
 UPLOAD = "a" * 32
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from stepanim.families import FACTS, FAMILIES, check_size, family_of_class, model_family, model_scheduler_config
-from stepanim.jobs import AnimationCreate
+from stepanim.request import AnimationCreate
 from stepanim.samplers import (
     REGISTRY,
     SAMPLER_IDS,
