@@ -119,7 +119,7 @@ class AnimationCreate(_Request):
     width: int = 512
     height: int = 512
     steps: int = 20
-    scheduler: Scheduler = "euler_a"
+    scheduler: Scheduler | None = None  # the model's default sampler
     schedule: Schedule = "default"
     guidance_scale: float = 7.5
     seed: int | None = None

@@ -8,11 +8,11 @@ are checked at admission (``api.routes.animations``); what the encoder's ffmpeg 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from stepanim.samplers import DEFAULT_SAMPLER, REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS, Schedule
+from stepanim.samplers import REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS, Schedule, parse_sampler_name
 from stepanim.text import Text
 
 
@@ -240,10 +240,12 @@ class AnimationCreate(BaseModel):
         512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image height in pixels.", examples=[512]
     )
     steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
-    scheduler: SamplerId = Field(
-        DEFAULT_SAMPLER,
-        description=f"Sampler, by stable id: {_SAMPLER_HELP}. Which fit a model depends on its family "
-        "(GET /capabilities).",
+    scheduler: SamplerId | None = Field(
+        None,
+        description=f"Sampler, by stable id: {_SAMPLER_HELP}. A web UI's name is accepted too, with its "
+        'schedule type ("DPM++ 2M Karras" is dpmpp_2m with schedule karras). Which fit a model depends on '
+        "its family (GET /capabilities); omitted: the model's default (euler_a for SD 1.x/2.x and SDXL, euler "
+        "for SD3 and Flux).",
         examples=["euler_a"],
     )
     schedule: Schedule = Field(
@@ -300,6 +302,24 @@ class AnimationCreate(BaseModel):
         "ready when the job succeeds.",
         examples=[[{"codec": "vp9", "duration": 3}]],
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _web_ui_sampler_names(cls, data: Any) -> Any:
+        """``"DPM++ 2M Karras"`` -> scheduler ``dpmpp_2m``, schedule ``karras`` (a schedule given too must agree)."""
+        if not isinstance(data, dict) or not isinstance(data.get("scheduler"), str):
+            return data
+        name = data["scheduler"]
+        if name in SAMPLER_IDS:
+            return data
+        try:
+            sampler_id, schedule = parse_sampler_name(name)
+        except ValueError:
+            return data  # refused by the field itself, with the list of ids
+        given = data.get("schedule")
+        if schedule != "default" and given not in (None, "default", schedule):
+            raise ValueError(f"schedule: {given!r} contradicts the scheduler name {name!r} ({schedule})")
+        return {**data, "scheduler": sampler_id, **({"schedule": schedule} if schedule != "default" else {})}
 
     @model_validator(mode="after")
     def _skip_leaves_a_frame(self) -> AnimationCreate:

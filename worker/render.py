@@ -72,7 +72,7 @@ def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, wi
     return lambda latents: decode_full(vae, unpack(latents), size=size)
 
 
-def manifest(job: Job, result: RenderResult, *, family: str, complete: bool = True) -> Manifest:
+def manifest(job: Job, result: RenderResult, *, family: str, sampler: str, complete: bool = True) -> Manifest:
     req = job.request
     return Manifest(
         job_id=job.id,
@@ -86,7 +86,7 @@ def manifest(job: Job, result: RenderResult, *, family: str, complete: bool = Tr
         steps_run=result.steps_run,
         total_steps=result.total,
         complete=complete,
-        scheduler=req.scheduler,
+        scheduler=sampler,
         schedule=req.schedule,
         guidance_scale=req.guidance_scale,
         seed=job.seed,
@@ -102,6 +102,7 @@ def manifest(job: Job, result: RenderResult, *, family: str, complete: bool = Tr
 def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | None = None) -> RenderResult:
     """Render ``job``, every step a frame; ``uploader`` (when given) stores the frames from its helper process."""
     req = job.request
+    lifecycle.enter_stage(svc, job.id, "loading_model")  # seconds for a cold model; clients show it
     base = pipes.get(job.model)
     try:
         family = latent_family(base)
@@ -109,13 +110,14 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
         raise ModelError(str(e)) from e
     facts = FACTS[family]
     img2img = req.init_image is not None
+    sampler = req.scheduler or facts.default_sampler  # none asked: the model's own (the API fills it in too)
     seeds = req.seeds(job.seed)
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]  # one per image
     try:  # what the API checks too, from the model's family; a job queued before it knew is refused here
         check_size(family, width=req.width, height=req.height)
         scheduler = make_scheduler(
             base,
-            req.scheduler,
+            sampler,
             req.schedule,
             family=family,
             seed=seeds,  # DPM++ SDE: a Brownian tree per image, each from its own seed
@@ -192,9 +194,10 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             seconds=time.perf_counter() - started,
             complete=complete,
         )
-        manifest(job, result, family=family, complete=complete).save(svc.storage)
+        manifest(job, result, family=family, sampler=sampler, complete=complete).save(svc.storage)
         return result
 
+    lifecycle.enter_stage(svc, job.id, "sampling")
     try:
         try:
             with canceled:

@@ -40,7 +40,18 @@ def test_every_non_terminal_state_can_fail_and_cancel() -> None:
 
 def test_defaults() -> None:
     req = AnimationCreate(prompt="x")
-    assert (req.steps, req.scheduler, req.animation.fps, req.animation.codec) == (20, "euler_a", 30, "h264")
+    # No sampler asked for: the model's default, filled in at admission (or by the worker for an unknown model).
+    assert (req.steps, req.scheduler, req.animation.fps, req.animation.codec) == (20, None, 30, "h264")
+
+
+def test_web_ui_sampler_names_are_accepted() -> None:
+    named = AnimationCreate(prompt="x", scheduler="DPM++ 2M Karras")  # type: ignore[arg-type]
+    assert (named.scheduler, named.schedule) == ("dpmpp_2m", "karras")
+    assert AnimationCreate(prompt="x", scheduler="Euler a").scheduler == "euler_a"  # type: ignore[arg-type]
+    agreeing = AnimationCreate(prompt="x", scheduler="DPM++ 2M Karras", schedule="karras")  # type: ignore[arg-type]
+    assert agreeing.schedule == "karras"
+    with pytest.raises(ValidationError, match="contradicts"):
+        AnimationCreate(prompt="x", scheduler="DPM++ 2M Karras", schedule="beta")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
