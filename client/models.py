@@ -137,6 +137,7 @@ class AnimationCreate(_Request):
 
 
 class ProgressPublic(_Response):
+    stage: Literal["loading_model", "sampling"] | None = None
     step: int
     total: int
     latest_frame_url: str | None = None
@@ -223,6 +224,7 @@ class AnimationPublic(_Response):
     progress: ProgressPublic
     images: list[ImagePublic] = Field(default_factory=list)
     error: ErrorInfo | None
+    warnings: list[str] = Field(default_factory=list)
     video: VideoPublic | None
     urls: JobUrls
     cancel_requested: bool = False
@@ -255,18 +257,60 @@ class UploadPublic(_Response):
 
 
 class ModelInfo(_Response):
-    """A render worker's local model, with the request fields that suit it."""
+    """A render worker's local model: its family, what fits it, and the defaults the server applies."""
 
     name: str
     description: str = ""
     example_prompt: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
+    family: Literal["sd", "sdxl", "sd3", "flux"] | None = None
+    size_multiple: int = 8
+    negative_prompt: bool = True
+    img2img: bool = True
+    default_sampler: str | None = None
+    samplers: dict[str, list[str]] = Field(default_factory=dict)
+    img2img_samplers: dict[str, list[str]] = Field(default_factory=dict)
+    vocabulary: list[str] | None = None
+    vocabulary_hint: str | None = None
+
+
+class Limits(_Response):
+    """The server's limits on a request."""
+
+    max_steps: int
+    min_side: int
+    max_side: int
+    max_pixels: int
+    max_prompt_chars: int
+    max_duration_seconds: float
+    max_fps: int
+    max_hold_last_seconds: float
+    max_batch_size: int
+    max_renditions: int
+    max_upscale: int
+    max_frame_side: int
+    max_upload_bytes: int
+    max_wait_seconds: int
+
+
+class SamplerPublic(_Response):
+    id: str
+    label: str
+    max_steps: int | None
+
+
+class SchedulePublic(_Response):
+    id: str
+    label: str
 
 
 class CapabilitiesPublic(_Response):
     codecs: list[Codec]
     interpolations: list[Interpolation]
     schedulers: list[str]
+    samplers: list[SamplerPublic]
+    schedules: list[SchedulePublic]
+    limits: Limits
     default_model: str
     models: list[ModelInfo]
     missing: dict[str, str]
@@ -325,6 +369,9 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         AnimationList,
         UploadPublic,
         CapabilitiesPublic,
+        Limits,
+        SamplerPublic,
+        SchedulePublic,
         ModelInfo,
         SecretPublic,
         WebhookSecrets,

@@ -146,6 +146,7 @@ class Job(BaseModel):
     key_id: str | None = Field(None, description="The API key that created the job (quota, webhook secret).")
     renditions: list[Rendition] = Field(default_factory=list)
     frames_deleted: bool = Field(False, description="The frames were deleted after encoding (keep_frames false).")
+    warnings: list[str] = Field(default_factory=list, description="What the client should know (e.g. unknown words).")
     frames_archive: ArchiveInfo | None = Field(None, description="Zip of every image's frames (frames_only jobs).")
 
     @property

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepanim.jobs import ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, VideoInfo
+from stepanim.jobs import ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, Stage, VideoInfo
 from stepanim.request import AnimationCreate, Codec, VideoOptions
 from stepanim.services import Services
 from stepanim.storage import Storage
@@ -22,6 +22,12 @@ _WHEN = "2026-01-02T03:04:05.678901Z"
 
 
 class ProgressPublic(BaseModel):
+    stage: Stage | None = Field(
+        None,
+        description="What the render worker does: `loading_model` (a cold start can take a while), then "
+        "`sampling`; null while the job waits in the queue.",
+        examples=["sampling"],
+    )
     step: int = Field(description="Steps captured so far.", examples=[12])
     total: int = Field(description="Steps requested.", examples=[30])
     latest_frame_url: str | None = Field(
@@ -135,6 +141,12 @@ class AnimationPublic(BaseModel):
         description="One entry per image of the batch once rendering is done: its seed, frame count and video.",
     )
     error: ErrorInfo | None = Field(description="Why the job failed; null otherwise.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the job was accepted with but may not do as hoped, e.g. a prompt with words the model "
+        "does not know.",
+        examples=[["model 'digits' does not know the words 'cat': ..."]],
+    )
     video: VideoPublic | None = Field(
         description="The first image's finished video (the only one unless `batch_size` > 1: every image's is under "
         "`images[i].video`); null until the job succeeded."
@@ -221,6 +233,7 @@ def to_public(job: Job, svc: Services, *, extras: tuple[bool, list[dict[str, Any
         model=job.model,
         seed=job.seed,
         progress=ProgressPublic(
+            stage=job.progress.stage,
             step=job.progress.step,
             total=job.progress.total if job.progress.step else job.request.denoising_steps(),
             latest_frame_url=latest[0] if latest else None,
@@ -238,6 +251,7 @@ def to_public(job: Job, svc: Services, *, extras: tuple[bool, list[dict[str, Any
             for image in job.images
         ],
         error=job.error,
+        warnings=job.warnings,
         video=video_public(job.video, storage) if job.video is not None else None,
         urls=job_urls(svc, job.id),
         cancel_requested=cancel_requested,

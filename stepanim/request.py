@@ -46,6 +46,8 @@ _SAMPLER_HELP = ", ".join(f"{s.id} ({s.label})" for s in REGISTRY)
 _SCHEDULE_HELP = ", ".join(f"{s} ({label})" for s, label in SCHEDULE_LABELS.items())
 
 MAX_SEED = 2**32 - 1
+MAX_FPS = 60
+MAX_HOLD_LAST = 30  # seconds
 
 WebhookEvent = Literal[
     "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
@@ -62,7 +64,7 @@ class VideoOptions(BaseModel):
     fps: int = Field(
         30,
         ge=1,
-        le=60,
+        le=MAX_FPS,
         description="Output frames per second (a GIF is made at no more than 10, 240 px wide, as the extension did).",
         examples=[30],
     )
@@ -72,7 +74,7 @@ class VideoOptions(BaseModel):
     )
     skip_steps: int = Field(0, ge=0, description="Leave out this many initial (noisiest) steps.", examples=[0])
     hold_last: float = Field(
-        0.0, ge=0, le=30, description="Seconds the final frame is held after the animation.", examples=[1]
+        0.0, ge=0, le=MAX_HOLD_LAST, description="Seconds the final frame is held after the animation.", examples=[1]
     )
 
 

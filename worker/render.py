@@ -99,6 +99,15 @@ def manifest(job: Job, result: RenderResult, *, family: str, sampler: str, compl
     )
 
 
+def estimate_remaining(sampled_at: dict[int, float], *, step: int, total: int) -> float | None:
+    """Seconds of sampling left, from the pace of the steps after the first (which carries the
+    warm-up); None until that pace is known from at least 3 steps and a tenth of the run."""
+    if step < max(3, total // 10) or 1 not in sampled_at or step not in sampled_at:
+        return None
+    pace = (sampled_at[step] - sampled_at[1]) / (step - 1)
+    return pace * max(total - step, 0)
+
+
 def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | None = None) -> RenderResult:
     """Render ``job``, every step a frame; ``uploader`` (when given) stores the frames from its helper process."""
     req = job.request
@@ -141,7 +150,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
     def on_frames(written: list[tuple[int, list[str]]]) -> None:  # the frame thread, after these steps are stored
         step, keys = written[-1]
         elapsed = sampled_at.get(step, time.perf_counter() - started)
-        eta = elapsed / step * max(total - step, 0)
+        eta = estimate_remaining(sampled_at, step=step, total=total)
         lifecycle.record_progress(
             svc,
             job.id,
@@ -149,7 +158,7 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             total=total,
             latest_frames=keys,
             elapsed_seconds=round(elapsed, 3),
-            eta_seconds=round(eta, 3),
+            eta_seconds=None if eta is None else round(eta, 3),
             earlier_steps=written[:-1],
         )
 

@@ -10,6 +10,8 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
@@ -26,12 +28,13 @@ from api.deps import (
 )
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import fingerprint, key_header, replayed_id
-from api.routes.capabilities import check_create_body, current_async
+from api.routes.capabilities import check_create_body, current_async, models_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
 from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 from stepanim.auth import Principal
 from stepanim.jobs import Job, JobStatus, Progress, utcnow
+from stepanim.model_catalog import ModelInfo, misfits, vocabulary_warnings, with_defaults
 from stepanim.public import NEW_JOB_EXTRAS, AnimationList, AnimationPublic, to_public
 from stepanim.queues import enqueue_render
 from stepanim.request import MAX_SEED, AnimationCreate
@@ -43,35 +46,71 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations", tags=["animations"])
 
 
-def check_limits(body: AnimationCreate, settings: Settings) -> None:
+def refused(code: str, problems: list[tuple[str, str]]) -> ApiError:
+    """A 422 that names every field at fault (``field: why``, joined with ``; ``)."""
+    return ApiError(
+        422,
+        code,
+        "; ".join(f"{field}: {message}" for field, message in problems),
+        details=[{"field": field, "message": message} for field, message in problems],
+    )
+
+
+def limit_problems(body: AnimationCreate, settings: Settings) -> list[tuple[str, str]]:
     """Limits that depend on this server's settings (the schema holds the fixed ones)."""
+    problems = []
     if body.steps > settings.max_steps:
-        raise ApiError(
-            422, "limit_exceeded", f"steps: {body.steps} is above this server's limit of {settings.max_steps}"
-        )
+        problems.append(("steps", f"{body.steps} is above this server's limit of {settings.max_steps}"))
     if body.width * body.height > settings.max_pixels:
-        raise ApiError(
-            422,
-            "limit_exceeded",
-            f"width x height: {body.width}x{body.height} is above this server's limit of {settings.max_pixels} pixels",
+        problems.append(
+            (
+                "width x height",
+                f"{body.width}x{body.height} is above this server's limit of {settings.max_pixels} pixels",
+            )
         )
     if len(body.prompt) > settings.max_prompt_chars:
-        raise ApiError(
-            422, "limit_exceeded", f"prompt: longer than this server's limit of {settings.max_prompt_chars} characters"
-        )
+        problems.append(("prompt", f"longer than this server's limit of {settings.max_prompt_chars} characters"))
     if body.animation.duration > settings.max_duration_seconds:
-        raise ApiError(
-            422,
-            "limit_exceeded",
-            f"animation.duration: {body.animation.duration}s is above this server's limit of "
-            f"{settings.max_duration_seconds:g}s",
+        problems.append(
+            (
+                "animation.duration",
+                f"{body.animation.duration}s is above this server's limit of {settings.max_duration_seconds:g}s",
+            )
         )
     if body.batch_size > settings.max_batch_size:
-        raise ApiError(
-            422,
-            "limit_exceeded",
-            f"batch_size: {body.batch_size} is above this server's limit of {settings.max_batch_size}",
-        )
+        problems.append(("batch_size", f"{body.batch_size} is above this server's limit of {settings.max_batch_size}"))
+    return problems
+
+
+def resolve_model(body: AnimationCreate, models: list[ModelInfo], settings: Settings) -> ModelInfo | None:
+    """What the render workers published of the model this request names (or the default one).
+    A local model name they do not have is refused (422 naming the ones they have); a hub id
+    (``org/name``) is taken as it is, and so is anything while no render worker has published."""
+    name = body.model or settings.default_model
+    for info in models:
+        if info.name == name:
+            return info
+    if models and "/" not in name:
+        have = ", ".join(info.name for info in models)
+        raise refused("invalid_request", [("model", f"no model {name!r} on this server's render workers ({have})")])
+    return None
+
+
+def checked(body: AnimationCreate, models: list[ModelInfo], settings: Settings) -> tuple[AnimationCreate, list[str]]:
+    """The request as it will render: the model's defaults filled in where the client left a field
+    out, checked against this server's limits and against what fits the model (422 otherwise,
+    naming every field at fault); and the warnings the job gets."""
+    info = resolve_model(body, models, settings)
+    try:
+        body = with_defaults(body, info)
+    except ValidationError as e:  # the client's fields and the model's defaults do not fit together
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in e.errors()]) from e
+    problems = limit_problems(body, settings)
+    if problems:
+        raise refused("limit_exceeded", problems)
+    if info is not None and (problems := misfits(info, body)):
+        raise refused("invalid_request", problems)
+    return body, vocabulary_warnings(info, body.prompt)
 
 
 def check_webhook(body: AnimationCreate, settings: Settings) -> None:
@@ -123,14 +162,13 @@ async def accept(
     upload): it is counted and claims its key before, so that a repeat meanwhile gets 409.
     """
     settings = svc.settings
-    check_limits(body, settings)
+    print_ = fingerprint(body)  # of the body as sent: the model's defaults may change between two tries
+    body, warnings = checked(body, await models_async(request, store), settings)
     check_create_body(await current_async(request, store), body)
     if body.webhook is not None:
         await run_in_threadpool(check_webhook, body, settings)  # resolves the host name
     idem = (
-        IdempotencyRequest(principal.tenant, key, fingerprint(body), settings.idempotency_ttl_seconds)
-        if key is not None
-        else None
+        IdempotencyRequest(principal.tenant, key, print_, settings.idempotency_ttl_seconds) if key is not None else None
     )
     counted = False
     if body.init_image is not None:
@@ -151,7 +189,8 @@ async def accept(
                 await admission.release_claim(idem)
             raise
     try:
-        job, replayed = await admit(svc, admission, store, new_job(body, principal, settings), idem, counted=counted)
+        job = new_job(body, principal, settings, warnings=warnings)
+        job, replayed = await admit(svc, admission, store, job, idem, counted=counted)
     except BaseException:
         if idem is not None and idem.claim:
             await admission.release_claim(idem)
@@ -223,7 +262,7 @@ async def made_before(
     return job
 
 
-def new_job(body: AnimationCreate, principal: Principal, settings: Settings) -> Job:
+def new_job(body: AnimationCreate, principal: Principal, settings: Settings, *, warnings: list[str]) -> Job:
     now = utcnow()
     return Job(
         id=uuid.uuid4().hex,
@@ -235,6 +274,7 @@ def new_job(body: AnimationCreate, principal: Principal, settings: Settings) -> 
         progress=Progress(step=0, total=body.steps),
         tenant=principal.tenant,
         key_id=principal.key_id,
+        warnings=warnings,
     )
 
 

@@ -126,9 +126,9 @@ def test_a_long_wait_hops_and_still_delivers_once(product: Product, webhook_rece
     """A wait longer than a hop (a quarter of the visibility timeout: 18.75 s here) is a chain of
     short countdowns; the attempt still comes once, after the whole wait."""
     webhook_receiver.statuses = [(503, {"retry-after": "20"})]
-    job_id = product.post({**SMALL, "prompt": "hop", "model": "no-such-model", "webhook": webhook_receiver.url}).json()[
-        "id"
-    ]
+    job_id = product.post(
+        {**SMALL, "prompt": "hop", "model": "nobody/no-such-model", "webhook": webhook_receiver.url}
+    ).json()["id"]
     first, second = webhook_receiver.wait_for(2, timeout=90)
     assert second.at - first.at >= 19.5
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
@@ -141,7 +141,7 @@ def test_a_long_wait_hops_and_still_delivers_once(product: Product, webhook_rece
 def test_410_stops_retries(product: Product, webhook_receiver: WebhookReceiver) -> None:
     webhook_receiver.statuses = [410, 500, 500]
     job_id = product.post(
-        {**SMALL, "prompt": "gone", "model": "no-such-model", "webhook": webhook_receiver.url}
+        {**SMALL, "prompt": "gone", "model": "nobody/no-such-model", "webhook": webhook_receiver.url}
     ).json()["id"]
     assert product.wait(job_id)["status"] == "failed"
     assert wait_for_attempts(product, job_id, 1)[0]["outcome"] == "gone"
@@ -154,7 +154,7 @@ def test_a_redirecting_receiver_is_not_followed(product: Product, webhook_receiv
     elsewhere = webhook_receiver.url.replace("/hook", "/elsewhere")
     webhook_receiver.statuses = [(302, {"location": elsewhere})]
     job_id = product.post(
-        {**SMALL, "prompt": "moved", "model": "no-such-model", "webhook": webhook_receiver.url}
+        {**SMALL, "prompt": "moved", "model": "nobody/no-such-model", "webhook": webhook_receiver.url}
     ).json()["id"]
     product.wait(job_id)
     attempt = wait_for_attempts(product, job_id, 1)[0]
@@ -169,7 +169,7 @@ def test_rotation_sends_both_signatures(product: Product, webhook_receiver: Webh
     new = rotated["current"]
     assert new != old and [s["secret"] for s in rotated["secrets"]] == [new, old]
     job_id = product.post(
-        {**SMALL, "prompt": "rotate", "model": "no-such-model", "webhook": webhook_receiver.url}, "bob"
+        {**SMALL, "prompt": "rotate", "model": "nobody/no-such-model", "webhook": webhook_receiver.url}, "bob"
     )
     assert job_id.status_code == 202
     (delivery,) = webhook_receiver.wait_for(1)
@@ -263,7 +263,7 @@ def test_the_ssrf_table_is_refused_at_create_time_on_the_live_service(product: P
 
 
 def test_tenants_are_isolated_on_the_live_service(product: Product) -> None:
-    job_id = product.post({**SMALL, "prompt": "mine", "model": "no-such-model"}).json()["id"]
+    job_id = product.post({**SMALL, "prompt": "mine", "model": "nobody/no-such-model"}).json()["id"]
     assert product.get(f"/animations/{job_id}", "bob").status_code == 404
     assert product.cancel(job_id, "bob").status_code == 404
     assert job_id not in [j["id"] for j in product.get("/animations?limit=100", "bob").json()["data"]]

@@ -115,13 +115,22 @@ def test_health_and_readiness(service: Service) -> None:
     assert ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
 
 
-def test_unknown_model_fails_clearly_and_the_worker_stays_up(service: Service) -> None:
-    bad = service.post({"prompt": "x", "model": "no-such-model", "steps": 2, "width": 64, "height": 64})
-    assert bad.status_code == 202
+def test_an_unknown_model_is_refused_at_create_naming_the_models_there_are(service: Service) -> None:
+    unknown = service.post({"prompt": "x", "model": "no-such-model", "steps": 2, "width": 64, "height": 64})
+    assert unknown.status_code == 422
+    assert (
+        unknown.json()["error"]["message"]
+        == "model: no model 'no-such-model' on this server's render workers (tiny-sd)"
+    )
+
+
+def test_a_hub_model_that_cannot_load_fails_clearly_and_the_worker_stays_up(service: Service) -> None:
+    bad = service.post({"prompt": "x", "model": "nobody/no-such-model", "steps": 2, "width": 64, "height": 64})
+    assert bad.status_code == 202  # a hub id: the workers may have it; this one cannot load it (offline)
     job = service.wait(bad.json()["id"])
     assert job["status"] == "failed"
     assert job["error"]["code"] == "model_error"
-    assert "no-such-model" in job["error"]["message"]
+    assert "nobody/no-such-model" in job["error"]["message"]
     good = service.post({"prompt": "x", "steps": 2, "width": 64, "height": 64, "animation": {"duration": 1}})
     assert service.wait(good.json()["id"])["status"] == "succeeded"
 

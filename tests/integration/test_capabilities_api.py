@@ -3,6 +3,7 @@ them: GET /capabilities, the 422 for a codec the encoder lacks, and POST .../ren
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from encoder.capabilities import publish
 from stepanim import lifecycle
 from stepanim.admission import admit_now
 from stepanim.jobs import Job, JobImage, utcnow
+from stepanim.model_catalog import scan
 from stepanim.queues import ENCODE_QUEUE, make_celery
 from stepanim.request import AnimationCreate
 from stepanim.samplers import SAMPLER_IDS
@@ -162,3 +164,69 @@ def test_no_rendition_once_frames_are_deleted(svc: Services, client: TestClient)
     assert error["code"] == "frames_deleted"
     assert "keep_frames" in error["message"]
     assert svc.store.get(job.id).renditions == []
+
+
+def publish_models(svc: Services, tmp_path: Path) -> None:
+    """What a render worker with a digits-like model and a Flux model publishes."""
+    folder = tmp_path / "models"
+    for name, class_name, manifest in (
+        (
+            "digits",
+            "StableDiffusionPipeline",
+            {
+                "defaults": {"width": 32, "height": 32, "steps": 30, "guidance_scale": 3, "capture": {"upscale": 4}},
+                "vocabulary": ["a", "handwritten", "7", "seven"],
+                "vocabulary_hint": "digits 0-9",
+            },
+        ),
+        ("flux", "FluxPipeline", {}),
+    ):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+        (folder / name / "stepanim.json").write_text(json.dumps(manifest))
+    svc.published.set_models("worker-1", scan(folder), ttl=60)
+
+
+def test_the_server_applies_the_models_defaults_and_says_what_it_used(
+    svc: Services, client: TestClient, tmp_path: Path
+) -> None:
+    publish(svc)
+    publish_models(svc, tmp_path)
+    caps = client.get("/capabilities").json()
+    assert [m["name"] for m in caps["models"]] == ["digits", "flux"]
+    assert caps["models"][1]["family"] == "flux" and caps["models"][1]["negative_prompt"] is False
+    assert caps["limits"]["max_steps"] == svc.settings.max_steps and caps["limits"]["min_side"] == 32
+    assert {"id": "dpmpp_2m", "label": "DPM++ 2M", "max_steps": None} in caps["samplers"]
+
+    job = client.post("/animations", json={"prompt": "a handwritten 7", "model": "digits"}).json()
+    request = job["request"]
+    assert (request["width"], request["height"], request["steps"], request["guidance_scale"]) == (32, 32, 30, 3)
+    assert (request["capture"]["upscale"], request["scheduler"]) == (4, "euler_a")
+    assert job["warnings"] == []
+    mine = client.post("/animations", json={"prompt": "a cat", "model": "digits", "steps": 5}).json()
+    assert (mine["request"]["steps"], mine["request"]["width"]) == (5, 32)  # the client's own value wins
+    assert "'cat'" in mine["warnings"][0] and "digits 0-9" in mine["warnings"][0]
+
+
+def test_an_unknown_model_or_a_request_that_does_not_fit_its_model_is_refused(
+    svc: Services, client: TestClient, tmp_path: Path
+) -> None:
+    publish(svc)
+    publish_models(svc, tmp_path)
+    before = sorted(svc.store.redis.keys("*"))
+    unknown = client.post("/animations", json={"prompt": "x", "model": "no-such-model"})
+    assert unknown.status_code == 422
+    message = "model: no model 'no-such-model' on this server's render workers (digits, flux)"
+    assert unknown.json()["error"]["message"] == message
+    misfit = client.post(
+        "/animations",
+        json={"prompt": "x", "model": "flux", "width": 520, "negative_prompt": "blur", "scheduler": "DPM++ 2M Karras"},
+    )
+    assert misfit.status_code == 422
+    # (a Flux model without dynamic shifting, as FLUX.1-schnell: DPM-Solver does not fit it at all)
+    assert [d["field"] for d in misfit.json()["error"]["details"]] == ["width", "negative_prompt", "scheduler"]
+    too_many = client.post("/animations", json={"prompt": "x", "model": "digits", "steps": 900, "batch_size": 8})
+    assert too_many.status_code == 422 and too_many.json()["error"]["message"].startswith("steps: 900 is above")
+    assert sorted(svc.store.redis.keys("*")) == before  # nothing stored
+    hub = client.post("/animations", json={"prompt": "x", "model": "someone/some-model"})
+    assert hub.status_code == 202  # a hub id the workers may fetch: not refused here

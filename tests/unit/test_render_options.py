@@ -101,3 +101,13 @@ def test_frame_size_applies_resolution_then_upscale() -> None:
     assert frame_size(make(capture={"upscale": 2}).capture, width=32, height=32) == (64, 64)
     quarter = make(capture={"resolution": "quarter", "upscale": 4}).capture
     assert frame_size(quarter, width=512, height=256) == (256, 512)
+
+
+def test_an_eta_comes_once_the_pace_is_known_and_leaves_out_the_first_steps_warm_up() -> None:
+    from worker.render import estimate_remaining
+
+    sampled_at = {1: 5.0, 2: 5.5, 3: 6.0, 4: 6.5}  # a slow first step (warm-up), then 0.5 s a step
+    assert estimate_remaining(sampled_at, step=2, total=10) is None  # too few steps to tell
+    assert estimate_remaining(sampled_at, step=3, total=10) == pytest.approx(3.5)
+    assert estimate_remaining(sampled_at, step=4, total=100) is None  # not yet a tenth of the run
+    assert estimate_remaining(sampled_at, step=4, total=4) == 0
