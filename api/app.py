@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import redis.asyncio
 from fastapi import FastAPI
 
-from api import errors, openapi, web
+from api import docs, errors, openapi, web
 from api.limits import BodySizeLimit
-from api.routes import animations, capabilities, events, files, health, renditions, uploads, webhooks
+from api.routes import animations, capabilities, events, files, frames, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
 from stepanim.admission import Admission
 from stepanim.logs import setup_logging
@@ -51,12 +51,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         finally:
             await client.aclose()
 
-    app = FastAPI(title="Steps Animation Service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Steps Animation Service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served offline by api.docs
+        redoc_url=None,
+    )
     app.state.services = services or Services.from_settings(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.include_router(animations.router)
     app.include_router(events.router)
+    app.include_router(frames.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(files.router)
@@ -67,5 +75,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     webhooks.document_webhooks(app)
     openapi.install(app)
     web.install(app)  # the page at / (not in the OpenAPI document)
+    docs.install(app)  # /docs, offline
     setup_logging(service="api", level=settings.log_level, fmt=settings.log_format)
     return app

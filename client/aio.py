@@ -22,6 +22,7 @@ from client.models import (
     AnimationList,
     AnimationPublic,
     CapabilitiesPublic,
+    FramesPublic,
     RenditionPublic,
     UploadPublic,
     VideoOptions,
@@ -185,6 +186,15 @@ class AsyncClient:
     async def rotate_webhook_secret(self) -> WebhookSecrets:
         return WebhookSecrets.model_validate(await self._json("POST", "/webhooks/secret/rotate", idempotent=False))
 
+    async def frames(self, animation_id: str, *, image: int = 0) -> FramesPublic:
+        """GET /animations/{id}/frames: every frame of one image stored so far, with signed URLs."""
+        data = await self._json("GET", f"/animations/{animation_id}/frames", idempotent=True, params={"image": image})
+        return FramesPublic.model_validate(data)
+
+    async def download_frames(self, animation_id: str, path: str | os.PathLike[str]) -> Path:
+        """Save every frame of every image of the job as one zip (GET /animations/{id}/frames.zip)."""
+        return await self.download(f"/animations/{animation_id}/frames.zip", path, auth=True)
+
     async def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
         """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
         one file per image beside it, named ``<stem>-<seed><suffix>``. Returns the paths in batch order."""
@@ -192,11 +202,11 @@ class AsyncClient:
         paths = _core.output_paths(path, [seed for seed, _ in videos])
         return [await self.download(video.url, target) for (_, video), target in zip(videos, paths, strict=True)]
 
-    async def download(self, url: str, path: str | os.PathLike[str]) -> Path:
-        """Save a signed URL to ``path`` (no API key is sent with it)."""
+    async def download(self, url: str, path: str | os.PathLike[str], *, auth: bool = False) -> Path:
+        """Save a signed URL to ``path`` (no API key is sent with it, unless ``auth``: an API path)."""
         target = Path(path)
         partial = target.with_name(f".{target.name}.part")
-        response = await self._send("GET", url, idempotent=True, auth=False, stream=True)
+        response = await self._send("GET", url, idempotent=True, auth=auth, stream=True)
         try:
             with partial.open("wb") as out:
                 async for chunk in response.aiter_bytes():

@@ -243,6 +243,22 @@ class AnimationPublic(_Response):
 Animation = AnimationPublic  # the short name
 
 
+class FramePublic(_Response):
+    step: int
+    url: str
+    filename: str
+
+
+class FramesPublic(_Response):
+    """The frames of one image of a job, in step order."""
+
+    batch_index: int
+    images: int
+    frames: list[FramePublic]
+    total: int
+    complete: bool
+
+
 class AnimationList(_Response):
     data: list[AnimationPublic]
     next_cursor: str | None
@@ -367,6 +383,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         FramesArchivePublic,
         AnimationPublic,
         AnimationList,
+        FramePublic,
+        FramesPublic,
         UploadPublic,
         CapabilitiesPublic,
         Limits,

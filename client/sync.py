@@ -21,6 +21,7 @@ from client.models import (
     AnimationList,
     AnimationPublic,
     CapabilitiesPublic,
+    FramesPublic,
     RenditionPublic,
     UploadPublic,
     VideoOptions,
@@ -196,6 +197,15 @@ class Client:
     def rotate_webhook_secret(self) -> WebhookSecrets:
         return WebhookSecrets.model_validate(self._json("POST", "/webhooks/secret/rotate", idempotent=False))
 
+    def frames(self, animation_id: str, *, image: int = 0) -> FramesPublic:
+        """GET /animations/{id}/frames: every frame of one image stored so far, with signed URLs."""
+        data = self._json("GET", f"/animations/{animation_id}/frames", idempotent=True, params={"image": image})
+        return FramesPublic.model_validate(data)
+
+    def download_frames(self, animation_id: str, path: str | os.PathLike[str]) -> Path:
+        """Save every frame of every image of the job as one zip (GET /animations/{id}/frames.zip)."""
+        return self.download(f"/animations/{animation_id}/frames.zip", path, auth=True)
+
     def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
         """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
         one file per image beside it, named ``<stem>-<seed><suffix>``. Returns the paths in batch order."""
@@ -203,14 +213,15 @@ class Client:
         paths = _core.output_paths(path, [seed for seed, _ in videos])
         return [self.download(video.url, target) for (_, video), target in zip(videos, paths, strict=True)]
 
-    def download(self, url: str, path: str | os.PathLike[str]) -> Path:
+    def download(self, url: str, path: str | os.PathLike[str], *, auth: bool = False) -> Path:
         """Save a signed URL (a video, a frame, a zip) to ``path``, via a temporary file beside it.
 
-        Signed URLs carry their own authorization: no API key is sent with them.
+        Signed URLs carry their own authorization: no API key is sent with them (``auth``: an
+        API path that needs the key, such as a job's frames zip).
         """
         target = Path(path)
         partial = target.with_name(f".{target.name}.part")
-        response = self._send("GET", url, idempotent=True, auth=False, stream=True)
+        response = self._send("GET", url, idempotent=True, auth=auth, stream=True)
         try:
             with partial.open("wb") as out:
                 for chunk in response.iter_bytes():

@@ -291,3 +291,21 @@ def test_cancel_mid_render_stops_within_a_step_and_keeps_its_frames(service: Ser
     names = sorted(f.rsplit("/", 1)[1][:7] for f in frames)
     assert names == [f"0000{s:03d}" for s in range(1, len(frames) + 1)]
     assert job["video"] is None
+
+
+def test_every_step_can_be_listed_and_downloaded_while_and_after_it_renders(service: Service, tmp_path: Path) -> None:
+    body = {"prompt": "steps", "steps": 4, "seed": 3, "batch_size": 2, "capture": {"decoder": "approx"}, **SMALL}
+    job = service.wait(service.post(body).json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    second = httpx.get(f"{service.url}/animations/{job['id']}/frames", params={"image": 1}, timeout=30).json()
+    assert (second["batch_index"], second["images"], second["total"], second["complete"]) == (1, 2, 4, True)
+    assert [f["step"] for f in second["frames"]] == [1, 2, 3, 4]
+    assert second["frames"][0]["filename"] == "0001001-4-steps.png"
+    assert httpx.get(second["frames"][3]["url"], timeout=30).content.startswith(b"\x89PNG")
+    assert httpx.get(f"{service.url}/animations/{job['id']}/frames", params={"image": 2}).status_code == 404
+    archive = httpx.get(f"{service.url}/animations/{job['id']}/frames.zip", timeout=60)
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        assert len(zipped.namelist()) == 8 and zipped.read("0001004-4-steps.png").startswith(b"\x89PNG")
+    deleted = service.wait(service.post({**body, "animation": {"duration": 1, "keep_frames": False}}).json()["id"])
+    assert httpx.get(f"{service.url}/animations/{deleted['id']}/frames").status_code == 410

@@ -8,6 +8,7 @@ import base64
 import http.server
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +62,16 @@ def test_jobs_need_a_key_but_health_and_the_document_do_not(api: Api) -> None:
             assert_error(response, 401, "unauthorized")
             assert response.headers["www-authenticate"].startswith("Bearer")
     assert api.render_queue_length() == 0
+
+
+def test_the_docs_page_and_its_assets_come_from_the_api_itself(api: Api) -> None:
+    page = api.client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(src.startswith("/") for src in sources), sources  # no CDN: offline it still works
+    for src in sources:
+        assert api.client.get(src).status_code == 200, src
+    assert api.client.get("/redoc").status_code == 404  # ReDoc would need a CDN
 
 
 def test_development_mode_is_explicit(redis_url: str, tmp_path: Path) -> None:
