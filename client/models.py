@@ -110,6 +110,13 @@ class InitImage(_Request):
     url: str | None = None
 
 
+class LoraRequest(_Request):
+    """A LoRA of the workers' adapters folder and its weight (1 as trained, 0 no effect)."""
+
+    name: str
+    weight: float = 1.0
+
+
 class AnimationCreate(_Request):
     """Body of POST /animations. Only the fields you set are sent; the server fills in the rest."""
 
@@ -131,6 +138,8 @@ class AnimationCreate(_Request):
     strength: float | None = None
     batch_size: int = 1
     renditions: list[VideoOptions] = Field(default_factory=list)
+    loras: list[LoraRequest] = Field(default_factory=list)
+    embeddings: list[str] = Field(default_factory=list)  # each one's name is its token: write it in the prompt
 
 
 # Responses
@@ -263,12 +272,25 @@ class ModelInfo(_Response):
     defaults: dict[str, Any] = Field(default_factory=dict)
 
 
+class AdapterInfo(_Response):
+    """A LoRA or embedding of the render workers, with the models it fits."""
+
+    name: str
+    kind: Literal["lora", "embedding"]
+    families: list[Literal["sd", "sdxl", "sd3", "flux"]] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    token: str | None = None
+    vectors: int | None = None
+    note: str | None = None
+
+
 class CapabilitiesPublic(_Response):
     codecs: list[Codec]
     interpolations: list[Interpolation]
     schedulers: list[str]
     default_model: str
     models: list[ModelInfo]
+    adapters: list[AdapterInfo] = Field(default_factory=list)
     missing: dict[str, str]
     ffmpeg_version: str
     probed_at: str
@@ -326,6 +348,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         UploadPublic,
         CapabilitiesPublic,
         ModelInfo,
+        AdapterInfo,
+        LoraRequest,
         SecretPublic,
         WebhookSecrets,
         WebhookPayload,

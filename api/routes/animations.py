@@ -28,7 +28,8 @@ from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import fingerprint, key_header, replayed_id
 from api.routes.capabilities import check_create_body, current_async
 from api.routes.uploads import prepare_init_image
-from stepanim import lifecycle, ssrf
+from stepanim import lifecycle, published, ssrf
+from stepanim.adapters import check_adapters
 from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 from stepanim.auth import Principal
 from stepanim.jobs import Job, JobStatus, Progress, utcnow
@@ -89,6 +90,27 @@ def check_webhook(body: AnimationCreate, settings: Settings) -> None:
         ) from e
 
 
+async def check_body_adapters(store: AsyncJobStore, body: AnimationCreate, settings: Settings) -> None:
+    """LoRAs and embeddings: at most ``max_loras``, each published by the render workers and fitting
+    the job's model (``stepanim.adapters.check_adapters``); else 422 before anything is stored."""
+    if not body.loras and not body.embeddings:
+        return
+    if len(body.loras) > settings.max_loras:
+        raise ApiError(
+            422, "limit_exceeded", f"loras: {len(body.loras)} is above this server's limit of {settings.max_loras}"
+        )
+    model = body.model or settings.default_model
+    info = next((m for m in await published.models_async(store.client, store.keys) if m.name == model), None)
+    problems = check_adapters(body, info, await published.adapters_async(store.client, store.keys))
+    if problems:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "; ".join(f"{field}: {message}" for field, message in problems),
+            details=[{"field": field, "message": message} for field, message in problems],
+        )
+
+
 def parse_wait(prefer: str | None, *, limit: int) -> int | None:
     """The ``wait=N`` preference of a ``Prefer`` header (RFC 7240), capped at ``limit``; None if absent.
 
@@ -125,6 +147,7 @@ async def accept(
     settings = svc.settings
     check_limits(body, settings)
     check_create_body(await current_async(request, store), body)
+    await check_body_adapters(store, body, settings)
     if body.webhook is not None:
         await run_in_threadpool(check_webhook, body, settings)  # resolves the host name
     idem = (

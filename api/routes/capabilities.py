@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim import published
+from stepanim.adapters import AdapterInfo
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.model_catalog import ModelInfo
 from stepanim.request import AnimationCreate, Codec, Interpolation, VideoOptions
@@ -37,6 +38,11 @@ class CapabilitiesPublic(BaseModel):
     models: list[ModelInfo] = Field(
         description="The render workers' local models, each with the request defaults that suit it (empty until a "
         "render worker has started; hub ids and paths may be used as well)."
+    )
+    adapters: list[AdapterInfo] = Field(
+        default_factory=list,
+        description="The render workers' LoRAs and textual-inversion embeddings (`loras` and `embeddings` of POST "
+        "/animations), each with the models and families it fits.",
     )
     missing: dict[str, str] = Field(
         description="What is unavailable here, and what ffmpeg lacks for it.",
@@ -93,7 +99,8 @@ def require(caps: Capabilities | None, options: VideoOptions, field: str) -> Non
 )
 def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPublic:
     """Codecs and interpolation modes the installed ffmpeg really supports, the scheduler names,
-    the model a job gets when it names none, and the render workers' local models.
+    the model a job gets when it names none, the render workers' local models, and their LoRAs
+    and embeddings with the models each fits.
 
     The encoder worker probes its own ffmpeg when it starts and keeps the result
     published (also across a Redis restart); requests for anything missing are refused
@@ -113,6 +120,7 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
         schedulers=list(SAMPLER_IDS),
         default_model=svc.settings.default_model,
         models=svc.published.models(),
+        adapters=svc.published.adapters(),
         missing=caps.missing,
         ffmpeg_version=caps.ffmpeg_version,
         probed_at=caps.probed_at.isoformat(),
