@@ -26,6 +26,7 @@ from client.models import (
     FrameSource,
     Interpolation,
     JobStatus,
+    LoraRequest,
     RenditionPublic,
     Schedule,
     Scheduler,
@@ -117,6 +118,8 @@ REQUEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "webhook": ("webhook",),
     "webhook_events": ("webhook_events",),
     "renditions": ("renditions",),
+    "loras": ("loras",),
+    "embeddings": ("embeddings",),
 }
 # Fields set another way: --init-image uploads the file and sends its upload_id instead of base64 data.
 REQUEST_FIELDS_WITHOUT_OPTION = {("init_image", "data")}
@@ -142,6 +145,16 @@ def parse_video_options(text: str) -> dict[str, Any]:
         return VideoOptions.model_validate(fields).model_dump(mode="json", exclude_unset=True)
     except ValidationError as e:
         raise argparse.ArgumentTypeError(validation_message(e)) from e
+
+
+def parse_lora(text: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:WEIGHT`` (as a web UI's ``<lora:NAME:WEIGHT>``) -> a LoRA of the request."""
+    name, _, weight = text.partition(":")
+    try:
+        value = float(weight) if weight else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME or NAME:WEIGHT, WEIGHT a number") from None
+    return LoraRequest(name=name.strip(), weight=value).model_dump(mode="json")
 
 
 def validation_message(error: ValidationError, *, names: Mapping[tuple[str, ...], str] | None = None) -> str:
@@ -414,6 +427,9 @@ class Cli:
         self.out.write(f"codecs          {' '.join(caps.codecs)}\n")
         self.out.write(f"interpolations  {' '.join(caps.interpolations)}\n")
         self.out.write(f"schedulers      {' '.join(caps.schedulers)}\n")
+        for adapter in caps.adapters:
+            fits = ", ".join(adapter.models) or f"no model here ({adapter.note})"
+            self.out.write(f"{adapter.kind:<16}{adapter.name}: fits {fits}\n")
         for name, why in caps.missing.items():
             self.out.write(f"missing         {name}: {why}\n")
         return EXIT_OK
@@ -583,6 +599,22 @@ def build_parser() -> Parser:
     )
     image.add_argument("--seed", type=int, help="random seed (chosen by the server when omitted)")
     image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each (1-8)")
+    image.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        type=parse_lora,
+        metavar="NAME[:WEIGHT]",
+        help="a LoRA of the workers' adapters folder, weight 1 unless given, e.g. watercolor:0.8 (repeatable; "
+        "see `stepanim capabilities`)",
+    )
+    image.add_argument(
+        "--embedding",
+        dest="embeddings",
+        action="append",
+        metavar="NAME",
+        help="a textual-inversion embedding; write its name in the prompt where it should act (repeatable)",
+    )
     add_video_options(submit, "video")
     frames = submit.add_argument_group("frames")
     frames.add_argument(

@@ -110,6 +110,13 @@ class InitImage(_Request):
     url: str | None = None
 
 
+class LoraRequest(_Request):
+    """A LoRA of the workers' adapters folder and its weight (1 as trained, 0 no effect)."""
+
+    name: str
+    weight: float = 1.0
+
+
 class AnimationCreate(_Request):
     """Body of POST /animations. Only the fields you set are sent; the server fills in the rest."""
 
@@ -131,6 +138,8 @@ class AnimationCreate(_Request):
     strength: float | None = None
     batch_size: int = 1
     renditions: list[VideoOptions] = Field(default_factory=list)
+    loras: list[LoraRequest] = Field(default_factory=list)
+    embeddings: list[str] = Field(default_factory=list)  # each one's name is its token: write it in the prompt
 
 
 # Responses
@@ -302,6 +311,7 @@ class Limits(_Response):
     max_fps: int
     max_hold_last_seconds: float
     max_batch_size: int
+    max_loras: int
     max_renditions: int
     max_upscale: int
     max_frame_side: int
@@ -320,6 +330,18 @@ class SchedulePublic(_Response):
     label: str
 
 
+class AdapterInfo(_Response):
+    """A LoRA or embedding of the render workers, with the models it fits."""
+
+    name: str
+    kind: Literal["lora", "embedding"]
+    families: list[Literal["sd", "sdxl", "sd3", "flux"]] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    token: str | None = None
+    vectors: int | None = None
+    note: str | None = None
+
+
 class CapabilitiesPublic(_Response):
     codecs: list[Codec]
     interpolations: list[Interpolation]
@@ -329,6 +351,7 @@ class CapabilitiesPublic(_Response):
     limits: Limits
     default_model: str
     models: list[ModelInfo]
+    adapters: list[AdapterInfo] = Field(default_factory=list)
     missing: dict[str, str]
     ffmpeg_version: str
     probed_at: str
@@ -391,6 +414,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         SamplerPublic,
         SchedulePublic,
         ModelInfo,
+        AdapterInfo,
+        LoraRequest,
         SecretPublic,
         WebhookSecrets,
         WebhookPayload,

@@ -28,6 +28,9 @@ def metadata(params: dict[str, Any]) -> dict[str, str]:
         f"{params.get('prompt', '')} | {params.get('model', '')} | {params.get('steps', '')} steps"
         f" | {params.get('scheduler', '')} | seed {params.get('seed', '')}"
     )
+    loras = params.get("loras") or []
+    if loras:  # as a web UI writes them in its prompt: <lora:name:weight>
+        title += " | " + " ".join(f"<lora:{lora.get('name')}:{float(lora.get('weight', 1)):g}>" for lora in loras)
     description = json.dumps(params, ensure_ascii=False, sort_keys=True, default=str)
     return {"title": title, "description": description, "comment": description, "artist": ARTIST}
 

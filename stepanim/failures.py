@@ -4,6 +4,8 @@
     ├── ModelError             model_error            the model cannot be found or loaded (worker.pipelines)
     ├── DecoderUnavailable     decoder_unavailable    TAESD weights missing (worker.pipelines)
     ├── InvalidInput           invalid_input          the init image is gone or unreadable (worker.inputs)
+    ├── AdapterError           adapter_error          a LoRA or embedding is missing, not safetensors, or does not
+    │                                                 fit the model (worker.adapters)
     ├── IncompleteRender       incomplete_render      fewer steps than asked, without run_on_incomplete
     └── EncodeError            encode_error           ffmpeg failed or made something unusable (encoder)
 
@@ -39,6 +41,13 @@ class InvalidInput(JobFailure):
     """The job's inputs cannot be used (its init image is gone or unreadable)."""
 
     code = "invalid_input"
+
+
+class AdapterError(JobFailure):
+    """A LoRA or embedding the job names cannot be used: missing, not a valid safetensors adapter, or not one
+    that fits the model."""
+
+    code = "adapter_error"
 
 
 class IncompleteRender(JobFailure):

@@ -21,6 +21,8 @@
 - ``<p>:published:encoder``         what the encoders' ffmpeg supports, with an expiry
 - ``<p>:published:models:<worker>`` one render worker's models, with an expiry; the set
   ``<p>:published:models`` names the workers (``stepanim.published``)
+- ``<p>:published:adapters:<worker>`` the same worker's LoRAs and embeddings, written and
+  expiring with its models
 - ``<p>:metrics``                   counters every process adds to (``stepanim.metrics``)
 - ``<p>:<name>:lock``               a short lock held by one of several replicas (the reconciler)
 
@@ -91,6 +93,9 @@ class Keys:
 
     def published_models(self, worker: str) -> str:
         return f"{self.prefix}:published:models:{worker}"
+
+    def published_adapters(self, worker: str) -> str:
+        return f"{self.prefix}:published:adapters:{worker}"
 
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"

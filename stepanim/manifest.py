@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, Field
 
+from stepanim.adapters import EmbeddingUse, LoraUse
 from stepanim.naming import manifest_key
 from stepanim.storage import Storage
 
@@ -42,6 +43,8 @@ class Manifest(BaseModel):
     capture: dict[str, Any] = Field(default_factory=dict)
     init_image: str | None = Field(None, description="The init image's upload id (img2img).")
     strength: float | None = None
+    loras: list[LoraUse] = Field(default_factory=list, description="The LoRAs applied, with their weights.")
+    embeddings: list[EmbeddingUse] = Field(default_factory=list, description="The embeddings loaded.")
     render_seconds: float = 0.0
     images: list[ManifestImage] = Field(validation_alias=AliasChoices("images", "animations"))
 

@@ -8,7 +8,9 @@ first connection). So nothing published is lost for good, and what a stopped wor
 published ages out instead of being advertised for ever.
 
 Every render worker publishes its own models under its own key (workers may hold different
-models); :meth:`Published.models` is their union. Encoders share one key: they run the same
+models), and beside them, in the same transaction and with the same expiry, its adapters
+(LoRAs and embeddings, ``stepanim.adapters``); :meth:`Published.models` and
+:meth:`Published.adapters` are their unions. Encoders share one key: they run the same
 image (docs/scaling.md), and the newest to publish wins.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 import redis
 import redis.asyncio
 
+from stepanim.adapters import AdapterInfo
 from stepanim.capabilities import Capabilities
 from stepanim.keys import Keys
 from stepanim.model_catalog import ModelInfo
@@ -49,6 +52,16 @@ def _merge(raws: Sequence[bytes | str | None]) -> list[ModelInfo]:
     return [models[name] for name in sorted(models)]
 
 
+def _merge_adapters(raws: Sequence[bytes | str | None]) -> list[AdapterInfo]:
+    """Every live worker's adapters, each (kind, name) once (the first worker to list it wins), LoRAs first."""
+    adapters: dict[tuple[str, str], AdapterInfo] = {}
+    for raw in raws:
+        for data in json.loads(raw) if raw is not None else []:
+            info = AdapterInfo.model_validate(data)
+            adapters.setdefault((info.kind, info.name), info)
+    return [adapters[key] for key in sorted(adapters, key=lambda k: (k[0] != "lora", k[1]))]
+
+
 class Published:
     """Reading and writing the published values (the sync side: workers and the API's threads)."""
 
@@ -63,17 +76,22 @@ class Published:
         raw = self.redis.get(self.keys.published_encoder())
         return None if raw is None else Capabilities.model_validate_json(raw)
 
-    def set_models(self, worker: str, models: list[ModelInfo], *, ttl: int) -> None:
+    def set_models(
+        self, worker: str, models: list[ModelInfo], *, ttl: int, adapters: list[AdapterInfo] | None = None
+    ) -> None:
+        """Publish one render worker's models and its adapters (none when not given), together."""
         data = json.dumps([m.model_dump(mode="json") for m in models])
+        adapter_data = json.dumps([a.model_dump(mode="json") for a in adapters or []])
         with self.redis.pipeline() as pipe:
             pipe.set(self.keys.published_models(worker), data, ex=ttl)
+            pipe.set(self.keys.published_adapters(worker), adapter_data, ex=ttl)
             pipe.sadd(self.keys.published_workers(), worker)
             pipe.execute()
 
     def withdraw_models(self, worker: str) -> None:
-        """A worker stops: its models are no longer offered."""
+        """A worker stops: its models and adapters are no longer offered."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(self.keys.published_models(worker))
+            pipe.delete(self.keys.published_models(worker), self.keys.published_adapters(worker))
             pipe.srem(self.keys.published_workers(), worker)
             pipe.execute()
 
@@ -94,6 +112,14 @@ class Published:
             self.redis.srem(self.keys.published_workers(), *gone)
         return _merge(raws)
 
+    def adapters(self) -> list[AdapterInfo]:
+        """The LoRAs and embeddings of every render worker that published lately."""
+        workers = sorted(_text(w) for w in self.redis.smembers(self.keys.published_workers()))
+        if not workers:
+            return []
+        raws: list[bytes | None] = self.redis.mget([self.keys.published_adapters(w) for w in workers])  # type: ignore[assignment]
+        return _merge_adapters(raws)
+
 
 async def encoder_async(client: redis.asyncio.Redis, keys: Keys) -> Capabilities | None:
     """:meth:`Published.encoder` on the API's event loop."""
@@ -107,6 +133,14 @@ async def models_async(client: redis.asyncio.Redis, keys: Keys) -> list[ModelInf
     if not workers:
         return []
     return _merge(await client.mget([keys.published_models(w) for w in workers]))
+
+
+async def adapters_async(client: redis.asyncio.Redis, keys: Keys) -> list[AdapterInfo]:
+    """:meth:`Published.adapters` on the API's event loop."""
+    workers = sorted(_text(w) for w in await client.smembers(keys.published_workers()))
+    if not workers:
+        return []
+    return _merge_adapters(await client.mget([keys.published_adapters(w) for w in workers]))
 
 
 class Publisher:

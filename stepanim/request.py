@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from stepanim.adapters import (
+    MAX_EMBEDDINGS,
+    MAX_LORAS,
+    EmbeddingName,
+    LoraRequest,
+    tokens_in_prompt,
+    unique_names,
+)
 from stepanim.samplers import REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS, Schedule, parse_sampler_name
 from stepanim.text import Text
 
@@ -304,6 +312,22 @@ class AnimationCreate(BaseModel):
         "ready when the job succeeds.",
         examples=[[{"codec": "vp9", "duration": 3}]],
     )
+    loras: list[LoraRequest] = Field(
+        default_factory=list,
+        max_length=MAX_LORAS,
+        description="LoRAs from the workers' adapters folder, each with its weight (at most the server's "
+        "`max_loras`). Each must fit the model (GET /capabilities lists the adapters and the models each fits); "
+        "they apply to this job only.",
+        examples=[[{"name": "watercolor", "weight": 0.8}]],
+    )
+    embeddings: list[EmbeddingName] = Field(
+        default_factory=list,
+        max_length=MAX_EMBEDDINGS,
+        description="Textual-inversion embeddings from the workers' adapters folder, by name. An embedding's name is "
+        "its token: write it in the prompt or negative prompt where it should act, as in a web UI (a token in a "
+        "prompt does nothing unless its embedding is named here). They apply to this job only.",
+        examples=[["mystyle"]],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -343,6 +367,20 @@ class AnimationCreate(BaseModel):
         if self.renditions and self.animation.frames_only:
             raise ValueError("renditions: a frames_only job makes no video; ask for renditions later instead")
         return self
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_named_once(cls, loras: list[LoraRequest]) -> list[LoraRequest]:
+        unique_names([lora.name for lora in loras], "LoRA")
+        return loras
+
+    @field_validator("embeddings")
+    @classmethod
+    def _embeddings_named_once_and_used(cls, embeddings: list[str], info: ValidationInfo) -> list[str]:
+        unique_names(embeddings, "embedding")
+        if "prompt" in info.data:  # else the prompt failed validation itself
+            tokens_in_prompt(embeddings, info.data["prompt"], info.data.get("negative_prompt", ""))
+        return embeddings
 
     @field_validator("strength")
     @classmethod

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
         description="Longest a written frame waits before the job shows it: the render worker writes progress "
         "once per interval (one Redis transaction, an event per step), not once per step.",
     )
+    adapters_dir: Path | None = Field(
+        None,
+        description="Folder of LoRAs (loras/*.safetensors) and textual-inversion embeddings "
+        "(embeddings/*.safetensors); default: 'adapters' beside models_dir.",
+    )
+    max_loras: int = Field(4, ge=0, le=8, description="Most LoRAs one request may name (0: none).")
+    lora_cache_size: int = Field(
+        8, ge=1, description="LoRAs kept loaded per pipeline per render worker process (least recently used go)."
+    )
     taesd_path: Path | None = Field(
         None,
         description="Folder of the TAESD weights (AutoencoderTiny, madebyollin/taesd) for SD 1.x/2.x latents; "
@@ -224,6 +233,11 @@ class Settings(BaseSettings):
         if any(d < 0 for d in self.webhook_retry_schedule):
             raise ValueError("webhook_retry_schedule: delays must not be negative")
         return self
+
+    @property
+    def adapters_path(self) -> Path:
+        """The adapters folder: ``adapters_dir``, else ``adapters`` beside ``models_dir``."""
+        return self.adapters_dir or self.models_dir.parent / "adapters"
 
     @property
     def celery_broker_url(self) -> str:

@@ -22,6 +22,7 @@ import torch
 from stepanim.failures import DecoderUnavailable, ModelError
 from stepanim.families import Family, family_of_class, model_family
 from stepanim.settings import Settings
+from worker.adapters import LoadedLoras
 from worker.capture import LatentFamily
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,26 @@ class PipelineCache:
         self._lock = threading.Lock()
         self._decoding_vaes: dict[int, Any] = {}  # id(pipe.vae) -> decoding_vae(pipe.vae)
         self._taesd: dict[LatentFamily, Any] = {}
+        self._loras: dict[int, LoadedLoras] = {}  # id(pipe) -> the LoRAs loaded into it (worker.adapters)
+
+    def loras(self, pipe: Any) -> LoadedLoras:
+        """The LoRAs loaded into ``pipe`` (a pipeline of this cache); they go with it."""
+        with self._lock:
+            return self._loras.setdefault(id(pipe), LoadedLoras(self.settings.lora_cache_size))
+
+    def discard(self, model: str) -> None:
+        """Forget ``model``'s pipeline (one whose adapters could not be taken off): its next use loads it afresh."""
+        with self._lock:
+            pipe = self._pipes.pop(model, None)
+            if pipe is not None:
+                self._forget(pipe)
+                log.warning("dropped model %s", model)
+
+    def _forget(self, pipe: Any) -> None:
+        self._decoding_vaes.pop(id(pipe.vae), None)
+        self._loras.pop(id(pipe), None)
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
 
     def full_vae(self, pipe: Any) -> Any:
         """The VAE that decodes ``pipe``'s frames (see :func:`decoding_vae`), made once per model."""
@@ -160,10 +181,8 @@ class PipelineCache:
             self._pipes[model] = pipe
             while len(self._pipes) > self.settings.pipeline_cache_size:
                 evicted, evicted_pipe = self._pipes.popitem(last=False)
-                self._decoding_vaes.pop(id(evicted_pipe.vae), None)
+                self._forget(evicted_pipe)
                 log.info("unloaded model %s", evicted)
-                if self.device == "cuda":
-                    torch.cuda.empty_cache()
             return pipe
 
     def _load(self, model: str) -> Any:

@@ -1,8 +1,9 @@
 """One render: run the pipeline, capture every step as a frame, write the manifest.
 
 Plain code called by the thin Celery task in ``worker.tasks``. Everything that can
-refuse a job (model, scheduler, decoder, init image) is resolved before sampling
-starts, so a refused job leaves no frames.
+refuse a job (model, scheduler, decoder, init image, adapter files) is resolved before
+sampling starts, so a refused job leaves no frames. The job's LoRAs and embeddings are on
+the pipeline for its sampling only (``worker.adapters``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,10 +24,11 @@ from stepanim.jobs import Job, JobImage
 from stepanim.manifest import Manifest, ManifestImage
 from stepanim.request import CaptureOptions, FrameDecoder, FrameResolution, FrameSource
 from stepanim.services import Services
+from worker.adapters import JobAdapters, applied, resolve
 from worker.capture import CaptureMode, StepCapture, decode_approx, decode_full, latent_family, unpack_for_decoding
 from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
-from worker.pipelines import PipelineCache, pipeline_for
+from worker.pipelines import PipelineCache, pipeline_for, resolve_model
 from worker.schedulers import make_scheduler
 from worker.uploader import Uploader
 
@@ -72,8 +75,17 @@ def make_decoder(pipes: PipelineCache, pipe: Any, options: CaptureOptions, *, wi
     return lambda latents: decode_full(vae, unpack(latents), size=size)
 
 
-def manifest(job: Job, result: RenderResult, *, family: str, sampler: str, complete: bool = True) -> Manifest:
+def manifest(
+    job: Job,
+    result: RenderResult,
+    *,
+    family: str,
+    sampler: str,
+    complete: bool = True,
+    adapters: JobAdapters | None = None,
+) -> Manifest:
     req = job.request
+    adapters = adapters or JobAdapters()
     return Manifest(
         job_id=job.id,
         model=job.model,
@@ -94,6 +106,8 @@ def manifest(job: Job, result: RenderResult, *, family: str, sampler: str, compl
         capture=req.capture.model_dump(mode="json"),
         init_image=req.init_image.upload_id if req.init_image is not None else None,
         strength=req.img2img_strength() if req.init_image is not None else None,
+        loras=adapters.lora_uses(),
+        embeddings=adapters.embedding_uses(),
         render_seconds=round(result.seconds, 3),
         images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in result.images()],
     )
@@ -139,6 +153,8 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
     init_image = None
     if req.init_image is not None:
         init_image = load_init_image(req.init_image, svc.storage, svc.settings, width=req.width, height=req.height)
+    source = Path(resolve_model(job.model, svc.settings))
+    adapters = resolve(svc.settings, req, model=job.model, model_folder=source if source.is_dir() else None)
     pipe = pipeline_for(base, scheduler=scheduler, img2img=img2img)
     decode = make_decoder(pipes, pipe, req.capture, width=req.width, height=req.height)
     total = req.denoising_steps()
@@ -203,13 +219,13 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
             seconds=time.perf_counter() - started,
             complete=complete,
         )
-        manifest(job, result, family=family, sampler=sampler, complete=complete).save(svc.storage)
+        manifest(job, result, family=family, sampler=sampler, complete=complete, adapters=adapters).save(svc.storage)
         return result
 
-    lifecycle.enter_stage(svc, job.id, "sampling")
     try:
         try:
-            with canceled:
+            with canceled, applied(pipes, job.model, base, adapters):  # this job's LoRAs and embeddings only
+                lifecycle.enter_stage(svc, job.id, "sampling")
                 pipe(
                     prompt=req.prompt,
                     num_inference_steps=req.steps,

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
-from stepanim import leases, lifecycle, metrics, model_catalog
+from stepanim import adapters, leases, lifecycle, metrics, model_catalog
 from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
@@ -21,6 +21,7 @@ from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import StorageError
 from stepanim.store import JobNotFound
+from worker.adapters import text_encoder_lora_problem
 from worker.app import app
 from worker.pipelines import PipelineCache
 from worker.render import RenderCanceled, render
@@ -50,15 +51,21 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # this worker's published m
 
 @worker_ready.connect
 def publish_models(**_: Any) -> None:
-    """Tell the API which models this worker has (GET /capabilities lists them), and keep
-    telling it (stepanim.published): the folder is scanned again at every refresh."""
+    """Tell the API which models and adapters this worker has (GET /capabilities lists them), and
+    keep telling it (stepanim.published): the folders are scanned again at every refresh."""
     svc = services()
     published = svc.published
     period = svc.settings.publish_interval_seconds
 
     def publish() -> None:
-        models = model_catalog.scan(svc.settings.models_dir)
-        published.set_models(WORKER_ID, models, ttl=expiry(period))
+        settings = svc.settings
+        models = model_catalog.scan(settings.models_dir)
+        found = adapters.scan(
+            settings.adapters_path,
+            adapters.model_shapes(settings.models_dir),
+            text_encoder_loras=text_encoder_lora_problem(),
+        )
+        published.set_models(WORKER_ID, models, ttl=expiry(period), adapters=found)
         log.debug("models published: %s", ", ".join(m.name for m in models) or "none")
 
     Publisher("render worker models", publish, lambda: published.has_models(WORKER_ID), period=period).start()

@@ -11,7 +11,9 @@ unchanged, just in about a second on a CPU (20 steps at 64x64); the images are n
   ``schnell=True``: none, and no dynamic shifting), CLIP and T5 encoders, Flux's VAE factors.
 
 Tokenizers are built in memory (a CLIP BPE and a T5 Unigram vocabulary), so nothing is
-downloaded. ``build_tiny_taesd`` writes matching tiny TAESD / TAESDXL / TAESD3 / TAEF1 decoders.
+downloaded. ``build_tiny_taesd`` writes matching tiny TAESD / TAESDXL / TAESD3 / TAEF1 decoders;
+``build_tiny_lora`` and ``build_tiny_embedding`` random LoRAs and textual-inversion embeddings
+that fit the tiny models, saved as a trainer would save them (``stepanim.adapters``).
 
     python -m worker.tiny_model OUT_DIR [--family sd|sdxl|sd3|flux] [--schnell]
 """
@@ -411,6 +413,56 @@ def build_tiny_taesd(path: Path, *, seed: int = 0, family: Family = "sd") -> Pat
     path = Path(path)
     if not (path / "config.json").is_file():
         build_taesd(seed=seed, family=family).save_pretrained(path)  # type: ignore[attr-defined]  # a stub class
+    return path
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention projection of the denoiser
+
+
+def build_tiny_lora(path: Path, *, seed: int = 0, family: Family = "sd", rank: int = 4, scale: float = 0.3) -> Path:
+    """Write a random LoRA for the tiny model of ``family`` to ``path`` (``<name>.safetensors``) and return it.
+
+    Low-rank weights (``rank``) on every attention projection of the denoiser, drawn from
+    ``seed`` with standard deviation ``scale``: made with peft (``add_adapter``,
+    ``get_peft_model_state_dict``) and saved with the pipeline's own ``save_lora_weights``.
+    """
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    path = Path(path)
+    pipe: Any = build_family_pipeline(family)
+    denoiser_name = "unet" if family in ("sd", "sdxl") else "transformer"
+    denoiser = getattr(pipe, denoiser_name)
+    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in denoiser.named_parameters():
+            if ".lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(
+        path.parent,
+        weight_name=path.name,
+        safe_serialization=True,
+        **{f"{denoiser_name}_lora_layers": get_peft_model_state_dict(denoiser)},
+    )
+    return path
+
+
+def build_tiny_embedding(path: Path, *, seed: int = 0, family: Family = "sd", vectors: int = 2) -> Path:
+    """Write a random textual-inversion embedding for the tiny text encoders (width 32) to ``path``, as web
+    UIs save one: ``emb_params`` (``vectors`` x width) in a safetensors file; ``sdxl``: ``clip_l`` and ``clip_g``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    _, config = _tokenizer_and_text_config()
+    generator = torch.Generator().manual_seed(seed)
+
+    def vector() -> torch.Tensor:
+        return torch.randn(vectors, config.hidden_size, generator=generator)
+
+    tensors = {"clip_l": vector(), "clip_g": vector()} if family == "sdxl" else {"emb_params": vector()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
     return path
 
 

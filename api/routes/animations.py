@@ -28,9 +28,10 @@ from api.deps import (
 )
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import fingerprint, key_header, replayed_id
-from api.routes.capabilities import check_create_body, current_async, models_async
+from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
+from stepanim.adapters import AdapterInfo, check_adapters
 from stepanim.admission import Admission, IdempotencyRecord, IdempotencyRequest
 from stepanim.auth import Principal
 from stepanim.jobs import Job, JobStatus, Progress, utcnow
@@ -79,6 +80,8 @@ def limit_problems(body: AnimationCreate, settings: Settings) -> list[tuple[str,
         )
     if body.batch_size > settings.max_batch_size:
         problems.append(("batch_size", f"{body.batch_size} is above this server's limit of {settings.max_batch_size}"))
+    if len(body.loras) > settings.max_loras:
+        problems.append(("loras", f"{len(body.loras)} is above this server's limit of {settings.max_loras}"))
     return problems
 
 
@@ -96,10 +99,12 @@ def resolve_model(body: AnimationCreate, models: list[ModelInfo], settings: Sett
     return None
 
 
-def checked(body: AnimationCreate, models: list[ModelInfo], settings: Settings) -> tuple[AnimationCreate, list[str]]:
+def checked(
+    body: AnimationCreate, models: list[ModelInfo], adapters: list[AdapterInfo], settings: Settings
+) -> tuple[AnimationCreate, list[str]]:
     """The request as it will render: the model's defaults filled in where the client left a field
-    out, checked against this server's limits and against what fits the model (422 otherwise,
-    naming every field at fault); and the warnings the job gets."""
+    out, checked against this server's limits and against what fits the model, its LoRAs and
+    embeddings included (422 otherwise, naming every field at fault); and the warnings the job gets."""
     info = resolve_model(body, models, settings)
     try:
         body = with_defaults(body, info)
@@ -108,7 +113,8 @@ def checked(body: AnimationCreate, models: list[ModelInfo], settings: Settings) 
     problems = limit_problems(body, settings)
     if problems:
         raise refused("limit_exceeded", problems)
-    if info is not None and (problems := misfits(info, body)):
+    problems = (misfits(info, body) if info is not None else []) + check_adapters(body, info, adapters)
+    if problems:
         raise refused("invalid_request", problems)
     return body, vocabulary_warnings(info, body.prompt)
 
@@ -163,7 +169,8 @@ async def accept(
     """
     settings = svc.settings
     print_ = fingerprint(body)  # of the body as sent: the model's defaults may change between two tries
-    body, warnings = checked(body, await models_async(request, store), settings)
+    models, adapters = await models_async(request, store), await adapters_async(request, store)
+    body, warnings = checked(body, models, adapters, settings)
     check_create_body(await current_async(request, store), body)
     if body.webhook is not None:
         await run_in_threadpool(check_webhook, body, settings)  # resolves the host name

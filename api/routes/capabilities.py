@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from api.deps import ServicesDep
 from api.errors import ApiError, ErrorResponse
 from stepanim import published
+from stepanim.adapters import AdapterInfo
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.model_catalog import ModelInfo
 from stepanim.request import (
@@ -51,6 +52,7 @@ class Limits(BaseModel):
     max_fps: int = Field(description="Highest animation.fps.", examples=[60])
     max_hold_last_seconds: float = Field(description="Longest animation.hold_last.", examples=[30])
     max_batch_size: int = Field(description="Most images per job.", examples=[8])
+    max_loras: int = Field(description="Most LoRAs per job.", examples=[4])
     max_renditions: int = Field(description="Most renditions per job.", examples=[MAX_RENDITIONS])
     max_upscale: int = Field(description="Largest capture.upscale.", examples=[MAX_UPSCALE])
     max_frame_side: int = Field(description="Largest side of an (upscaled) frame.", examples=[MAX_FRAME_SIDE])
@@ -87,6 +89,11 @@ class CapabilitiesPublic(BaseModel):
         description="The render workers' local models: each one's family, the samplers and schedule types that fit "
         "it, and the request defaults the server applies to it (empty until a render worker has started; hub ids "
         "may be used as well)."
+    )
+    adapters: list[AdapterInfo] = Field(
+        default_factory=list,
+        description="The render workers' LoRAs and textual-inversion embeddings (`loras` and `embeddings` of POST "
+        "/animations), each with the models and families it fits.",
     )
     missing: dict[str, str] = Field(
         description="What is unavailable here, and what ffmpeg lacks for it.",
@@ -146,6 +153,15 @@ async def models_async(request: Request, store: AsyncJobStore) -> list[ModelInfo
     return await _cached_async(request, "models", lambda: published.models_async(store.client, store.keys)) or []
 
 
+def adapters(request: Request, svc: Services) -> list[AdapterInfo]:
+    """The render workers' LoRAs and embeddings (empty until one has published them)."""
+    return _cached(request, "adapters", svc.published.adapters) or []
+
+
+async def adapters_async(request: Request, store: AsyncJobStore) -> list[AdapterInfo]:
+    return await _cached_async(request, "adapters", lambda: published.adapters_async(store.client, store.keys)) or []
+
+
 def limits(settings: Settings) -> Limits:
     return Limits(
         max_steps=settings.max_steps,
@@ -157,6 +173,7 @@ def limits(settings: Settings) -> Limits:
         max_fps=MAX_FPS,
         max_hold_last_seconds=MAX_HOLD_LAST,
         max_batch_size=settings.max_batch_size,
+        max_loras=settings.max_loras,
         max_renditions=MAX_RENDITIONS,
         max_upscale=MAX_UPSCALE,
         max_frame_side=MAX_FRAME_SIDE,
@@ -181,8 +198,9 @@ def require(caps: Capabilities | None, options: VideoOptions, field: str) -> Non
 )
 def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPublic:
     """Codecs and interpolation modes the installed ffmpeg really supports, the samplers and
-    schedule types, this server's limits, the model a job gets when it names none, and the
-    render workers' local models with what fits each (and the defaults the server applies).
+    schedule types, this server's limits, the model a job gets when it names none, the render
+    workers' local models with what fits each (and the defaults the server applies), and their
+    LoRAs and embeddings with the models each fits.
 
     The encoder worker probes its own ffmpeg when it starts and keeps the result
     published (also across a Redis restart); requests for anything missing are refused
@@ -205,6 +223,7 @@ def get_capabilities(*, request: Request, svc: ServicesDep) -> CapabilitiesPubli
         limits=limits(svc.settings),
         default_model=svc.settings.default_model,
         models=models(request, svc),
+        adapters=adapters(request, svc),
         missing=caps.missing,
         ffmpeg_version=caps.ffmpeg_version,
         probed_at=caps.probed_at.isoformat(),

@@ -155,6 +155,7 @@ def test_every_option_lands_in_its_field() -> None:
         *("--webhook", "https://example.com/h", "--webhook-event", "animation.started"),
         *("--webhook-event", "animation.succeeded", "--rendition", "codec=gif,duration=2"),
         *("--rendition", "fps=24, interpolation=mci"),
+        *("--lora", "watercolor:0.8", "--lora", "grain", "--embedding", "mystyle"),
     )
     body = _core.create_body(cli.build_request(args))
     assert body == {
@@ -184,7 +185,16 @@ def test_every_option_lands_in_its_field() -> None:
         "webhook": "https://example.com/h",
         "webhook_events": ["animation.started", "animation.succeeded"],
         "renditions": [{"codec": "gif", "duration": 2.0}, {"fps": 24, "interpolation": "mci"}],
+        "loras": [{"name": "watercolor", "weight": 0.8}, {"name": "grain", "weight": 1.0}],
+        "embeddings": ["mystyle"],
     }
+
+
+def test_lora_options_and_their_errors() -> None:
+    assert cli.parse_lora("style") == {"name": "style", "weight": 1.0}
+    assert cli.parse_lora("style:-0.5") == {"name": "style", "weight": -0.5}
+    with pytest.raises(argparse.ArgumentTypeError, match="expected NAME or NAME:WEIGHT"):
+        cli.parse_lora("style:strong")
 
 
 def test_an_uploaded_init_image_is_sent_by_its_id_and_frames_only_maps() -> None:
