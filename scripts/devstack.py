@@ -150,7 +150,8 @@ class Stack:
         wait_until(lambda: bool(client.ping()), timeout=20, what="redis-server", proc=proc)
         self.settings["STEPANIM_REDIS_URL"] = self.redis_url
 
-    def start_api(self) -> None:
+    def start_api(self, *, env: dict[str, str] | None = None) -> None:
+        """The API on ``api_port`` (a free one the first time); ``env``: more settings for it alone."""
         self.api_port = self.api_port or free_port()
         self.settings.setdefault("STEPANIM_PUBLIC_BASE_URL", self.api_url)
         args = [
@@ -169,7 +170,7 @@ class Stack:
             "10",
             "--no-access-log",  # the app writes its own (api.routes.metrics.AccessLog)
         ]
-        self.procs["api"] = proc = spawn("api", args, env=self.env(), log_dir=self.workdir / "logs")
+        self.procs["api"] = proc = spawn("api", args, env={**self.env(), **(env or {})}, log_dir=self.workdir / "logs")
         wait_until(
             lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200,
             timeout=60,

@@ -6,11 +6,18 @@ webhook is set) exactly one delivery.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 
+from stepanim.broker import Broker
+from stepanim.queues import RENDER_QUEUE
+from stepanim.store import JobStore
 from tests.faults.conftest import Receiver, Service, TcpProxy, body, wait_for
 
 pytestmark = pytest.mark.slow
@@ -117,3 +124,58 @@ def test_webhook_receiver_down_then_back(make_service: Callable[..., Service]) -
     assert payload["type"] == "animation.succeeded"
     assert payload["data"]["id"] == job_id
     receiver.down()
+
+
+class Blackhole:
+    """A TCP port that accepts connections and never answers: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        for conn in [*self.held, self.listener]:
+            conn.close()
+
+
+def test_api_killed_between_storing_a_job_and_sending_its_task(make_service: Callable[..., Service]) -> None:
+    """The admission script stores the job; the render task is sent after it (stepanim.admission).
+    An API that dies between the two leaves a stored job with no task: the reconciler sends it."""
+    service = make_service()
+    blackhole = Blackhole()
+    try:
+        service.stack.procs["api"].stop()
+        service.stack.start_api(env={"STEPANIM_BROKER_URL": f"redis://127.0.0.1:{blackhole.port}/0"})
+        store = JobStore.from_url(service.stack.redis_url)
+        answers: list[str] = []
+
+        def post() -> None:
+            try:
+                answers.append(str(httpx.post(f"{service.url}/animations", json=body(), timeout=120).status_code))
+            except httpx.HTTPError as e:
+                answers.append(type(e).__name__)
+
+        poster = threading.Thread(target=post, daemon=True)
+        poster.start()
+        [job_id] = wait_for(store.open_job_ids, timeout=30, what="the job stored")
+        time.sleep(0.5)  # its render task is on its way to a broker that never answers
+        service.stack.procs["api"].kill()
+        poster.join(30)
+        assert answers == ["RemoteProtocolError"]  # the client never heard back: the API died in between
+        assert store.get(job_id).status == "queued"
+        assert Broker(store.redis).queue_depth(RENDER_QUEUE) == 0  # no task was sent
+    finally:
+        blackhole.close()
+    service.stack.start_api()  # a replacement with the real broker (the reconciler needs none)
+    done = service.wait_terminal([job_id], timeout=120)[job_id]
+    assert done["status"] == "succeeded", done["error"]
+    assert service.metrics()["stepanim_reconciler_requeues_total{stage=render}"] == 1
