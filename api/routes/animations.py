@@ -168,7 +168,8 @@ async def accept(
     upload): it is counted and claims its key before, so that a repeat meanwhile gets 409.
     """
     settings = svc.settings
-    print_ = fingerprint(body)  # of the body as sent: the model's defaults may change between two tries
+    # The key's fingerprint is the body's as sent: the model's defaults may change between two tries.
+    print_ = fingerprint(body) if key is not None else ""
     models, adapters = await models_async(request, store), await adapters_async(request, store)
     body, warnings = checked(body, models, adapters, settings)
     check_create_body(await current_async(request, store), body)

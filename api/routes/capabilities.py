@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -111,23 +111,27 @@ CACHE_SECONDS = 5.0  # workers re-publish every publish_interval_seconds: a few 
 T = TypeVar("T")
 
 
-def _cached(request: Request, name: str, read: Callable[[], T | None]) -> T | None:
-    """``read()``, at most every ``CACHE_SECONDS`` per API process (an empty answer is not kept)."""
-    cached: tuple[float, T] | None = getattr(request.app.state, name, None)
-    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
+def _fresh(request: Request, name: str) -> tuple[float, Any] | None:
+    cached: tuple[float, Any] | None = getattr(request.app.state, name, None)
+    return cached if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS else None
+
+
+def _cached(request: Request, name: str, read: Callable[[], T]) -> T:
+    """``read()``, at most every ``CACHE_SECONDS`` per API process (None is read again each time:
+    until an encoder has published, the first one to do so is seen at once)."""
+    if (cached := _fresh(request, name)) is not None:
+        return cast(T, cached[1])
     value = read()
-    if value:
+    if value is not None:
         setattr(request.app.state, name, (time.monotonic(), value))
     return value
 
 
-async def _cached_async(request: Request, name: str, read: Callable[[], Awaitable[T | None]]) -> T | None:
-    cached: tuple[float, T] | None = getattr(request.app.state, name, None)
-    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
+async def _cached_async(request: Request, name: str, read: Callable[[], Awaitable[T]]) -> T:
+    if (cached := _fresh(request, name)) is not None:
+        return cast(T, cached[1])
     value = await read()
-    if value:
+    if value is not None:
         setattr(request.app.state, name, (time.monotonic(), value))
     return value
 
@@ -146,20 +150,20 @@ async def current_async(request: Request, store: AsyncJobStore) -> Capabilities 
 
 def models(request: Request, svc: Services) -> list[ModelInfo]:
     """The render workers' models (empty until one has published them)."""
-    return _cached(request, "models", svc.published.models) or []
+    return _cached(request, "models", svc.published.models)
 
 
 async def models_async(request: Request, store: AsyncJobStore) -> list[ModelInfo]:
-    return await _cached_async(request, "models", lambda: published.models_async(store.client, store.keys)) or []
+    return await _cached_async(request, "models", lambda: published.models_async(store.client, store.keys))
 
 
 def adapters(request: Request, svc: Services) -> list[AdapterInfo]:
     """The render workers' LoRAs and embeddings (empty until one has published them)."""
-    return _cached(request, "adapters", svc.published.adapters) or []
+    return _cached(request, "adapters", svc.published.adapters)
 
 
 async def adapters_async(request: Request, store: AsyncJobStore) -> list[AdapterInfo]:
-    return await _cached_async(request, "adapters", lambda: published.adapters_async(store.client, store.keys)) or []
+    return await _cached_async(request, "adapters", lambda: published.adapters_async(store.client, store.keys))
 
 
 def limits(settings: Settings) -> Limits:

@@ -297,7 +297,10 @@ def test_capabilities_list_the_adapters(api: tuple[Services, TestClient], monkey
     assert client.get("/capabilities").json()["adapters"] == []
 
 
-def test_adapters_are_refused_before_anything_is_stored(api: tuple[Services, TestClient]) -> None:
+def test_adapters_are_refused_before_anything_is_stored(
+    api: tuple[Services, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capabilities_route, "CACHE_SECONDS", 0)  # read what the workers publish at once
     svc, client = api
     base = {"prompt": PROMPT, "steps": 3, "width": SIZE, "height": SIZE}
     unpublished = client.post("/animations", json={**base, "loras": [{"name": "style"}]})
