@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from client.errors import ApiError
-from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, VideoOptions, VideoPublic
+from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, Limits, VideoOptions, VideoPublic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "stepanim-client/0.1.0"
@@ -44,6 +44,35 @@ def output_paths(output: str | os.PathLike[str], seeds: Sequence[int]) -> list[P
     if len(seeds) == 1:
         return [target]
     return [target.with_name(f"{target.stem}-{seed}{target.suffix}") for seed in seeds]
+
+
+def limit_problems(request: AnimationCreate, limits: Limits) -> list[tuple[tuple[str, ...], str]]:
+    """What ``request`` sets above a server's limits (``GET /capabilities``), as (field path, why).
+    Fields it leaves out get the model's defaults on the server, which fit."""
+    given = request.model_dump(exclude_unset=True)
+    problems: list[tuple[tuple[str, ...], str]] = []
+
+    def value(*path: str) -> Any:
+        found: Any = given
+        for part in path:
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+
+    for path, limit in (
+        (("steps",), limits.max_steps),
+        (("batch_size",), limits.max_batch_size),
+        (("animation", "duration"), limits.max_duration_seconds),
+        (("animation", "fps"), limits.max_fps),
+        (("capture", "upscale"), limits.max_upscale),
+    ):
+        if (set_to := value(*path)) is not None and set_to > limit:
+            problems.append((path, f"{set_to:g} is above this server's limit of {limit:g}"))
+    for name in ("width", "height"):
+        if (side := value(name)) is not None and not limits.min_side <= side <= limits.max_side:
+            problems.append(((name,), f"{side} is outside {limits.min_side}-{limits.max_side} pixels"))
+    if len(request.prompt) > limits.max_prompt_chars:
+        problems.append((("prompt",), f"longer than this server's limit of {limits.max_prompt_chars} characters"))
+    return problems
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

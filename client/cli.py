@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from client._core import DEFAULT_URL, Event, job_videos, output_paths
+from client._core import DEFAULT_URL, Event, job_videos, limit_problems, output_paths
 from client.errors import ApiError, ConnectionFailed, WaitTimeout
 from client.models import (
     AnimationCreate,
@@ -289,13 +289,13 @@ class Cli:
 
     def submit(self) -> int:
         args = self.args
-        upload_id = None
+        request = build_request(args)  # checked by the client's models first: a typo fails here
+        self.check_limits(request)
         if args.init_image is not None:
             path = Path(args.init_image)
             if not path.is_file():
                 raise UsageError(f"--init-image: no such file: {path}")
-            upload_id = self.api.upload(path).id
-        request = build_request(args, upload_id=upload_id)
+            request = build_request(args, upload_id=self.api.upload(path).id)
         job = self.api.create(request, idempotency_key=args.idempotency_key)
         if not (args.wait or args.output):
             if self.json:
@@ -305,6 +305,18 @@ class Cli:
             return EXIT_OK
         self.note(f"animation {job.id} {job.status}")
         return self.finish(job.id)
+
+    def check_limits(self, request: AnimationCreate) -> None:
+        """Refuse what is over the server's limits (GET /capabilities), naming each option at fault,
+        before anything is uploaded; a server that cannot say leaves the checks to POST /animations."""
+        try:
+            limits = self.api.capabilities().limits
+        except (ApiError, ConnectionFailed):
+            return
+        problems = limit_problems(request, limits)
+        if problems:
+            names = {path: "--" + dest.replace("_", "-") for dest, path in REQUEST_OPTIONS.items()}
+            raise UsageError("; ".join(f"{names.get(path, '.'.join(path))}: {why}" for path, why in problems))
 
     def wait(self) -> int:
         return self.finish(self.args.id)
@@ -553,8 +565,8 @@ def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_video_options(parser: argparse.ArgumentParser, title: str) -> None:
     video = parser.add_argument_group(title)
-    video.add_argument("--duration", type=positive(float), metavar="SECONDS", help="length in seconds (0.5-120)")
-    video.add_argument("--fps", type=int, help="frames per second of the video (1-60)")
+    video.add_argument("--duration", type=positive(float), metavar="SECONDS", help="length in seconds")
+    video.add_argument("--fps", type=int, help="frames per second of the video")
     video.add_argument("--codec", choices=choices(Codec), help="video codec (see `stepanim capabilities`)")
     video.add_argument(
         "--interpolation",
@@ -587,18 +599,23 @@ def build_parser() -> Parser:
     image = submit.add_argument_group("image")
     image.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from")
     image.add_argument("--model", help="a model of the workers' models folder, or a hub id (server default)")
-    image.add_argument("--width", type=int, help="pixels, 64-2048, a multiple of 8 (default 512)")
-    image.add_argument("--height", type=int, help="pixels, 64-2048, a multiple of 8 (default 512)")
-    image.add_argument("--steps", type=int, help="denoising steps, one frame each (default 20)")
-    image.add_argument("--scheduler", choices=choices(Scheduler), help="sampler (default euler_a)")
+    # Unset options get the model's defaults from the server (`stepanim capabilities` lists them, and the limits).
+    image.add_argument("--width", type=int, help="pixels, a multiple of the model's size step (model default)")
+    image.add_argument("--height", type=int, help="pixels, a multiple of the model's size step (model default)")
+    image.add_argument("--steps", type=int, help="denoising steps, one frame each (model default)")
+    image.add_argument(
+        "--scheduler",
+        choices=choices(Scheduler),
+        help="sampler (model default: euler_a for SD/SDXL, euler for SD3/Flux)",
+    )
     image.add_argument(
         "--schedule", choices=choices(Schedule), help="schedule type of the noise levels (default: the model's)"
     )
     image.add_argument(
-        "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (default 7.5)"
+        "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (model default)"
     )
     image.add_argument("--seed", type=int, help="random seed (chosen by the server when omitted)")
-    image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each (1-8)")
+    image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each")
     image.add_argument(
         "--lora",
         dest="loras",
@@ -631,7 +648,7 @@ def build_parser() -> Parser:
     frames.add_argument("--capture-source", choices=choices(FrameSource), help="what each frame shows")
     frames.add_argument("--decoder", choices=choices(FrameDecoder), help="how frames are decoded")
     frames.add_argument("--capture-resolution", choices=choices(FrameResolution), help="frame size")
-    frames.add_argument("--upscale", type=int, help="enlarge every frame by this factor, 1-4 (e.g. 4 for digits)")
+    frames.add_argument("--upscale", type=int, help="enlarge every frame by this factor (e.g. 4 for digits)")
     frames.add_argument(
         "--rendition",
         dest="renditions",

@@ -143,7 +143,9 @@ def test_cancel_a_rendering_job_then_wait_reports_it(service: Service) -> None:
 def test_errors_exit_non_zero_with_one_line(service: Service, tmp_path: Path) -> None:
     # (This service runs in development mode, where any API key is accepted: a 401 needs real keys.)
     cases = [
-        (("submit", "p", "--steps", "5000"), 3, "steps: Input should be less than or equal to 999 (HTTP 422"),
+        # The server's limits (GET /capabilities) are checked before anything is sent, naming each option.
+        (("submit", "p", "--steps", "5000", "--width", "4000"), 2, "--steps: 5000 is above this server's limit of 200"),
+        (("submit", "p", "--width", "4000"), 2, "--width: 4000 is outside 32-2048 pixels"),
         (("submit", "p", "--width", "63"), 3, "width: Input should be a multiple of 8 (HTTP 422 invalid_request)"),
         (("status", "0" * 32), 3, f"no animation with id '{'0' * 32}' (HTTP 404 not_found)"),
         (("submit", "p", "--steps", "many"), 2, "argument --steps: invalid int value: 'many'"),
