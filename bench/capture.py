@@ -70,6 +70,22 @@ def plain_run(pipes: PipelineCache, *, family: Family, steps: int, size: int, sc
     )
 
 
+def simulate_step_cost(pipes: PipelineCache, model: str, seconds: float) -> None:
+    """Every call of the model's denoiser takes ``seconds`` more, without the interpreter lock
+    (a GPU step's kernels run while the Python thread waits): the tiny model's few
+    milliseconds become a real model's step, e.g. 0.04 s for SD 1.5 at 512² on a mid-range GPU."""
+    base = pipes.get(model)
+    denoiser = base.unet if getattr(base, "unet", None) is not None else base.transformer
+    forward = denoiser.forward
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        time.sleep(seconds)
+        return out
+
+    denoiser.forward = slow
+
+
 def capture_run(
     svc: Services, pipes: PipelineCache, request: dict[str, Any], uploader: Uploader | None
 ) -> Callable[[], object]:
@@ -97,6 +113,15 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="torch intra-op threads (default 1: on a shared machine more threads than free cores make "
         "OpenMP's spinning threads swamp every figure; 0: torch's default)",
+    )
+    parser.add_argument(
+        "--upscale", type=int, default=1, help="frames this many times the image's size (128 x 4: 512² frames)"
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=0.0,
+        help="simulated GPU time per denoiser call (e.g. 0.04: SD 1.5 at 512² on a mid-range GPU); 0: none",
     )
     parser.add_argument(
         "--storage",
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             svc = Services.from_settings(settings)
             pipes = PipelineCache(settings)
+            if args.step_seconds:
+                simulate_step_cost(pipes, f"tiny-{family}", args.step_seconds)
             uploader = frame_uploader(settings)  # as the render task has it
             request = {
                 "model": f"tiny-{family}",
@@ -137,19 +164,23 @@ def main(argv: list[str] | None = None) -> None:
                 "scheduler": scheduler,
                 "seed": SEED,
             }
+            upscale = {"upscale": args.upscale}
             # Each variant prepares its run (not timed) and returns it (timed).
             variants: dict[str, Callable[[], Callable[[], object]]] = {
                 "plain": lambda: (
                     lambda: plain_run(pipes, family=family, steps=args.steps, size=args.size, scheduler=scheduler)
                 ),
                 "capture approx quarter": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "approx", "resolution": "quarter"}}, uploader
+                    svc,
+                    pipes,
+                    {**request, "capture": {"decoder": "approx", "resolution": "quarter", **upscale}},
+                    uploader,
                 ),
                 "capture approx full": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "approx"}}, uploader
+                    svc, pipes, {**request, "capture": {"decoder": "approx", **upscale}}, uploader
                 ),
                 "capture full (VAE)": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "full"}}, uploader
+                    svc, pipes, {**request, "capture": {"decoder": "full", **upscale}}, uploader
                 ),
             }
             for prepare in variants.values():  # warm-up: load the model, fill caches
@@ -178,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model=tiny-{family} device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
         f"size={args.size} scheduler={scheduler} rounds={args.rounds} storage={args.storage} "
+        f"step_seconds={args.step_seconds} upscale={args.upscale} "
         f"uploader={'thread' if uploader is None else 'process'}"
     )
     print(
