@@ -48,7 +48,6 @@ from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
 from worker.schedulers import make_scheduler
 from worker.tiny_model import build_tiny_model
-from worker.uploader import Uploader, frame_uploader
 
 PROMPT = "a photo of a red cat"
 SEED = 1234
@@ -86,9 +85,7 @@ def simulate_step_cost(pipes: PipelineCache, model: str, seconds: float) -> None
     denoiser.forward = slow
 
 
-def capture_run(
-    svc: Services, pipes: PipelineCache, request: dict[str, Any], uploader: Uploader | None
-) -> Callable[[], object]:
+def capture_run(svc: Services, pipes: PipelineCache, request: dict[str, Any]) -> Callable[[], object]:
     """A stored job in ``rendering``, and the render of it (what is timed)."""
     body = AnimationCreate.model_validate(request)
     now = utcnow()
@@ -96,7 +93,7 @@ def capture_run(
     job = Job(id=uuid.uuid4().hex, request=body, model=model, seed=SEED, created_at=now, updated_at=now)
     admit_now(svc.store, job)
     job = lifecycle.start_rendering(svc, job.id)
-    return lambda: render(job, svc, pipes, uploader)
+    return lambda: render(job, svc, pipes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +137,6 @@ def main(argv: list[str] | None = None) -> None:
         build_tiny_model(root / "models" / f"tiny-{family}", family=family)
         stack = Stack(workdir=root / "stack", settings={})
         stack.start_redis()
-        uploader: Uploader | None = None
         try:
             settings = Settings(
                 _env_file=None,
@@ -154,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
             pipes = PipelineCache(settings)
             if args.step_seconds:
                 simulate_step_cost(pipes, f"tiny-{family}", args.step_seconds)
-            uploader = frame_uploader(settings)  # as the render task has it
             request = {
                 "model": f"tiny-{family}",
                 "prompt": PROMPT,
@@ -174,13 +169,12 @@ def main(argv: list[str] | None = None) -> None:
                     svc,
                     pipes,
                     {**request, "capture": {"decoder": "approx", "resolution": "quarter", **upscale}},
-                    uploader,
                 ),
                 "capture approx full": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "approx", **upscale}}, uploader
+                    svc, pipes, {**request, "capture": {"decoder": "approx", **upscale}}
                 ),
                 "capture full (VAE)": lambda: capture_run(
-                    svc, pipes, {**request, "capture": {"decoder": "full", **upscale}}, uploader
+                    svc, pipes, {**request, "capture": {"decoder": "full", **upscale}}
                 ),
             }
             for prepare in variants.values():  # warm-up: load the model, fill caches
@@ -197,8 +191,6 @@ def main(argv: list[str] | None = None) -> None:
                     times[name].append(time.perf_counter() - start)
                     cpu[name].append(time.process_time() - start_cpu)
         finally:
-            if uploader is not None:
-                uploader.close()
             stack.stop()
 
     plain, plain_min, plain_cpu = (
@@ -209,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model=tiny-{family} device={pipes.device} torch_threads={torch.get_num_threads()} steps={args.steps} "
         f"size={args.size} scheduler={scheduler} rounds={args.rounds} storage={args.storage} "
-        f"step_seconds={args.step_seconds} upscale={args.upscale} "
-        f"uploader={'thread' if uploader is None else 'process'}"
+        f"step_seconds={args.step_seconds} upscale={args.upscale}"
     )
     print(
         f"{'variant':<24} {'median s':>9} {'min s':>7} {'ratio median':>13} {'ratio min':>10} {'ratio cpu':>10}"

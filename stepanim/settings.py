@@ -84,12 +84,6 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     pipeline_cache_size: int = Field(2, ge=1, description="Pipelines kept loaded per render worker process.")
     frame_queue_size: int = Field(8, ge=1, description="Captured steps waiting for decode/upload (backpressure).")
-    frame_uploader: Literal["auto", "thread", "process"] = Field(
-        "auto",
-        description="Who stores the frames of a render: the frame thread itself, or a helper process fed a "
-        "batch at a time (worker/uploader.py: boto3's Python then does not compete with the sampler for the "
-        "interpreter lock). auto: the process with S3 storage, the thread with local storage.",
-    )
     progress_interval_seconds: float = Field(
         0.25,
         ge=0,

@@ -2,34 +2,32 @@
 
 The sampling loop hands each completed step's latents to :class:`FrameWriter`
 through a bounded queue (backpressure: sampling waits rather than memory growing).
-One background thread decodes the waiting steps in one batch, encodes PNGs, uploads
-them, and reports the steps written: every step, but at most one report (one Redis
-transaction with an event per step) each ``progress_interval`` seconds, so a fast
-sampler does not pay a progress write per step. The thread wakes when a batch is full,
-when a report is due, at the end, and once as a batch starts (to time its report), not
-at every step: each wake-up takes the interpreter lock from the sampler
-(docs/performance.md, "Third pass"). NumPy's BLAS runs one thread in a process that
-writes frames (:func:`one_blas_thread`).
+One background thread decodes the waiting steps in one batch, encodes PNGs (Pillow),
+stores them (several puts at once) and reports the steps written: every step, but at most
+one report (one Redis transaction with an event per step) each ``progress_interval``
+seconds, so a fast sampler does not pay a progress write per step. The thread wakes when a
+batch is full, when a report is due, at the end, and once as a batch starts (to time its
+report), not at every step: each wake-up takes the interpreter lock from the sampler
+(docs/performance.md, "Third pass"). On a real model the frame work runs while the GPU
+computes the next step (docs/performance.md, "Library code at a real model's step").
 """
 
 from __future__ import annotations
 
-import functools
+import io
 import queue
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from PIL import Image
 
 from stepanim.naming import frame_key, frame_name
 from stepanim.storage import Storage
-from worker.uploader import Uploader
 
 MAX_DECODE_BATCH = 8  # images per decode call (steps x batch size), at least one step
 
@@ -38,41 +36,16 @@ OnFrames = Callable[[list[tuple[int, list[str]]]], None]  # (step, the key of ea
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """An HxWx3 uint8 image as PNG (8-bit RGB, no filter, zlib level 1).
-
-    Written by hand: a frame per step is encoded on a thread that shares the interpreter
-    with the sampler, and Pillow's encoder spends 4-6x this time in Python on a small
-    frame; zlib, the only real work, runs without the interpreter lock.
-    """
+    """An HxWx3 uint8 image as PNG, by Pillow, with fast compression (frames are many and big;
+    the encoder reads them once)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"encode_png takes HxWx3 uint8 images, not {image.dtype} {image.shape}")
-    height, width, _ = image.shape
-    rows = np.empty((height, 1 + width * 3), np.uint8)
-    rows[:, 0] = 0  # filter type None for every row
-    rows[:, 1:] = image.reshape(height, width * 3)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
-    return b"".join(
-        (_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows.data, 1)), _chunk(b"IEND", b""))
-    )
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
-
-
-@functools.cache
-def one_blas_thread() -> None:
-    """Limit NumPy's BLAS (OpenBLAS) to one thread in this process, once.
-
-    The only NumPy matrix products in a render worker are the frame thread's (the approx
-    decoder's resize), and OpenBLAS would spread each over every core: beside a sampler
-    that needs a core, a 128-pixel preview batch took twice the CPU for a slower result
-    (docs/performance.md, "Fifth pass"). Torch keeps its own thread pool; this leaves it alone.
-    """
-    threadpool_limits(1, user_api="blas")
+PARALLEL_PUTS = 8  # puts of one batch in flight at once: an object store answers each in milliseconds
 
 
 @dataclass
@@ -87,7 +60,6 @@ class FrameWriter:
     on_frames: OnFrames
     queue_size: int = 8
     progress_interval: float = 0.25  # seconds between progress reports; a report never waits longer
-    uploader: Uploader | None = None  # stores each batch in a helper process; None: storage.put_bytes here
     keys: list[list[str]] = field(default_factory=list)  # keys[batch_index] = frame keys in step order
     _queue: queue.Queue[tuple[int, torch.Tensor] | None] = field(init=False)
     _thread: threading.Thread = field(init=False)
@@ -97,9 +69,10 @@ class FrameWriter:
     _wake: threading.Event = field(default_factory=threading.Event, init=False)
     _batch_steps: int = field(default=1, init=False)  # steps per decode batch (the queue holds at least that)
     _closing: bool = field(default=False, init=False)
+    _puts: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        one_blas_thread()
+        self._puts = ThreadPoolExecutor(max_workers=PARALLEL_PUTS, thread_name_prefix=f"put-{self.job_id[:8]}")
         self.keys = [[] for _ in self.seeds]
         self._queue = queue.Queue(maxsize=self.queue_size)
         self._batch_steps = max(1, min(self.queue_size, MAX_DECODE_BATCH // len(self.seeds)))
@@ -127,6 +100,7 @@ class FrameWriter:
         if self._thread.is_alive():
             self._put_sentinel()
             self._thread.join()
+        self._puts.shutdown()
         self._raise_if_failed()
 
     def _put_sentinel(self) -> None:
@@ -182,11 +156,8 @@ class FrameWriter:
             for index, seed in enumerate(self.seeds):
                 name = frame_name(batch_count=0, batch_index=index, step=step, seed=seed, prompt=self.prompt)
                 frames.append((index, frame_key(self.job_id, name), encode_png(images[n * per_step + index])))
-        if self.uploader is not None:
-            self.uploader.put_many([(key, png, "image/png") for _, key, png in frames])
-        else:
-            for _, key, png in frames:
-                self.storage.put_bytes(key, png, "image/png")
+        # Concurrently: one at a time would hold the sampler back through the queue's backpressure.
+        list(self._puts.map(lambda frame: self.storage.put_bytes(frame[1], frame[2], "image/png"), frames))
         for index, key, _ in frames:
             self.keys[index].append(key)
         # Every step is reported, also after a backlog: clients following the job's events

@@ -30,7 +30,6 @@ from worker.frames import Decoder, FrameWriter
 from worker.inputs import load_init_image
 from worker.pipelines import PipelineCache, pipeline_for, resolve_model
 from worker.schedulers import make_scheduler
-from worker.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +121,8 @@ def estimate_remaining(sampled_at: dict[int, float], *, step: int, total: int) -
     return pace * max(total - step, 0)
 
 
-def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | None = None) -> RenderResult:
-    """Render ``job``, every step a frame; ``uploader`` (when given) stores the frames from its helper process."""
+def render(job: Job, svc: Services, pipes: PipelineCache) -> RenderResult:
+    """Render ``job``, every step a frame."""
     req = job.request
     lifecycle.enter_stage(svc, job.id, "loading_model")  # seconds for a cold model; clients show it
     base = pipes.get(job.model)
@@ -187,7 +186,6 @@ def render(job: Job, svc: Services, pipes: PipelineCache, uploader: Uploader | N
         on_frames=on_frames,
         queue_size=svc.settings.frame_queue_size,
         progress_interval=svc.settings.progress_interval_seconds,
-        uploader=uploader,
     )
     steps = 0
     canceled = CancelWatch(svc.store, job.id)  # told by Redis pub/sub: no Redis call per step

@@ -25,7 +25,6 @@ from worker.adapters import text_encoder_lora_problem
 from worker.app import app
 from worker.pipelines import PipelineCache
 from worker.render import RenderCanceled, render
-from worker.uploader import Uploader, frame_uploader
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,6 @@ def services() -> Services:
 @cache
 def pipelines() -> PipelineCache:
     return PipelineCache(get_settings())
-
-
-@cache
-def uploader() -> Uploader | None:
-    """This worker process's frame uploader (a helper process, started on first use), if its settings want one."""
-    return frame_uploader(get_settings())
 
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # this worker's published models (the main process's id)
@@ -104,7 +97,7 @@ def render_task(self: Task, job_id: str) -> None:
         log.info("render: job %s ended before it started: %s", job_id, e)  # canceled meanwhile
         return
     try:
-        result = render(job, svc, pipelines(), uploader())
+        result = render(job, svc, pipelines())
     except RenderCanceled:
         lifecycle.cancel(svc, job_id)
         return

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_info
 
 from stepanim.storage import LocalStorage
 from worker.frames import MAX_DECODE_BATCH, FrameWriter
@@ -138,11 +137,3 @@ def test_a_decoder_error_reaches_the_sampling_thread(tmp_path: Path) -> None:
             frames.submit(step, latents())
             time.sleep(0.01)
         frames.close()
-
-
-def test_a_frame_writer_leaves_numpy_one_blas_thread(tmp_path: Path) -> None:
-    frames = writer(tmp_path, Recorder())
-    frames.close()
-    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
-    assert blas, "NumPy has no BLAS pool to limit"
-    assert {pool["num_threads"] for pool in blas} == {1}

@@ -1,4 +1,4 @@
-"""The frame writer's own PNG encoder: what Pillow (and so ffmpeg's PNG decoder) reads back."""
+"""The frame writer's PNGs (Pillow's encoder): every pixel read back, as ffmpeg's PNG decoder reads them."""
 
 from __future__ import annotations
 
