@@ -5,26 +5,30 @@
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  // details: [{field, message}], one per cause when the service names them (a 422 lists every one).
+  constructor(status, code, message, details = []) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 
   // The service answers every error as {"error": {"code", "message", "details"}}.
   static async from(response) {
     let code = "http_error";
     let message = `${response.status} ${response.statusText}`;
+    let details = [];
     try {
       const body = await response.json();
       if (body && body.error) {
         code = body.error.code || code;
         message = body.error.message || message;
+        if (Array.isArray(body.error.details)) details = body.error.details.filter((d) => d && d.message);
       }
     } catch {
       // not JSON: keep the status line
     }
-    return new ApiError(response.status, code, message);
+    return new ApiError(response.status, code, message, details);
   }
 }
 
@@ -70,6 +74,17 @@ export class Api {
     return this.request("POST", path, { ...options, json });
   }
 
+  // A file the API serves (a zip): {blob, filename}, the name from Content-Disposition. Fetched
+  // rather than linked, so that the API key goes along.
+  async download(path, { signal } = {}) {
+    const response = await fetch(path, { headers: this.headers(), signal, cache: "no-store" });
+    if (!response.ok) throw await ApiError.from(response);
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const match = disposition.match(/filename\*=UTF-8''([^;]+)|filename="([^"]+)"/i);
+    const filename = match ? (match[1] ? decodeURIComponent(match[1]) : match[2]) : path.split("/").pop();
+    return { blob: await response.blob(), filename };
+  }
+
   // POST /uploads (multipart field "file"): the stored image's {id, width, height, ...}.
   upload(file) {
     const form = new FormData();
@@ -77,12 +92,14 @@ export class Api {
     return this.request("POST", "/uploads", { body: form });
   }
 
-  // The job's events as {event, id, data}, from the first one to the final status; it
-  // reconnects with Last-Event-ID (losing nothing) when a connection ends early.
+  // The job's events as {event, id, data}, from the first one to the final status (and the
+  // renditions still being made then); it reconnects with Last-Event-ID (losing nothing) when a
+  // connection ends before the final status.
   async *follow(jobId, { signal } = {}) {
     const url = `/animations/${encodeURIComponent(jobId)}/events`;
     let lastId = "";
     let retry = 2000;
+    let ended = false;
     while (!signal?.aborted) {
       let response;
       try {
@@ -107,12 +124,14 @@ export class Api {
           if (message.data === undefined) continue;
           const data = JSON.parse(message.data);
           yield { event: message.event, id: lastId, data };
-          if (message.event === "status" && TERMINAL.has(data.status)) return;
+          if (message.event === "status" && TERMINAL.has(data.status)) ended = true;
         }
       } catch (error) {
         if (signal?.aborted) return;
         if (error instanceof SyntaxError) throw error; // not the service's JSON: do not loop
       }
+      // After the final status the server closes the stream once no rendition is being made.
+      if (ended) return;
       // The connection ended before the final status (a bounded connection, a restart):
       // if the job is over anyway (its stream expired), say so; else reconnect.
       const job = await this.get(`/animations/${encodeURIComponent(jobId)}`, { signal }).catch(() => null);

@@ -47,9 +47,22 @@ def test_the_page_is_served_at_the_root(client: TestClient) -> None:
     assert '<link rel="stylesheet" href="/static/style.css">' in response.text
 
 
+MODULES = {
+    "app.js",
+    "api.js",
+    "capabilities.js",
+    "explorer.js",
+    "form.js",
+    "job.js",
+    "notice.js",
+    "recent.js",
+    "util.js",
+}
+
+
 def test_every_asset_is_served_with_its_type(client: TestClient) -> None:
     files = static_files()
-    assert {p.name for p in files} >= {"index.html", "app.js", "api.js", "style.css"}
+    assert {p.name for p in files} >= {"index.html", "style.css", *MODULES}
     for path in files:
         response = client.get(f"/static/{path.relative_to(STATIC_DIR).as_posix()}")
         assert response.status_code == 200, path
@@ -89,3 +102,51 @@ def test_the_page_is_not_an_api_operation() -> None:
     paths = openapi_dict()["paths"]
     assert "/" not in paths
     assert not [p for p in paths if p.startswith("/static")]
+
+
+def test_every_import_names_an_export_of_a_module_here() -> None:
+    """The modules import one another by relative path (no build step): each imported file is
+    here, exports each name taken from it, and every module is reached from app.js."""
+    exports: dict[str, set[str]] = {}
+    imports: dict[str, list[tuple[set[str], str]]] = {}
+    for path in STATIC_DIR.glob("*.js"):
+        text = path.read_text()
+        exports[path.name] = set(
+            re.findall(r"^export (?:async )?(?:function\*?|class|const|let) ([\w$]+)", text, flags=re.MULTILINE)
+        )
+        imports[path.name] = [
+            ({n.strip() for n in names.split(",") if n.strip()}, target)
+            for names, target in re.findall(r'^import \{([^}]*)\} from "\./([^"]+)";', text, flags=re.MULTILINE)
+        ]
+    assert set(exports) == MODULES
+    for module, taken in imports.items():
+        for names, target in taken:
+            assert target in exports, f"{module} imports {target}, which is not here"
+            imported = {n.split(" as ")[0].strip() for n in names}
+            assert imported <= exports[target], f"{module}: {imported - exports[target]} not exported by {target}"
+    reached, todo = set(), ["app.js"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(target for _, target in imports[module])
+    assert reached == MODULES, f"not loaded by the page: {MODULES - reached}"
+
+
+def test_every_element_the_scripts_look_up_is_in_the_page() -> None:
+    """``$("id")`` in the modules names an element of index.html (ids are unique there), and every
+    form control has a label: its own <label for>, a wrapping <label>, or an aria-label."""
+    html = (STATIC_DIR / "index.html").read_text()
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "an id used twice in index.html"
+    for path in STATIC_DIR.glob("*.js"):
+        for wanted in re.findall(r'\$\("([^"]+)"\)', path.read_text()):
+            assert wanted in ids, f"{path.name} looks up #{wanted}, which index.html does not have"
+    labelled = set(re.findall(r'<label[^>]*\bfor="([^"]+)"', html))
+    for control in re.finditer(r"<(input|select|textarea)\b([^>]*)>", html):
+        attributes = control.group(2)
+        if 'type="hidden"' in attributes:
+            continue
+        own_id = re.search(r'\bid="([^"]+)"', attributes)
+        wrapped = html.rfind("<label", 0, control.start()) > html.rfind("</label>", 0, control.start())
+        assert (own_id and own_id.group(1) in labelled) or wrapped or "aria-label=" in attributes, control.group(0)
