@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from api import docs, errors, openapi, web
 from api.limits import BodySizeLimit
-from api.routes import animations, capabilities, events, files, frames, health, renditions, uploads, webhooks
+from api.routes import animations, capabilities, events, files, frames, grids, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
 from stepanim.admission import Admission
 from stepanim.logs import setup_logging
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(files.router)
     app.include_router(uploads.router)
     app.include_router(renditions.router)
+    app.include_router(grids.router)
     app.include_router(capabilities.router)
     metrics_routes.install(app)  # /metrics and the JSON access log
     webhooks.document_webhooks(app)

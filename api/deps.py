@@ -122,13 +122,13 @@ def get_job(
         str, Path(description="The animation's id.", examples=["4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"])
     ],
 ) -> Job:
-    """The job in the path, if it belongs to the caller's tenant (another tenant's job is 404)."""
+    """The job in the path, if it belongs to the caller's tenant (another tenant's job, or a grid, is 404)."""
     try:
         check_job_id(animation_id)
     except ValueError as e:
         raise JobNotFound(animation_id) from e
     job = svc.store.get(animation_id)
-    if (job.tenant or auth.ANONYMOUS.tenant) != principal.tenant:
+    if (job.tenant or auth.ANONYMOUS.tenant) != principal.tenant or job.kind != "animation":
         raise JobNotFound(animation_id)
     return job
 

@@ -312,6 +312,7 @@ class Limits(_Response):
     max_hold_last_seconds: float
     max_batch_size: int
     max_loras: int
+    max_grid_cells: int
     max_renditions: int
     max_upscale: int
     max_frame_side: int
@@ -375,6 +376,96 @@ class WebhookPayload(_Response):
     data: AnimationPublic
 
 
+# Grids
+
+GridField = Literal[
+    "scheduler", "schedule", "steps", "seed", "guidance_scale", "model", "prompt", "negative_prompt", "strength", "lora"
+]
+
+
+class GridAxis(_Request):
+    """One axis of a grid: a request field and its values (prompt fields: search and replace)."""
+
+    field: GridField
+    values: list[str | int | float]
+
+
+class GridCreate(_Request):
+    """The body of POST /grids: what every cell renders, and the axes."""
+
+    base: AnimationCreate
+    x: GridAxis
+    y: GridAxis | None = None
+    allow_partial: bool = False
+
+
+class GridProgress(_Response):
+    cells_done: int
+    cells_total: int
+    steps_done: int
+    steps_total: int
+
+
+class GridCellPublic(_Response):
+    index: int
+    x: int
+    y: int
+    x_label: str
+    y_label: str | None
+    id: str  # its own animation job
+    status: JobStatus | None
+    step: int
+    total: int
+    video: VideoPublic | None
+    error: ErrorInfo | None
+
+
+class GridUrls(_Response):
+    get: str
+    cancel: str
+    stream: str
+
+
+class GridPublic(_Response):
+    """A grid, as GET /grids/{id} returns it."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    seed: int
+    x: GridAxis
+    y: GridAxis | None
+    allow_partial: bool
+    progress: GridProgress
+    cells: list[GridCellPublic]
+    video: VideoPublic | None
+    error: ErrorInfo | None
+    warnings: list[str] = Field(default_factory=list)
+    urls: GridUrls
+    webhook_deliveries: list[WebhookDeliveryPublic] = Field(default_factory=list)
+    base: AnimationCreate
+    renditions: list[RenditionPublic] = Field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """The grid reached its final status (succeeded, failed or canceled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+Grid = GridPublic  # the short name
+
+
+class GridWebhookPayload(_Response):
+    """The body of a grid's webhook delivery."""
+
+    type: Literal["grid.started", "grid.succeeded", "grid.failed", "grid.canceled"]
+    timestamp: datetime
+    data: GridPublic
+
+
 class ErrorBody(_Response):
     code: str
     message: str
@@ -419,6 +510,13 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         SecretPublic,
         WebhookSecrets,
         WebhookPayload,
+        GridAxis,
+        GridCreate,
+        GridProgress,
+        GridCellPublic,
+        GridUrls,
+        GridPublic,
+        GridWebhookPayload,
         ErrorBody,
         ErrorResponse,
     )

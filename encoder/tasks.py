@@ -1,7 +1,11 @@
-"""The encode task: thin. Re-reads the job, encodes its frames, marks it succeeded.
+"""The encoder's tasks: thin. Each re-reads its job and hands the work to plain code.
 
-The same task makes a rendition (``rendition_id``) of a finished job from its stored
-frames. When the worker starts it publishes what its ffmpeg supports.
+- encode: encodes a rendered job's frames, marks it succeeded; the same task makes a
+  rendition (``rendition_id``) of a finished job (or grid) from its stored frames;
+- grid: moves a grid on (``stepanim.grid_flow``: fan-out, wait, fail) and, once its cells are
+  done, composes its video (``encoder.grid``).
+
+When the worker starts it publishes what its ffmpeg supports.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from celery.signals import worker_ready
 from encoder import capabilities
 from encoder.app import app
 from encoder.ffmpeg import EncodeCanceled
+from encoder.grid import compose_video
 from encoder.job import delete_frames, encode_job, encode_rendition
-from stepanim import leases, lifecycle, metrics
+from stepanim import grid_flow, leases, lifecycle, metrics
+from stepanim.cancel import CancelWatch
 from stepanim.failures import EncodeError, JobFailure
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
-from stepanim.queues import ENCODE_TASK
+from stepanim.queues import ENCODE_TASK, GRID_TASK
 from stepanim.retries import retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
@@ -94,7 +100,11 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
 
     lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.encoding)
     try:
-        videos = encode_rendition(job, rendition, svc)
+        if job.kind == "grid":
+            cells = grid_flow.cell_jobs(svc, job)
+            videos = [compose_video(job, cells, svc, options=rendition.options, rendition_id=rendition_id)]
+        else:
+            videos = encode_rendition(job, rendition, svc)
     except NotFound as e:
         failed("frames_missing", f"a stored frame or the manifest is gone, cannot re-encode: {e}")
         return
@@ -105,3 +115,42 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
         retry_or_fail(task, svc, job_id, e, fail=failed)
         return
     lifecycle.rendition_status(svc, job_id, rendition_id, RenditionStatus.succeeded, videos=videos)
+
+
+@app.task(name=GRID_TASK, bind=True, max_retries=5)
+def grid_task(self: Task, grid_id: str) -> None:
+    svc = services()
+    try:
+        grid = svc.store.get(grid_id)
+    except JobNotFound:
+        log.warning("grid: %s no longer exists", grid_id)
+        return
+    if grid.status.is_terminal():
+        return
+    if leases.acquire_lease(svc.leases, grid_id, stage="grid", task=self, ttl=svc.settings.lease_seconds) is None:
+        return  # another live worker moves this grid on
+    grid = svc.store.get(grid_id)  # as it is now that we hold it
+    composing = grid_flow.advance(svc, grid)
+    if composing is None:
+        return
+    started = time.monotonic()
+    try:
+        with CancelWatch(svc.store, grid_id) as cancel:
+            video = compose_video(composing, grid_flow.cell_jobs(svc, composing), svc, should_stop=cancel.is_set)
+    except EncodeCanceled:
+        lifecycle.cancel(svc, grid_id)
+        return
+    except JobFailure as e:
+        lifecycle.fail(svc, grid_id, e.code, str(e))
+        return
+    except NotFound as e:
+        lifecycle.fail(svc, grid_id, EncodeError.code, f"a cell's frame is missing: {e}")
+        return
+    except StorageError as e:
+        retry_or_fail(self, svc, grid_id, e)
+        return
+    metrics.encode_finished(svc.store, seconds=time.monotonic() - started)
+    try:
+        lifecycle.finish_encoding(svc, grid_id, videos=[video])
+    except lifecycle.TransitionError as e:  # canceled as the video was uploaded
+        log.info("grid %s: %s", grid_id, e)

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from stepanim import metrics, webhooks
+from stepanim.grid_public import grid_public
 from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
@@ -39,13 +40,14 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
     if job.request.webhook is None or event not in job.request.webhook_events:
         return None
     step = job.progress.step if event == "animation.progress" else None
-    msg_id = webhooks.message_id(job_id, event, step=step)
+    name = event if job.kind == "animation" else event.replace("animation.", "grid.", 1)  # a grid's are grid.*
+    msg_id = webhooks.message_id(job_id, name, step=step)
     if svc.webhooks.attempts(msg_id) >= number:
         log.info("webhook %s attempt %d was already made", msg_id, number)
         return None
     settings = svc.settings
-    public = to_public(job, svc)
-    body = webhooks.payload(event, public, at=datetime.fromtimestamp(event_time(job, event), UTC))
+    public = to_public(job, svc) if job.kind == "animation" else grid_public(job, svc)
+    body = webhooks.payload(name, public, at=datetime.fromtimestamp(event_time(job, event), UTC))
     attempt = webhooks.deliver(
         str(job.request.webhook),
         body,
@@ -70,7 +72,7 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
         return None
     svc.webhooks.record(
         job_id,
-        webhooks.attempt_record(msg_id=msg_id, event=event, number=number, attempt=attempt, at=now, next_at=next_at),
+        webhooks.attempt_record(msg_id=msg_id, event=name, number=number, attempt=attempt, at=now, next_at=next_at),
     )
     if attempt.delivered:
         log.info("webhook %s delivered (attempt %d)", msg_id, number)

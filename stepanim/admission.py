@@ -125,8 +125,10 @@ if p.max_active > 0 and redis.call('SISMEMBER', KEYS[5], p.id) == 0 then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', p.ttl)
 redis.call('ZADD', KEYS[2], 'NX', p.created, p.id)
-redis.call('ZADD', KEYS[3], p.created_ms, p.id)
-redis.call('EXPIRE', KEYS[3], p.ttl)
+if p.listed then
+    redis.call('ZADD', KEYS[3], p.created_ms, p.id)
+    redis.call('EXPIRE', KEYS[3], p.ttl)
+end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'data', p.event)
 redis.call('EXPIRE', KEYS[4], p.ttl)
 if p.fingerprint ~= '' then
@@ -177,6 +179,7 @@ def _call(
     max_active: int,
     idempotency: IdempotencyRequest | None,
     limits: Sequence[RateLimit],
+    listed: bool = True,
 ) -> tuple[list[str], list[str], float]:
     """The admission script's KEYS and ARGV for ``job``, and the seconds left in the rate windows."""
     tenant = job.tenant or "dev"
@@ -195,6 +198,7 @@ def _call(
         "claim": idempotency.claim if idempotency else "",
         "window_expiry": RATE_WINDOW_SECONDS + 5,
         "limits": [limit.limit for limit in limits],
+        "listed": listed,
     }
     names = [
         keys.job(job.id),
@@ -232,12 +236,14 @@ class Admission:
         max_active: int,
         idempotency: IdempotencyRequest | None = None,
         limits: Sequence[RateLimit] = (),
+        listed: bool = True,
     ) -> Admitted:
         """Count the request in the key's ``limits``, then store ``job`` if no window is full, the
         API key has fewer than ``max_active`` unfinished jobs (0: no quota) and the
-        Idempotency-Key (if any) is free or claimed by this request."""
+        Idempotency-Key (if any) is free or claimed by this request. ``listed``: in the tenant's
+        GET /animations listing (grids and their cells are not)."""
         names, args, wait = _call(
-            self.keys, job, ttl=self.ttl, max_active=max_active, idempotency=idempotency, limits=limits
+            self.keys, job, ttl=self.ttl, max_active=max_active, idempotency=idempotency, limits=limits, listed=listed
         )
         return _admitted(await self._admit(keys=names, args=args), limits, wait)
 
@@ -286,10 +292,12 @@ class Admission:
         return bool(stale)
 
 
-def admit_now(store: JobStore, job: Job) -> Admitted:
-    """:meth:`Admission.admit` from synchronous code (tests, benchmarks, tools): the same
+def admit_now(store: JobStore, job: Job, *, listed: bool = True) -> Admitted:
+    """:meth:`Admission.admit` from synchronous code (a grid's cells, tests, benchmarks): the same
     script, without limits, quota or Idempotency-Key."""
-    names, args, wait = _call(store.keys, job, ttl=store.ttl_seconds, max_active=0, idempotency=None, limits=())
+    names, args, wait = _call(
+        store.keys, job, ttl=store.ttl_seconds, max_active=0, idempotency=None, limits=(), listed=listed
+    )
     return _admitted(store.redis.register_script(ADMIT)(keys=names, args=args), (), wait)
 
 

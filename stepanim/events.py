@@ -8,7 +8,8 @@ written by ``stepanim.lifecycle`` in the same transaction as the record:
   then ``sampling``), so a cold start does not look stuck at step 0;
 - :class:`ProgressEvent`: a step was captured; the storage key of that step's frame of each
   image of the batch;
-- :class:`RenditionEvent`: a rendition moved to a new status.
+- :class:`RenditionEvent`: a rendition moved to a new status;
+- :class:`CellEvent` (grids only): one of the grid's cells moved to a new status.
 
 :data:`JobEvent` is their union, told apart by ``type``. The API turns each into a
 server-sent event whose ``event`` is the type and whose data is a ``*Data`` model below
@@ -48,7 +49,14 @@ class RenditionEvent(BaseModel):
     status: RenditionStatus
 
 
-JobEvent = Annotated[StatusEvent | StageEvent | ProgressEvent | RenditionEvent, Field(discriminator="type")]
+class CellEvent(BaseModel):
+    type: Literal["cell"] = "cell"
+    cell: int
+    id: str
+    status: JobStatus
+
+
+JobEvent = Annotated[StatusEvent | StageEvent | ProgressEvent | RenditionEvent | CellEvent, Field(discriminator="type")]
 _EVENT: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
 
 
@@ -68,6 +76,7 @@ def is_final(event: JobEvent) -> bool:
 class StatusData(BaseModel):
     status: JobStatus = Field(description="The job's new status.")
     animation: dict[str, Any] | None = Field(description="The job as GET /animations/{id} returns it.")
+    grid: dict[str, Any] | None = Field(None, description="Grids: the grid as GET /grids/{id} returns it.")
 
 
 class StageData(BaseModel):
@@ -86,11 +95,19 @@ class RenditionData(BaseModel):
     status: RenditionStatus = Field(description="Its new status.")
 
 
+class CellData(BaseModel):
+    cell: int = Field(description="Which cell of the grid (row by row).")
+    id: str = Field(description="The cell's own animation job (GET /animations/{id}).")
+    status: JobStatus = Field(description="The cell's new status.")
+    grid: dict[str, Any] | None = Field(description="The grid as GET /grids/{id} returns it.")
+
+
 EVENT_DATA: dict[str, type[BaseModel]] = {
     "status": StatusData,
     "stage": StageData,
     "progress": ProgressData,
     "rendition": RenditionData,
+    "cell": CellData,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from stepanim.grids import GridPlan
 from stepanim.request import AnimationCreate, Codec, VideoOptions
 
 
@@ -147,6 +148,12 @@ class Job(BaseModel):
     renditions: list[Rendition] = Field(default_factory=list)
     frames_deleted: bool = Field(False, description="The frames were deleted after encoding (keep_frames false).")
     warnings: list[str] = Field(default_factory=list, description="What the client should know (e.g. unknown words).")
+    # A grid (kind "grid") is a job whose request is the grid's base and whose cells are jobs of
+    # their own, each naming the grid as its parent (``stepanim.grid_flow``).
+    kind: Literal["animation", "grid"] = "animation"
+    grid: GridPlan | None = Field(None, description="A grid's axes and cells (kind grid).")
+    parent: str | None = Field(None, description="The grid this job is a cell of.")
+    cell: int | None = Field(None, description="Which cell of its grid (row by row).")
     frames_archive: ArchiveInfo | None = Field(None, description="Zip of every image's frames (frames_only jobs).")
 
     @property

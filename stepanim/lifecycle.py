@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from stepanim import metrics
 from stepanim.admission import release_place
-from stepanim.events import ProgressEvent, RenditionEvent, StageEvent, StatusEvent
+from stepanim.events import CellEvent, ProgressEvent, RenditionEvent, StageEvent, StatusEvent
 from stepanim.jobs import (
     ArchiveInfo,
     ErrorInfo,
@@ -30,7 +30,7 @@ from stepanim.jobs import (
     utcnow,
 )
 from stepanim.naming import upfront_rendition_id
-from stepanim.queues import enqueue_notify
+from stepanim.queues import enqueue_grid, enqueue_notify
 from stepanim.request import MAX_RENDITIONS
 from stepanim.services import Services
 
@@ -79,7 +79,18 @@ def transition(
         _closed(svc, job)
     if changed and target in WEBHOOK_EVENT_OF:
         _notify(svc, job, WEBHOOK_EVENT_OF[target])
+    if changed and job.parent is not None and job.cell is not None:
+        _cell_changed(svc, job)
     return job
+
+
+def _cell_changed(svc: Services, cell: Job) -> None:
+    """A grid's cell moved on: the grid's stream says so, and a finished cell wakes the grid task
+    (which composes the grid once every cell is done)."""
+    assert cell.parent is not None and cell.cell is not None
+    svc.store.append(cell.parent, CellEvent(cell=cell.cell, id=cell.id, status=cell.status))
+    if cell.status.is_terminal():
+        enqueue_grid(svc.celery, cell.parent)
 
 
 def _closed(svc: Services, job: Job) -> None:
@@ -128,6 +139,22 @@ def fail(svc: Services, job_id: str, code: str, message: str) -> Job:
 
 def cancel(svc: Services, job_id: str, *, only_from: frozenset[JobStatus] | None = None) -> Job:
     return transition(svc, job_id, JobStatus.canceled, only_from=only_from)
+
+
+# A queued job has no worker yet and an encoding job's encoder watches the flag: they end at once.
+ENDED_AT_ONCE = frozenset({JobStatus.queued, JobStatus.encoding})
+
+
+def request_cancel(svc: Services, job_id: str) -> Job:
+    """A client's cancel: set the job's flag; a queued or encoding job is canceled now, a rendering
+    one by its worker within a step. Returns the job as it is then (unchanged if it had finished)."""
+    svc.store.request_cancel(job_id)
+    try:
+        # Only while no render worker holds it: one that started meanwhile stops within a step, and
+        # a job that asked for run_on_incomplete then still becomes a video of the steps it made.
+        return cancel(svc, job_id, only_from=ENDED_AT_ONCE)
+    except TransitionError:
+        return svc.store.get(job_id)
 
 
 def enter_stage(svc: Services, job_id: str, stage: Stage) -> Job:
@@ -241,7 +268,7 @@ def add_rendition(svc: Services, job_id: str, rendition: Rendition) -> Job:
             raise RenditionRefused(
                 "frames_deleted", "the frames of this animation were deleted after encoding (keep_frames was false)"
             )
-        if not job.frame_keys():
+        if job.kind == "animation" and not job.frame_keys():  # a grid composes its cells' frames
             raise RenditionRefused("no_frames", "this animation has no stored frames")
         if len(job.renditions) >= MAX_RENDITIONS:
             raise RenditionRefused("limit_exceeded", f"an animation has at most {MAX_RENDITIONS} renditions")

@@ -46,6 +46,7 @@ class Manifest(BaseModel):
     loras: list[LoraUse] = Field(default_factory=list, description="The LoRAs applied, with their weights.")
     embeddings: list[EmbeddingUse] = Field(default_factory=list, description="The embeddings loaded.")
     render_seconds: float = 0.0
+    grid: dict[str, Any] | None = Field(None, description="A grid video's axes and cell jobs.")
     images: list[ManifestImage] = Field(validation_alias=AliasChoices("images", "animations"))
 
     def metadata(self) -> dict[str, Any]:

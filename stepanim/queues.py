@@ -18,11 +18,13 @@ NOTIFY_QUEUE = "notify"
 RENDER_TASK = "stepanim.render"
 ENCODE_TASK = "stepanim.encode"
 NOTIFY_TASK = "stepanim.notify"
+GRID_TASK = "stepanim.grid"  # a grid's fan-out and, once its cells are done, its composition (the encoder)
 
 ROUTES = {
     RENDER_TASK: {"queue": RENDER_QUEUE},
     ENCODE_TASK: {"queue": ENCODE_QUEUE},
     NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+    GRID_TASK: {"queue": ENCODE_QUEUE},
 }
 
 
@@ -61,6 +63,11 @@ def enqueue_encode(app: Celery, job_id: str) -> None:
 def enqueue_rendition(app: Celery, job_id: str, rendition_id: str) -> None:
     """The encode task, for one rendition of a finished job's stored frames."""
     app.send_task(ENCODE_TASK, args=[job_id], kwargs={"rendition_id": rendition_id}, queue=ENCODE_QUEUE)
+
+
+def enqueue_grid(app: Celery, grid_id: str) -> None:
+    """The grid task: it fans the grid out to its cells, or composes it once they are done (idempotent)."""
+    app.send_task(GRID_TASK, args=[grid_id], queue=ENCODE_QUEUE)
 
 
 def enqueue_notify(app: Celery, job_id: str, event: str) -> None:

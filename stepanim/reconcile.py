@@ -36,8 +36,18 @@ from pathlib import Path
 
 from stepanim import lifecycle, metrics
 from stepanim.broker import message_job
-from stepanim.jobs import JobStatus, utcnow
-from stepanim.queues import ENCODE_QUEUE, ENCODE_TASK, RENDER_QUEUE, RENDER_TASK, enqueue_encode, enqueue_render
+from stepanim.grids import cell_id
+from stepanim.jobs import Job, JobStatus, utcnow
+from stepanim.queues import (
+    ENCODE_QUEUE,
+    ENCODE_TASK,
+    GRID_TASK,
+    RENDER_QUEUE,
+    RENDER_TASK,
+    enqueue_encode,
+    enqueue_grid,
+    enqueue_render,
+)
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
 
@@ -50,6 +60,7 @@ class Action(StrEnum):
     forget = "forget"  # terminal (or gone): drop it from the open set
     requeue_render = "requeue_render"
     requeue_encode = "requeue_encode"
+    requeue_grid = "requeue_grid"
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,17 @@ class Observation:
     leased: bool  # a live task holds the job's lease
     waiting: bool  # a message for the job's current stage waits in its queue
     delivered_at: float | None = None  # newest unacknowledged delivery of that message
+    grid: bool = False  # a grid: its own task (stepanim.grid_flow) moves it on at every status
 
 
-def stage_of(status: JobStatus) -> str:
-    """The stage (and lease) that moves a job on from ``status``: "render" or "encode"."""
-    return "encode" if status == JobStatus.encoding else "render"
+def stage_of(job: Job) -> str:
+    """The stage (and lease) that moves a job on from its status: "render", "encode" or "grid"."""
+    if job.kind == "grid":
+        return "grid"
+    return "encode" if job.status == JobStatus.encoding else "render"
 
 
-STAGE_TASK = {"render": RENDER_TASK, "encode": ENCODE_TASK}
+STAGE_TASK = {"render": RENDER_TASK, "encode": ENCODE_TASK, "grid": GRID_TASK}
 
 
 def decide(obs: Observation, *, now: float, grace: float) -> Action:
@@ -82,6 +96,8 @@ def decide(obs: Observation, *, now: float, grace: float) -> Action:
         return Action.keep
     if now - obs.updated_at < grace:
         return Action.keep
+    if obs.grid:
+        return Action.requeue_grid
     return Action.requeue_encode if obs.status == JobStatus.encoding else Action.requeue_render
 
 
@@ -97,8 +113,12 @@ def observe(svc: Services, job_ids: list[str]) -> list[Observation]:
     """Read records and leases first, then the broker: a message that moves from its queue
     to a worker between the reads is then seen in one place or the other."""
     jobs = svc.store.get_many(job_ids)
-    stages = [stage_of(job.status) if job is not None else "render" for job in jobs]
+    stages = [stage_of(job) if job is not None else "render" for job in jobs]
     holders = svc.leases.holders(list(zip(job_ids, stages, strict=True)))
+    # A rendering grid is worked on while any of its cells is (the cells are reconciled themselves).
+    busy_grids = {
+        job.id for job in jobs if job is not None and job.status == JobStatus.rendering and cells_open(svc, job)
+    }
     waiting_raw, unacked_raw = (
         svc.broker.broker_messages([RENDER_QUEUE, ENCODE_QUEUE]) if svc.broker is not None else ([], [])
     )
@@ -118,12 +138,20 @@ def observe(svc: Services, job_ids: list[str]) -> list[Observation]:
             Observation(
                 status=job.status,
                 updated_at=job.updated_at.timestamp(),
-                leased=holder is not None,
+                leased=holder is not None or job_id in busy_grids,
                 waiting=key in waiting,
                 delivered_at=delivered.get(key),
+                grid=job.kind == "grid",
             )
         )
     return observations
+
+
+def cells_open(svc: Services, grid: Job) -> bool:
+    if grid.grid is None:
+        return False
+    cells = svc.store.get_many([cell_id(grid.id, cell.index) for cell in grid.grid.cells])
+    return any(job is not None and not job.status.is_terminal() for job in cells)
 
 
 def reconcile_once(svc: Services) -> Report:
@@ -139,18 +167,20 @@ def reconcile_once(svc: Services) -> Report:
             action = Action.keep  # a worker took it while we looked
         if action == Action.requeue_encode and svc.leases.holders([(job_id, "encode")])[0] is not None:
             action = Action.keep
+        if action == Action.requeue_grid and svc.leases.holders([(job_id, "grid")])[0] is not None:
+            action = Action.keep
         report.actions[action.value] += 1
         if action == Action.forget:
             store.mark_closed(job_id)
         elif action != Action.keep:
             _requeue(svc, job_id, action, report)
-    if report.actions.get(Action.requeue_render) or report.actions.get(Action.requeue_encode):
+    if any(report.actions.get(a) for a in (Action.requeue_render, Action.requeue_encode, Action.requeue_grid)):
         log.info("reconciler: %d open jobs, %s", report.open, dict(report.actions))
     return report
 
 
 def _requeue(svc: Services, job_id: str, action: Action, report: Report) -> None:
-    stage = "encode" if action == Action.requeue_encode else "render"
+    stage = {Action.requeue_encode: "encode", Action.requeue_grid: "grid"}.get(action, "render")
     count = svc.store.count_requeue(job_id)
     if count > svc.settings.reconcile_max_requeues:
         message = f"the job lost its worker {count} times (last in {stage}); giving up"
@@ -164,6 +194,8 @@ def _requeue(svc: Services, job_id: str, action: Action, report: Report) -> None
     log.warning("reconciler: job %s lost its %s task; re-enqueued (%d)", job_id, stage, count, extra={"job_id": job_id})
     if stage == "encode":
         enqueue_encode(svc.celery, job_id)
+    elif stage == "grid":
+        enqueue_grid(svc.celery, job_id)
     else:
         enqueue_render(svc.celery, job_id)
     metrics.count(svc.store, "stepanim_reconciler_requeues", stage=stage)

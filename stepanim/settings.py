@@ -96,6 +96,7 @@ class Settings(BaseSettings):
         "(embeddings/*.safetensors); default: 'adapters' beside models_dir.",
     )
     max_loras: int = Field(4, ge=0, le=8, description="Most LoRAs one request may name (0: none).")
+    max_grid_cells: int = Field(64, ge=1, le=256, description="Most cells (X values x Y values) in one grid.")
     lora_cache_size: int = Field(
         8, ge=1, description="LoRAs kept loaded per pipeline per render worker process (least recently used go)."
     )

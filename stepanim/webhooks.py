@@ -25,10 +25,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from stepanim import ssrf
 from stepanim.auth import initial_webhook_secret
-from stepanim.public import AnimationPublic
 from stepanim.settings import Settings
 from stepanim.webhook_signing import secret_bytes as secret_bytes
 from stepanim.webhook_signing import signature as signature
@@ -50,7 +50,7 @@ def message_id(job_id: str, event: str, *, step: int | None = None) -> str:
     return f"msg_{job_id}_{event}{suffix}"
 
 
-def payload(event: str, job: AnimationPublic, *, at: datetime | None = None) -> bytes:
+def payload(event: str, job: BaseModel, *, at: datetime | None = None) -> bytes:
     when = (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     body = {"type": event, "timestamp": when, "data": job.model_dump(mode="json")}
     return json.dumps(body, separators=(",", ":")).encode()

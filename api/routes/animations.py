@@ -225,14 +225,18 @@ async def admit(
     idem: IdempotencyRequest | None,
     *,
     counted: bool,
+    listed: bool = True,
 ) -> tuple[Job, bool]:
-    """Admit ``job`` (the one Redis script), or answer with what its key made; 429 when over a limit."""
+    """Admit ``job`` (the one Redis script), or answer with what its key made; 429 when over a limit.
+    ``listed``: in GET /animations (a grid is not)."""
     settings = svc.settings
     assert job.key_id is not None
     limits = rate_limits(settings, creates=True)
     counting = [] if counted else limits
     for _ in range(3):
-        admitted = await admission.admit(job, max_active=settings.max_active_jobs, idempotency=idem, limits=counting)
+        admitted = await admission.admit(
+            job, max_active=settings.max_active_jobs, idempotency=idem, limits=counting, listed=listed
+        )
         if admitted.outcome == "created":
             return job, False
         if admitted.outcome == "rate_limited":
@@ -477,25 +481,13 @@ def cancel_animation(*, job: JobDep, svc: ServicesDep, response: Response) -> An
         return to_public(job, svc)
     if job.status.is_terminal():
         raise finished(job)
-    svc.store.request_cancel(job.id)
+    job = lifecycle.request_cancel(svc, job.id)
     if job.status == JobStatus.rendering:
-        return to_public(svc.store.get(job.id), svc)
-    try:
-        # Only while no render worker holds it: one that started meanwhile stops within a step, and
-        # a job that asked for run_on_incomplete then still becomes a video of the steps it made.
-        job = lifecycle.cancel(svc, job.id, only_from=CANCELED_BY_THE_API)
-    except lifecycle.TransitionError:
-        job = svc.store.get(job.id)
-        if job.status == JobStatus.rendering:
-            return to_public(job, svc)  # 202: the worker sees the flag
-        if job.status != JobStatus.canceled:
-            raise finished(job) from None  # it finished in the meantime
+        return to_public(job, svc)  # 202: the worker sees the flag
+    if job.status != JobStatus.canceled:
+        raise finished(job)  # it finished in the meantime
     response.status_code = status.HTTP_200_OK
     return to_public(job, svc)
-
-
-# A queued job has no worker yet and an encoding job's encoder watches the flag: the API ends them.
-CANCELED_BY_THE_API = frozenset({JobStatus.queued, JobStatus.encoding})
 
 
 def finished(job: Job) -> ApiError:

@@ -53,6 +53,7 @@ class Limits(BaseModel):
     max_hold_last_seconds: float = Field(description="Longest animation.hold_last.", examples=[30])
     max_batch_size: int = Field(description="Most images per job.", examples=[8])
     max_loras: int = Field(description="Most LoRAs per job.", examples=[4])
+    max_grid_cells: int = Field(description="Most cells in one grid (POST /grids).", examples=[64])
     max_renditions: int = Field(description="Most renditions per job.", examples=[MAX_RENDITIONS])
     max_upscale: int = Field(description="Largest capture.upscale.", examples=[MAX_UPSCALE])
     max_frame_side: int = Field(description="Largest side of an (upscaled) frame.", examples=[MAX_FRAME_SIDE])
@@ -178,6 +179,7 @@ def limits(settings: Settings) -> Limits:
         max_hold_last_seconds=MAX_HOLD_LAST,
         max_batch_size=settings.max_batch_size,
         max_loras=settings.max_loras,
+        max_grid_cells=settings.max_grid_cells,
         max_renditions=MAX_RENDITIONS,
         max_upscale=MAX_UPSCALE,
         max_frame_side=MAX_FRAME_SIDE,

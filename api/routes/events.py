@@ -23,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import JobDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ErrorResponse
 from stepanim.events import (
+    CellData,
+    CellEvent,
     JobEvent,
     ProgressData,
     ProgressEvent,
@@ -33,6 +35,7 @@ from stepanim.events import (
     StatusEvent,
     is_final,
 )
+from stepanim.grid_public import grid_public
 from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
@@ -83,12 +86,23 @@ def render_event(svc: Services, job_id: str, event: JobEvent) -> tuple[str, dict
     """The SSE name and data of a stream event (``stepanim.events``): status changes carry the
     job, progress the signed URLs of its frames."""
     data: BaseModel
-    if isinstance(event, StatusEvent):
+    if isinstance(event, StatusEvent | CellEvent):
         try:
-            public = to_public(svc.store.get(job_id), svc).model_dump(mode="json")
+            job = svc.store.get(job_id)
         except JobNotFound:
-            public = None
-        data = StatusData(status=event.status, animation=public)
+            job = None
+        if job is not None and job.kind == "grid":
+            grid = grid_public(job, svc).model_dump(mode="json")
+            if isinstance(event, CellEvent):
+                data = CellData(cell=event.cell, id=event.id, status=event.status, grid=grid)
+            else:
+                data = StatusData(status=event.status, animation=None, grid=grid)
+        elif isinstance(event, StatusEvent):
+            data = StatusData(
+                status=event.status, animation=to_public(job, svc).model_dump(mode="json") if job else None
+            )
+        else:
+            data = CellData(cell=event.cell, id=event.id, status=event.status, grid=None)
     elif isinstance(event, ProgressEvent):
         urls = [svc.storage.signed_url(key) for key in event.frames]
         data = ProgressData(
@@ -147,6 +161,25 @@ async def _events(request: Request, svc: Services, job: Job, after: str) -> Asyn
             return
 
 
+LAST_EVENT_ID = Annotated[
+    str | None,
+    Header(
+        pattern=r"^\d{1,20}(-\d{1,20})?$",
+        description="Resume after this event id (browsers send it when they reconnect).",
+        examples=["1767323446001-0"],
+    ),
+]
+
+
+def event_response(request: Request, svc: Services, job: Job, last_event_id: str | None) -> StreamingResponse:
+    """The job's (or grid's) event stream as an SSE response."""
+    return StreamingResponse(
+        stream(request, svc, job, last_event_id or "0-0"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get(
     "/animations/{animation_id}/events",
     summary="Follow an animation's events",
@@ -164,18 +197,7 @@ async def _events(request: Request, svc: Services, job: Job, after: str) -> Asyn
     },
 )
 async def animation_events(
-    *,
-    request: Request,
-    job: JobDep,
-    svc: ServicesDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(
-            pattern=r"^\d{1,20}(-\d{1,20})?$",
-            description="Resume after this event id (browsers send it when they reconnect).",
-            examples=["1767323446001-0"],
-        ),
-    ] = None,
+    *, request: Request, job: JobDep, svc: ServicesDep, last_event_id: LAST_EVENT_ID = None
 ) -> StreamingResponse:
     """Server-sent events of one job, from its start (or after `Last-Event-ID`) to its end.
 
@@ -183,8 +205,4 @@ async def animation_events(
     first GET, or across a reconnect with `Last-Event-ID`. A connection lasts at most
     `events_max_seconds` (10 minutes by default); an EventSource reconnects by itself.
     """
-    return StreamingResponse(
-        stream(request, svc, job, last_event_id or "0-0"),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_response(request, svc, job, last_event_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +13,8 @@ from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import fingerprint, key_header, run_once
 from api.routes.capabilities import require
 from stepanim import lifecycle
-from stepanim.admission import IdempotencyRequest
+from stepanim.admission import Admission, IdempotencyRequest
+from stepanim.auth import Principal
 from stepanim.jobs import Job, Rendition, utcnow
 from stepanim.naming import new_rendition_id
 from stepanim.public import RenditionPublic, rendition_public
@@ -27,29 +28,33 @@ router = APIRouter(prefix="/animations/{animation_id}/renditions", tags=["rendit
 REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "limit_exceeded": 422}
 
 
+RENDITION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
+    404: {"model": ErrorResponse},
+    409: {
+        "model": ErrorResponse,
+        "description": "Not finished yet, its frames were deleted, or a request with this Idempotency-Key is "
+        "still being processed.",
+    },
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
+RENDITION_EXAMPLE = {
+    "requestBody": {
+        "content": {
+            "application/json": {"example": {"codec": "vp9", "duration": 10, "interpolation": "mci", "fps": 24}}
+        }
+    }
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RenditionPublic,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"example": {"codec": "vp9", "duration": 10, "interpolation": "mci", "fps": 24}}
-            }
-        }
-    },
-    responses={
-        **AUTH_RESPONSES,
-        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
-        404: {"model": ErrorResponse},
-        409: {
-            "model": ErrorResponse,
-            "description": "Not finished yet, its frames were deleted, or a request with this Idempotency-Key is "
-            "still being processed.",
-        },
-        422: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
-    },
+    openapi_extra=RENDITION_EXAMPLE,
+    responses=RENDITION_RESPONSES,
 )
 async def create_rendition(
     *,
@@ -68,6 +73,21 @@ async def create_rendition(
     were deleted (`keep_frames: false`) cannot be re-encoded: 409. With an
     `Idempotency-Key` a repeat returns the same rendition (header `Idempotent-Replayed: true`).
     """
+    return await make_rendition(job, body, svc, admission, principal, response, idempotency_key, noun="animations")
+
+
+async def make_rendition(
+    job: Job,
+    body: VideoOptions,
+    svc: Services,
+    admission: Admission,
+    principal: Principal,
+    response: Response,
+    idempotency_key: str | None,
+    *,
+    noun: str,
+) -> RenditionPublic:
+    """Add a rendition of ``job`` (an animation, or a grid: ``noun`` names its path), once per Idempotency-Key."""
     made: list[Rendition] = []
 
     async def make() -> str:
@@ -84,7 +104,7 @@ async def create_rendition(
     rendition_id, replayed = await run_once(admission, request, make=make, exists=exists)
     rendition = made[0] if made else next(r for r in svc.store.get(job.id).renditions if r.id == rendition_id)
     response.headers["Location"] = (
-        f"{svc.settings.public_base_url.rstrip('/')}/animations/{job.id}/renditions/{rendition.id}"
+        f"{svc.settings.public_base_url.rstrip('/')}/{noun}/{job.id}/renditions/{rendition.id}"
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -127,7 +147,12 @@ def get_rendition(
     svc: ServicesDep,
 ) -> RenditionPublic:
     """One rendition: status, options and, once it succeeded, a signed video URL."""
+    return rendition_of(job, rendition_id, svc)
+
+
+def rendition_of(job: Job, rendition_id: str, svc: Services) -> RenditionPublic:
     for rendition in job.renditions:
         if rendition.id == rendition_id:
             return rendition_public(rendition, svc.storage)
-    raise ApiError(404, "not_found", f"animation {job.id} has no rendition {rendition_id!r}")
+    noun = "grid" if job.kind == "grid" else "animation"
+    raise ApiError(404, "not_found", f"{noun} {job.id} has no rendition {rendition_id!r}")

@@ -13,6 +13,7 @@ from api.deps import PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES
 from stepanim import webhooks
 from stepanim.auth import initial_webhook_secret
+from stepanim.grid_public import GridPublic
 from stepanim.public import AnimationPublic
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -96,36 +97,63 @@ class WebhookPayload(BaseModel):
     data: AnimationPublic = Field(description="The job, as GET /animations/{id} returns it at send time.")
 
 
+# A grid's webhooks: the base request's `webhook` and `webhook_events` (named animation.*) give grid.* events.
+GRID_EVENTS = {
+    "grid.started": "The grid's cells were sent to the render workers (best effort, one attempt).",
+    "grid.succeeded": "The grid video is ready (`data.video.url`). Retried for at least 24 h until a 2xx.",
+    "grid.failed": "The grid failed (`data.error` names the cells that failed). Retried for at least 24 h.",
+    "grid.canceled": "The grid was canceled. Retried for at least 24 h until a 2xx.",
+}
+
+
+class GridWebhookPayload(BaseModel):
+    """The body of a grid's webhooks (Standard Webhooks payload structure)."""
+
+    type: Literal["grid.started", "grid.succeeded", "grid.failed", "grid.canceled"] = Field(
+        description="The event.", examples=["grid.succeeded"]
+    )
+    timestamp: datetime = Field(description="When the event happened (ISO 8601).", examples=["2026-01-02T03:04:05Z"])
+    data: GridPublic = Field(description="The grid, as GET /grids/{id} returns it at send time.")
+
+
 def document_webhooks(app: FastAPI) -> None:
     for event, description in EVENTS.items():
+        document_webhook(app, event, description, WebhookPayload)
+    for event, description in GRID_EVENTS.items():
+        document_webhook(app, event, description, GridWebhookPayload)
 
-        def receiver(
-            body: WebhookPayload,
-            webhook_id: Annotated[
-                str,
-                Header(
-                    description="Message id; the same on every attempt (deduplicate on it).",
-                    examples=["msg_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b_animation.succeeded"],
-                ),
-            ],
-            webhook_timestamp: Annotated[
-                str, Header(description="Unix seconds when this attempt was signed.", examples=["1767323452"])
-            ],
-            webhook_signature: Annotated[
-                str,
-                Header(
-                    description='Space-separated `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`; one per valid '
-                    "secret (two during a rotation).",
-                    examples=["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="],
-                ),
-            ],
-        ) -> None:
-            pass
 
-        app.webhooks.post(
-            event,
-            summary=event,
-            description=f"{description}\n\nAnswer 2xx to acknowledge; 410 stops further attempts; redirects "
-            "are not followed. Verify `webhook-signature` with the secret from GET /webhooks/secret.",
-            responses={200: {"description": "Received."}, 410: {"description": "Stop sending this message."}},
-        )(receiver)
+def document_webhook(app: FastAPI, event: str, description: str, payload: type[BaseModel]) -> None:
+    """One entry of the OpenAPI ``webhooks`` section: ``payload`` as the body, the signing headers."""
+
+    def receiver(
+        body: BaseModel,
+        webhook_id: Annotated[
+            str,
+            Header(
+                description="Message id; the same on every attempt (deduplicate on it).",
+                examples=["msg_4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b_animation.succeeded"],
+            ),
+        ],
+        webhook_timestamp: Annotated[
+            str, Header(description="Unix seconds when this attempt was signed.", examples=["1767323452"])
+        ],
+        webhook_signature: Annotated[
+            str,
+            Header(
+                description='Space-separated `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`; one per valid '
+                "secret (two during a rotation).",
+                examples=["v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="],
+            ),
+        ],
+    ) -> None:
+        pass
+
+    receiver.__annotations__["body"] = payload  # the body this event carries
+    app.webhooks.post(
+        event,
+        summary=event,
+        description=f"{description}\n\nAnswer 2xx to acknowledge; 410 stops further attempts; redirects "
+        "are not followed. Verify `webhook-signature` with the secret from GET /webhooks/secret.",
+        responses={200: {"description": "Received."}, 410: {"description": "Stop sending this message."}},
+    )(receiver)

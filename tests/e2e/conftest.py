@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.devstack import Stack
+from scripts.devstack import ROOT, Stack
 from tests.conftest import RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -91,3 +91,43 @@ def service(
         yield Service(stack=stack, backend=backend, storage_dir=storage_dir, s3=s3)
     finally:
         stack.stop()
+
+
+DIGITS_MODEL = ROOT / "models" / "digits"
+
+
+@pytest.fixture(scope="module")
+def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on the committed digits model (local storage, development mode)."""
+    assert (DIGITS_MODEL / "model_index.json").is_file(), f"the committed model is missing: {DIGITS_MODEL}"
+    workdir = tmp_path_factory.mktemp("stack-digits")
+    storage_dir = workdir / "storage"
+    settings = {
+        "STEPANIM_MODELS_DIR": str(DIGITS_MODEL.parent),
+        "STEPANIM_DEFAULT_MODEL": "digits",
+        "STEPANIM_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "STEPANIM_ALLOW_ANONYMOUS": "true",
+        "STEPANIM_STORAGE_BACKEND": "local",
+        "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir),
+        **RECEIVER_SETTINGS,
+    }
+    stack = Stack(workdir=workdir, settings=settings)
+    try:
+        stack.start()
+        service = Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
+        wait_for_models(service)  # before that, a request gets no model defaults (32x32 here)
+        yield service
+    finally:
+        stack.stop()
+
+
+def wait_for_models(service: Service, timeout: float = 120) -> None:
+    """Until the render worker has published its models (GET /capabilities lists them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{service.url}/capabilities", timeout=10)
+        if response.status_code == 200 and response.json()["models"]:
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the render worker published no model")

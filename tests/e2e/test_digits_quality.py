@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,34 +19,10 @@ from PIL import Image
 
 from digits.classifier import predict_proba
 from digits.data import NAMES
-from scripts.devstack import ROOT, Stack
 from tests.e2e.conftest import Service
 
-MODEL = ROOT / "models" / "digits"
 WORDINGS = ("the number {w}", "a handwritten {d}", "digit {d}", "a {w}")  # wordings of the training data
 STEPS = 20
-
-
-@pytest.fixture(scope="module")
-def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    assert (MODEL / "model_index.json").is_file(), f"the committed model is missing: {MODEL} (make model)"
-    workdir = tmp_path_factory.mktemp("stack-digits")
-    storage_dir = workdir / "storage"
-    settings = {
-        "STEPANIM_MODELS_DIR": str(MODEL.parent),
-        "STEPANIM_DEFAULT_MODEL": "digits",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_ALLOW_ANONYMOUS": "true",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir),
-    }
-    stack = Stack(workdir=workdir, settings=settings)
-    try:
-        stack.start()
-        yield Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
-    finally:
-        stack.stop()
 
 
 def read_frames(service: Service, job_id: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from stepanim.broker import Broker
 from stepanim.queues import RENDER_QUEUE
 from stepanim.store import JobStore
+from tests.e2e.conftest import TERMINAL
 from tests.faults.conftest import Receiver, Service, TcpProxy, body, wait_for
 
 pytestmark = pytest.mark.slow
@@ -179,3 +181,31 @@ def test_api_killed_between_storing_a_job_and_sending_its_task(make_service: Cal
     done = service.wait_terminal([job_id], timeout=120)[job_id]
     assert done["status"] == "succeeded", done["error"]
     assert service.metrics()["stepanim_reconciler_requeues_total{stage=render}"] == 1
+
+
+def test_a_grid_survives_a_render_worker_killed_mid_cell(make_service: Callable[..., Service]) -> None:
+    service = make_service()
+    steps = 120
+    grid = {"base": body(steps=steps), "x": {"field": "seed", "values": [1, 2]}}
+    response = httpx.post(f"{service.url}/grids", json=grid, timeout=30)
+    assert response.status_code == 202, response.text
+    grid_id = response.json()["id"]
+
+    def cells() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = httpx.get(f"{service.url}/grids/{grid_id}", timeout=30).json()["cells"]
+        return found
+
+    wait_for(lambda: any(c["step"] >= 5 for c in cells()), timeout=120, what="a cell under way", interval=0.05)
+    service.stack.procs["render"].kill()  # kill -9, the whole process group
+    service.stack.start_worker("render")
+
+    done = wait_for(
+        lambda: (g := httpx.get(f"{service.url}/grids/{grid_id}", timeout=30).json())["status"] in TERMINAL and g,
+        timeout=300,
+        what="the grid finished",
+    )
+    assert done["status"] == "succeeded", done["error"]
+    for cell in done["cells"]:
+        assert_done_once(service, cell["id"], steps=steps)
+    assert len(service.videos(grid_id)) == 1
+    assert service.metrics()["stepanim_reconciler_requeues_total{stage=render}"] >= 1

@@ -75,9 +75,11 @@ def test_errors_have_one_shape_in_the_document_too() -> None:
 
 def test_webhook_payloads_are_described() -> None:
     doc = openapi_dict()
-    assert sorted(doc["webhooks"]) == sorted(
-        ["animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"]
-    )
+    animation = ["animation.started", "animation.progress", "animation.succeeded", "animation.failed"]
+    grids = ["grid.started", "grid.succeeded", "grid.failed", "grid.canceled"]
+    assert sorted(doc["webhooks"]) == sorted([*animation, "animation.canceled", *grids])
+    grid = doc["webhooks"]["grid.succeeded"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert grid["$ref"].endswith("/GridWebhookPayload")
     body = doc["webhooks"]["animation.succeeded"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/WebhookPayload")
     headers = {p["name"] for p in doc["webhooks"]["animation.succeeded"]["post"]["parameters"]}

@@ -49,3 +49,11 @@ def test_a_job_changed_moments_ago_is_not_lost_yet() -> None:
 )
 def test_a_job_nobody_works_on_is_requeued_at_its_stage(status: JobStatus, action: Action) -> None:
     assert decide(obs(status), now=NOW, grace=GRACE) == action
+
+
+@pytest.mark.parametrize("status", [JobStatus.queued, JobStatus.rendering, JobStatus.encoding])
+def test_a_grid_nobody_moves_on_gets_its_grid_task_again(status: JobStatus) -> None:
+    # Queued: never fanned out; rendering: its cells are done but the wake-up was lost; encoding: composer lost.
+    assert decide(obs(status, grid=True), now=NOW, grace=GRACE) == Action.requeue_grid
+    # A rendering grid with an open cell is observed as leased: the cells are reconciled themselves.
+    assert decide(obs(status, grid=True, leased=True), now=NOW, grace=GRACE) == Action.keep
