@@ -29,7 +29,7 @@ from PIL import Image
 
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, find_binary
-from stepanim.request import Codec, Interpolation, VideoOptions
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 # The extension's presets (README and scripts/steps_animation.py), keyed by our codec names.
 EXTENSION_PRESETS = {

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, FfmpegError, find_binary
-from stepanim.request import Codec, Interpolation, VideoOptions
 from stepanim.settings import Settings
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"}
 BY_EXT = {"mp4": Codec.h264, "webm": Codec.vp9, "mov": Codec.prores, "gif": Codec.gif}

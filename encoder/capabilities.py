@@ -11,8 +11,8 @@ from encoder.ffmpeg import CODECS, FfmpegError, find_binary, listing, version
 from stepanim.capabilities import Capabilities, parse_encoders, parse_filters, supported
 from stepanim.jobs import utcnow
 from stepanim.published import Publisher, expiry
-from stepanim.request import Codec, Interpolation
 from stepanim.services import Services
+from stepanim.video_options import Codec, Interpolation
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, Probe, build_args, concat_args, probe, run, run_all
 from encoder.timing import Segment, Timeline, kept_frames, plan, segments
-from stepanim.request import Codec, Interpolation, VideoOptions
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 ARTIST = "Steps Animation Service"
 SEQUENCE = "%05d"

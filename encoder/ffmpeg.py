@@ -20,7 +20,7 @@ from typing import IO, Any
 from encoder.timing import Segment, Timeline
 from stepanim.failures import EncodeError
 from stepanim.processes import die_with_parent
-from stepanim.request import Codec, Interpolation
+from stepanim.video_options import Codec, Interpolation
 
 
 class FfmpegError(EncodeError):

@@ -26,8 +26,8 @@ from stepanim.grids import GridPlan, aligned_frames, video_options
 from stepanim.jobs import Job, JobImage, JobStatus, VideoInfo
 from stepanim.manifest import Manifest
 from stepanim.naming import rendition_key, video_key
-from stepanim.request import VideoOptions
 from stepanim.services import Services
+from stepanim.video_options import VideoOptions
 
 MAX_WIDTH = 2048  # the grid video's widest: tiles shrink to fit
 BACKGROUND = (24, 24, 27)

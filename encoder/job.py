@@ -25,9 +25,9 @@ from stepanim.failures import EncodeError, IncompleteRender, JobFailure
 from stepanim.jobs import ArchiveInfo, ErrorInfo, Job, JobImage, Rendition, RenditionStatus, VideoInfo
 from stepanim.manifest import Manifest
 from stepanim.naming import frames_archive_key, frames_archive_name, rendition_key, video_key, video_name
-from stepanim.request import VideoOptions
 from stepanim.services import Services
 from stepanim.storage import StorageError
+from stepanim.video_options import VideoOptions
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from stepanim.request import Codec, Interpolation, VideoOptions
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 _ENCODER_LINE = re.compile(r"^\s*([VAS][F.][S.][X.][B.][D.])\s+(\S+)\s")
 _FILTER_LINE = re.compile(r"^\s*([T.][S.][C.]?)\s+(\S+)\s+\S+->\S+")

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from stepanim.request import AnimationCreate, VideoOptions
+from stepanim.request import AnimationCreate
+from stepanim.video_options import VideoOptions
 
 AxisField = Literal[
     "scheduler", "schedule", "steps", "seed", "guidance_scale", "model", "prompt", "negative_prompt", "strength", "lora"
@@ -65,7 +66,7 @@ class GridCreate(BaseModel):
     base: AnimationCreate = Field(description="What every cell renders (and how the grid video is made).")
     x: GridAxis = Field(description="The columns.")
     y: GridAxis | None = Field(None, description="The rows (none: one row).")
-    allow_partial: bool = Field(
+    allow_partial: StrictBool = Field(
         False,
         examples=[False],
         description="When some cells fail: false fails the grid with their errors; true makes the video with a "

@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from stepanim.grids import GridPlan
-from stepanim.request import AnimationCreate, Codec, VideoOptions
+from stepanim.request import AnimationCreate
+from stepanim.video_options import Codec, VideoOptions
 
 
 class JobStatus(StrEnum):

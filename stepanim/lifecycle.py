@@ -31,8 +31,8 @@ from stepanim.jobs import (
 )
 from stepanim.naming import upfront_rendition_id
 from stepanim.queues import enqueue_grid, enqueue_notify
-from stepanim.request import MAX_RENDITIONS
 from stepanim.services import Services
+from stepanim.video_options import MAX_RENDITIONS
 
 
 class TransitionError(Exception):

@@ -12,9 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepanim.jobs import ErrorInfo, Job, JobStatus, Rendition, RenditionStatus, Stage, VideoInfo
-from stepanim.request import AnimationCreate, Codec, VideoOptions
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.storage import Storage
+from stepanim.video_options import Codec, VideoOptions
 
 _ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
 _BASE = "https://api.example.com"

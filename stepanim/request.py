@@ -10,7 +10,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stepanim.adapters import (
     MAX_EMBEDDINGS,
@@ -22,26 +31,7 @@ from stepanim.adapters import (
 )
 from stepanim.samplers import REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS, Schedule, parse_sampler_name
 from stepanim.text import Text
-
-
-class Codec(StrEnum):
-    """Video codec (the extension's table; gif is an animated GIF)."""
-
-    h264 = "h264"
-    h265 = "h265"
-    vp9 = "vp9"
-    av1 = "av1"
-    prores = "prores"
-    gif = "gif"
-
-
-class Interpolation(StrEnum):
-    """How frames between steps are made: none (hold), blend (cross-fade), mci (motion compensated)."""
-
-    none = "none"
-    blend = "blend"
-    mci = "mci"
-
+from stepanim.video_options import MAX_RENDITIONS, AnimationOptions, VideoOptions
 
 # Sampler ids come from the one registry (stepanim.samplers), which also says which diffusers
 # scheduler each is and which model families it fits; only the render worker imports the classes.
@@ -54,36 +44,11 @@ _SAMPLER_HELP = ", ".join(f"{s.id} ({s.label})" for s in REGISTRY)
 _SCHEDULE_HELP = ", ".join(f"{s} ({label})" for s, label in SCHEDULE_LABELS.items())
 
 MAX_SEED = 2**32 - 1
-MAX_FPS = 60
-MAX_HOLD_LAST = 30  # seconds
 
 WebhookEvent = Literal[
     "animation.started", "animation.progress", "animation.succeeded", "animation.failed", "animation.canceled"
 ]
 TERMINAL_WEBHOOK_EVENTS: list[WebhookEvent] = ["animation.succeeded", "animation.failed", "animation.canceled"]
-
-
-class VideoOptions(BaseModel):
-    """How captured steps become one video: the options of a rendition."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    duration: float = Field(5.0, ge=0.5, le=120, description="Length of the step animation in seconds.", examples=[3])
-    fps: int = Field(
-        30,
-        ge=1,
-        le=MAX_FPS,
-        description="Output frames per second (a GIF is made at no more than 10, 240 px wide, as the extension did).",
-        examples=[30],
-    )
-    codec: Codec = Field(Codec.h264, description="Video codec; see GET /capabilities.")
-    interpolation: Interpolation = Field(
-        Interpolation.none, description="none holds each step; blend cross-fades; mci is motion compensated."
-    )
-    skip_steps: int = Field(0, ge=0, description="Leave out this many initial (noisiest) steps.", examples=[0])
-    hold_last: float = Field(
-        0.0, ge=0, le=MAX_HOLD_LAST, description="Seconds the final frame is held after the animation.", examples=[1]
-    )
 
 
 class FrameSource(StrEnum):
@@ -132,7 +97,7 @@ class CaptureOptions(BaseModel):
     resolution: FrameResolution = Field(
         FrameResolution.full, description="Frame size: full (width x height) or quarter (width/4 x height/4)."
     )
-    upscale: int = Field(
+    upscale: StrictInt = Field(
         1,
         ge=1,
         le=MAX_UPSCALE,
@@ -181,37 +146,6 @@ class InitImage(BaseModel):
         return self
 
 
-class AnimationOptions(VideoOptions):
-    """How the captured steps become a video, and what happens to the frames."""
-
-    run_on_incomplete: bool = Field(
-        False,
-        description="Make the video from the frames captured so far when the render is canceled or the sampler "
-        "exits early; otherwise such a job ends canceled or failed with no video.",
-        examples=[False],
-    )
-    keep_frames: bool = Field(
-        True,
-        description="Keep the per-step frames after encoding (needed to re-encode later); when false exactly this "
-        "job's frames are deleted once its videos are made.",
-        examples=[True],
-    )
-    frames_only: bool = Field(
-        False,
-        description="Make no video: the job returns signed URLs of its frames and a zip of them.",
-        examples=[False],
-    )
-
-    @model_validator(mode="after")
-    def _frames_only_keeps_frames(self) -> AnimationOptions:
-        if self.frames_only and not self.keep_frames:
-            raise ValueError("frames_only needs keep_frames: a frames-only job returns its frames")
-        return self
-
-
-MAX_RENDITIONS = 8  # per job, requested up front and added later together
-
-
 class AnimationCreate(BaseModel):
     """Body of POST /animations."""
 
@@ -243,13 +177,13 @@ class AnimationCreate(BaseModel):
         description="A model in the workers' models folder, or a hub id (org/name); the server default when omitted.",
         examples=["tiny-sd"],
     )
-    width: int = Field(
+    width: StrictInt = Field(
         512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image width in pixels.", examples=[512]
     )
-    height: int = Field(
+    height: StrictInt = Field(
         512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Image height in pixels.", examples=[512]
     )
-    steps: int = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
+    steps: StrictInt = Field(20, ge=1, le=999, description="Denoising steps; one frame each.", examples=[30])
     scheduler: SamplerId | None = Field(
         None,
         description=f"Sampler, by stable id: {_SAMPLER_HELP}. A web UI's name is accepted too, with its "
@@ -264,7 +198,7 @@ class AnimationCreate(BaseModel):
         examples=["karras"],
     )
     guidance_scale: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.", examples=[7.5])
-    seed: int | None = Field(
+    seed: StrictInt | None = Field(
         None,
         ge=0,
         le=MAX_SEED,
@@ -298,7 +232,7 @@ class AnimationCreate(BaseModel):
         "(replaced); img2img runs int(steps x strength) steps.",
         examples=[0.6],
     )
-    batch_size: int = Field(
+    batch_size: StrictInt = Field(
         1,
         ge=1,
         le=8,

@@ -40,11 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from stepanim.adapters import (
+from stepanim.adapter_shapes import (
     EmbeddingShape,
-    EmbeddingUse,
-    LoraUse,
-    adapter_file,
     embedding_misfit,
     embedding_shape,
     embedding_tokens,
@@ -53,6 +50,7 @@ from stepanim.adapters import (
     model_shape,
     read_tensors,
 )
+from stepanim.adapters import EmbeddingUse, LoraUse, adapter_file
 from stepanim.failures import AdapterError
 from stepanim.request import AnimationCreate
 from stepanim.settings import Settings

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
-from stepanim import adapters, leases, lifecycle, metrics, model_catalog
+from stepanim import adapter_shapes, adapters, leases, lifecycle, metrics, model_catalog
 from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
@@ -55,7 +55,7 @@ def publish_models(**_: Any) -> None:
         models = model_catalog.scan(settings.models_dir)
         found = adapters.scan(
             settings.adapters_path,
-            adapters.model_shapes(settings.models_dir),
+            adapter_shapes.model_shapes(settings.models_dir),
             text_encoder_loras=text_encoder_lora_problem(),
         )
         published.set_models(WORKER_ID, models, ttl=expiry(period), adapters=found)

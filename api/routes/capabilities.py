@@ -19,23 +19,12 @@ from stepanim import published
 from stepanim.adapters import AdapterInfo
 from stepanim.capabilities import Capabilities, unsupported
 from stepanim.model_catalog import ModelInfo
-from stepanim.request import (
-    MAX_FPS,
-    MAX_FRAME_SIDE,
-    MAX_HOLD_LAST,
-    MAX_RENDITIONS,
-    MAX_SIDE,
-    MAX_UPSCALE,
-    MIN_SIDE,
-    AnimationCreate,
-    Codec,
-    Interpolation,
-    VideoOptions,
-)
+from stepanim.request import MAX_FRAME_SIDE, MAX_SIDE, MAX_UPSCALE, MIN_SIDE, AnimationCreate
 from stepanim.samplers import REGISTRY, SAMPLER_IDS, SCHEDULE_LABELS
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.store import AsyncJobStore
+from stepanim.video_options import MAX_FPS, MAX_HOLD_LAST, MAX_RENDITIONS, Codec, Interpolation, VideoOptions
 
 router = APIRouter(tags=["capabilities"])
 

@@ -32,9 +32,9 @@ from stepanim.jobs import Job, JobStatus
 from stepanim.naming import check_job_id
 from stepanim.public import RenditionPublic
 from stepanim.queues import enqueue_grid
-from stepanim.request import VideoOptions
 from stepanim.services import Services
 from stepanim.store import JobNotFound
+from stepanim.video_options import VideoOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/grids", tags=["grids"])

@@ -19,8 +19,8 @@ from stepanim.jobs import Job, Rendition, utcnow
 from stepanim.naming import new_rendition_id
 from stepanim.public import RenditionPublic, rendition_public
 from stepanim.queues import enqueue_rendition
-from stepanim.request import VideoOptions
 from stepanim.services import Services
+from stepanim.video_options import VideoOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/animations/{animation_id}/renditions", tags=["renditions"])

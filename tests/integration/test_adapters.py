@@ -22,7 +22,7 @@ import worker.adapters
 from api.app import create_app
 from api.routes import capabilities as capabilities_route
 from encoder.capabilities import publish as publish_encoder
-from stepanim import adapters, lifecycle, model_catalog
+from stepanim import adapter_shapes, adapters, lifecycle, model_catalog
 from stepanim.admission import admit_now
 from stepanim.failures import AdapterError
 from stepanim.jobs import Job, utcnow
@@ -96,7 +96,7 @@ def distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def test_the_tiny_adapters_fit_the_tiny_model(adapters_dir: Path, models_dir: Path) -> None:
-    found = adapters.scan(adapters_dir, adapters.model_shapes(models_dir))
+    found = adapters.scan(adapters_dir, adapter_shapes.model_shapes(models_dir))
     assert [(a.kind, a.name, a.families, a.models, a.token) for a in found] == [
         ("lora", "other", ["sd"], ["tiny-sd"], None),
         ("lora", "style", ["sd"], ["tiny-sd"], None),
@@ -235,7 +235,7 @@ def test_sdxl_adapters_apply_to_both_text_encoders_and_come_off(
     build_tiny_lora(root / "adapters" / "loras" / "xl.safetensors", family="sdxl")
     build_tiny_embedding(root / "adapters" / "embeddings" / "xlstyle.safetensors", family="sdxl")
     svc.settings.models_dir, svc.settings.adapters_dir = root / "models", root / "adapters"
-    found = adapters.scan(root / "adapters", adapters.model_shapes(root / "models"))
+    found = adapters.scan(root / "adapters", adapter_shapes.model_shapes(root / "models"))
     assert [(a.name, a.models) for a in found] == [("xl", ["tiny-sdxl"]), ("xlstyle", ["tiny-sdxl"])]
 
     def run(pipes: PipelineCache, **request: Any) -> list[np.ndarray]:
@@ -276,7 +276,7 @@ def api(redis_url: str, models_dir: Path, adapters_dir: Path, tmp_path: Path) ->
 def publish_worker(svc: Services) -> None:
     """What a render worker publishes when it starts (worker.tasks.publish_models)."""
     settings = svc.settings
-    found = adapters.scan(settings.adapters_path, adapters.model_shapes(settings.models_dir))
+    found = adapters.scan(settings.adapters_path, adapter_shapes.model_shapes(settings.models_dir))
     svc.published.set_models("w1", model_catalog.scan(settings.models_dir), ttl=60, adapters=found)
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from stepanim import lifecycle
 from stepanim.jobs import JobImage, JobStatus, Rendition, RenditionStatus, utcnow
-from stepanim.request import Codec, VideoOptions
+from stepanim.video_options import Codec, VideoOptions
 from tests.conftest import RECEIVER_HOST
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED

@@ -10,7 +10,7 @@ from PIL import Image
 
 from encoder.encode import encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, find_binary
-from stepanim.request import AnimationOptions, Codec, Interpolation
+from stepanim.video_options import AnimationOptions, Codec, Interpolation
 from tests.conftest import ffprobe_json
 
 FFMPEG = find_binary("ffmpeg", None)

@@ -22,11 +22,12 @@ from stepanim.jobs import Job, JobImage, JobStatus, Rendition, RenditionStatus, 
 from stepanim.manifest import Manifest, ManifestImage
 from stepanim.naming import frame_key, frame_name, manifest_key, upfront_rendition_id
 from stepanim.queues import make_celery
-from stepanim.request import AnimationCreate, VideoOptions
+from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage, NotFound, S3Storage
 from stepanim.store import JobStore
+from stepanim.video_options import VideoOptions
 from tests.conftest import S3Server
 
 PROMPT = 'a "quoted" / prompt\nwith ✨'

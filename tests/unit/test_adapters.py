@@ -17,18 +17,8 @@ from pydantic import ValidationError
 from safetensors.numpy import save_file
 
 from encoder.encode import metadata
-from stepanim.adapters import (
-    AdapterInfo,
-    ModelShape,
-    adapter_file,
-    check_adapters,
-    embedding_misfit,
-    embedding_shape,
-    lora_misfit,
-    lora_shape,
-    model_shapes,
-    scan,
-)
+from stepanim.adapter_shapes import ModelShape, embedding_misfit, embedding_shape, lora_misfit, lora_shape, model_shapes
+from stepanim.adapters import AdapterInfo, adapter_file, check_adapters, scan
 from stepanim.model_catalog import ModelInfo
 from stepanim.request import AnimationCreate
 from stepanim.settings import Settings

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 from encoder.capabilities import INTERPOLATION_NEEDS, codec_needs
 from stepanim.capabilities import Capabilities, parse_encoders, parse_filters, supported, unsupported
-from stepanim.request import Codec, Interpolation, VideoOptions
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 ENCODERS = """Encoders:
  V..... = Video

@@ -10,7 +10,8 @@ from stepanim.naming import (
     rendition_key,
     upfront_rendition_id,
 )
-from stepanim.request import MAX_RENDITIONS, AnimationCreate
+from stepanim.request import AnimationCreate
+from stepanim.video_options import MAX_RENDITIONS
 
 JOB = "0123456789abcdef0123456789abcdef"
 

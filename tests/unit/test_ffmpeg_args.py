@@ -5,7 +5,7 @@ import pytest
 from encoder.encode import metadata, timeline_for
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, find_binary, video_filter
 from encoder.timing import plan
-from stepanim.request import Codec, Interpolation, VideoOptions
+from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 
 def args_for(codec: Codec = Codec.h264, interpolation: Interpolation = Interpolation.none, **meta: str) -> list[str]:

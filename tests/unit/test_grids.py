@@ -190,3 +190,15 @@ def test_each_tile_shows_its_cells_frame_at_the_same_progress(tmp_path: Path) ->
         assert (np.abs(third - PLACEHOLDER).sum(axis=1) <= 3).mean() > 0.6
         assert (np.abs(third - PLACEHOLDER).sum(axis=1) > 3).any()
         assert tuple(image[place.size[1] - 1, 0]) == BACKGROUND
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", None])
+def test_allow_partial_is_a_json_boolean_only(value: Any) -> None:
+    """0 or "true" is a client's mistake, not a wish: refused rather than read as false or true."""
+    with pytest.raises(ValueError, match="allow_partial"):
+        grid(allow_partial=value)
+
+
+def test_an_axis_value_of_the_wrong_type_names_the_cell() -> None:
+    _, problems = cell_requests(grid(y={"field": "steps", "values": [10, "20"]}))
+    assert [where for where, _ in problems] == ["cells[0,1].steps", "cells[1,1].steps", "cells[2,1].steps"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -111,3 +112,21 @@ def test_an_eta_comes_once_the_pace_is_known_and_leaves_out_the_first_steps_warm
     assert estimate_remaining(sampled_at, step=3, total=10) == pytest.approx(3.5)
     assert estimate_remaining(sampled_at, step=4, total=100) is None  # not yet a tenth of the run
     assert estimate_remaining(sampled_at, step=4, total=4) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("steps", "30"), ("steps", 30.0), ("width", "64"), ("seed", "7"), ("batch_size", True)],
+)
+def test_numbers_are_json_integers_only(field: str, value: object) -> None:
+    """A string or float where an integer belongs is refused at its field, never coerced."""
+    with pytest.raises(ValidationError) as caught:
+        AnimationCreate.model_validate_json(json.dumps({"prompt": "a cat", field: value}))
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize("field", ["keep_frames", "frames_only", "run_on_incomplete"])
+def test_switches_are_json_booleans_only(field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        AnimationCreate.model_validate_json(json.dumps({"prompt": "a cat", "animation": {field: 0}}))
+    assert caught.value.errors()[0]["loc"] == ("animation", field)
