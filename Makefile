@@ -11,6 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= a handwritten 7
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+SERVE_ARGS ?=
 
 .PHONY: help system-deps browser-deps venv demo serve test test-fast lint fmt openapi model clean
 
@@ -62,7 +63,7 @@ demo: venv
 
 serve: venv
 	@$(MAKE) --no-print-directory system-deps
-	@$(PY) -m scripts.serve
+	@$(PY) -m scripts.serve $(SERVE_ARGS)
 
 test: venv
 	@$(MAKE) --no-print-directory system-deps browser-deps

@@ -67,6 +67,7 @@ examples:
   stepanim list --status rendering --status queued
   stepanim rerender 4f0c... --codec vp9 --interpolation mci --fps 24 --wait
   stepanim webhook verify --body body.json --headers headers.txt
+  stepanim webhook listen --port 9000 --count 1
 """
 
 
@@ -490,6 +491,17 @@ class Cli:
             self.out.write(summary + "\n")
         return EXIT_OK
 
+    def webhook_listen(self) -> int:
+        from client.listen import listen  # standard library only
+
+        secrets: list[str] = list(self.args.secret or [])
+        if not secrets and os.environ.get("STEPANIM_WEBHOOK_SECRET"):
+            secrets = [os.environ["STEPANIM_WEBHOOK_SECRET"]]
+        if not secrets:
+            secrets = [s.secret for s in self.api.webhook_secrets().secrets]
+        invalid = listen(self.args.host, self.args.port, secrets, count=self.args.count, out=self.out)
+        return EXIT_REJECTED if invalid else EXIT_OK
+
 
 def read_input(name: str, option: str) -> bytes:
     if name == "-":
@@ -753,6 +765,20 @@ def build_parser() -> Parser:
         "--no-timestamp-check", action="store_true", help="accept any timestamp (for a delivery saved long ago)"
     )
     verify.set_defaults(handler=Cli.webhook_verify)
+    receiver = hooks_commands.add_parser(
+        "listen",
+        parents=common,
+        help="receive webhooks on this machine and check each signature (for trying webhooks locally)",
+        description="Answer webhook POSTs on HOST:PORT, check each signature against --secret, else "
+        "STEPANIM_WEBHOOK_SECRET, else the key's secrets from the API, and print one line per delivery. "
+        "The service must be allowed to call a local address: make serve SERVE_ARGS='--allow-webhooks-to "
+        "127.0.0.1' (STEPANIM_OUTBOUND_ALLOW). Exit 1 when a delivery did not verify.",
+    )
+    receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    receiver.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
+    receiver.add_argument("--count", type=int, metavar="N", help="exit after N deliveries (default: run until Ctrl-C)")
+    receiver.add_argument("--secret", action="append", metavar="WHSEC", help="a whsec_ secret (repeatable)")
+    receiver.set_defaults(handler=Cli.webhook_listen)
     return parser
 
 
