@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -41,3 +43,19 @@ def is_running(pid: int) -> bool:
         return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def start_serve(data: Path, port: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``make serve`` (``scripts/serve.py``) on ``port`` with its data under ``data``, in a process
+    group of its own as a terminal's foreground job; its output goes to ``data/serve.out``."""
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "serve.out"
+    with log.open("w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "scripts.serve", "--port", str(port), "--data", str(data / "data"), *extra],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return serve, log

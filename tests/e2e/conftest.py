@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.devstack import ROOT, Stack
+from scripts.devstack import ROOT, Stack, running
 from tests.conftest import RECEIVER_SETTINGS, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -62,6 +62,21 @@ class Service:
         return sorted(k for k in keys if b":rate:" not in k)
 
 
+def dev_settings(workdir: Path, models_dir: Path, default_model: str = "tiny-sd", **more: str) -> dict[str, str]:
+    """A development stack's settings (no API key needed) on the CPU, offline, with local storage
+    under ``workdir/storage``; ``more`` are further ``STEPANIM_*`` values."""
+    return {
+        "STEPANIM_MODELS_DIR": str(models_dir),
+        "STEPANIM_DEFAULT_MODEL": default_model,
+        "STEPANIM_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",  # no hub here: an unknown model must fail fast
+        "STEPANIM_ALLOW_ANONYMOUS": "true",
+        "STEPANIM_STORAGE_BACKEND": "local",
+        "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
+        **more,
+    }
+
+
 @pytest.fixture(scope="module", params=["s3", "local"])
 def service(
     request: pytest.FixtureRequest, models_dir: Path, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
@@ -102,24 +117,11 @@ def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
     assert (DIGITS_MODEL / "model_index.json").is_file(), f"the committed model is missing: {DIGITS_MODEL}"
     workdir = tmp_path_factory.mktemp("stack-digits")
     storage_dir = workdir / "storage"
-    settings = {
-        "STEPANIM_MODELS_DIR": str(DIGITS_MODEL.parent),
-        "STEPANIM_DEFAULT_MODEL": "digits",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_ALLOW_ANONYMOUS": "true",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir),
-        **RECEIVER_SETTINGS,
-    }
-    stack = Stack(workdir=workdir, settings=settings)
-    try:
-        stack.start()
+    settings = dev_settings(workdir, DIGITS_MODEL.parent, "digits", **RECEIVER_SETTINGS)
+    with running(workdir, settings) as stack:
         service = Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
         wait_for_models(service)  # before that, a request gets no model defaults (32x32 here)
         yield service
-    finally:
-        stack.stop()
 
 
 def wait_for_models(service: Service, timeout: float = 120) -> None:

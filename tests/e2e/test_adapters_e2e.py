@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.devstack import Stack
+from scripts.devstack import Stack, running
 from tests.conftest import ffprobe_json
-from tests.e2e.conftest import TERMINAL
+from tests.e2e.conftest import TERMINAL, dev_settings
 from worker.tiny_model import build_tiny_lora
 
 BASE = {"prompt": "a red cat", "steps": 3, "width": 64, "height": 64, "seed": 7, "animation": {"duration": 1}}
@@ -27,22 +27,8 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     adapters = workdir / "adapters"
     build_tiny_lora(adapters / "loras" / "style.safetensors", seed=1)
     build_tiny_lora(adapters / "loras" / "fragile.safetensors", seed=2)
-    settings = {
-        "STEPANIM_MODELS_DIR": str(models_dir),
-        "STEPANIM_ADAPTERS_DIR": str(adapters),
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_ALLOW_ANONYMOUS": "true",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
-    }
-    stack = Stack(workdir=workdir, settings=settings)
-    try:
-        stack.start()
+    with running(workdir, dev_settings(workdir, models_dir, STEPANIM_ADAPTERS_DIR=str(adapters))) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def post(stack: Stack, body: dict[str, Any]) -> httpx.Response:

@@ -16,7 +16,7 @@ import pytest
 
 from scripts.devstack import ROOT, free_port
 from tests.conftest import ffprobe_json
-from tests.processes import descendants, is_running
+from tests.processes import descendants, is_running, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +44,7 @@ def test_make_demo_prints_the_path_of_a_playable_h264_video_last(tmp_path: Path)
 
 def test_serve_stops_every_process_it_started_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "serve.out"
-    with log.open("w") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "scripts.serve", "--port", str(port), "--data", str(tmp_path / "data")],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a process group of its own, as a terminal's foreground job
-        )
+    serve, log = start_serve(tmp_path, port)
     try:
         deadline = time.monotonic() + 180
         while "serving on" not in log.read_text():

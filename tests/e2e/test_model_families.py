@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.devstack import Stack
+from scripts.devstack import running
 from tests.conftest import ffprobe_json
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import Service, dev_settings
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +34,8 @@ CASES = [
 def families(family_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("stack-families")
     storage_dir = workdir / "storage"
-    settings = {
-        "STEPANIM_MODELS_DIR": str(family_models_dir),
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_ALLOW_ANONYMOUS": "true",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir),
-    }
-    stack = Stack(workdir=workdir, settings=settings)
-    try:
-        stack.start()
+    with running(workdir, dev_settings(workdir, family_models_dir)) as stack:
         yield Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
-    finally:
-        stack.stop()
 
 
 def published(service: Service) -> dict[str, dict[str, Any]]:

@@ -25,10 +25,10 @@ from PIL import Image
 
 from scripts.devstack import ROOT, free_port
 from tests.conftest import ffprobe_json
+from tests.processes import start_serve
 
 pytestmark = pytest.mark.slow
 
-SERVE = [sys.executable, "-m", "scripts.serve"]
 README = (ROOT / "README.md").read_text()
 BLOCKS = [(kind, text) for kind, text in re.findall(r"```(sh|python)\n(.*?)```", README, re.S)]
 MAKE_ONLY = [
@@ -64,15 +64,7 @@ def test_the_readme_has_the_examples_this_test_expects() -> None:
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("serve")
     port = free_port()
-    log = data / "serve.out"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port), "--data", str(data / "data"), "--allow-webhooks-to", "127.0.0.1"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc, log = start_serve(data, port, "--allow-webhooks-to", "127.0.0.1")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.devstack import ROOT, free_port
+from scripts.devstack import free_port
 from tests.conftest import RECEIVER_HOST, ffprobe_json
 from tests.faults.conftest import Service, body, wait_for
-from tests.processes import descendants, is_running
+from tests.processes import descendants, is_running, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -201,15 +200,7 @@ def test_ffmpeg_dies_with_an_encoder_killed_with_sigkill(make_service: Callable[
 
 def test_serve_restarts_a_worker_that_crashed_and_keeps_the_api_up(tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "serve.out"
-    with log.open("w") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "scripts.serve", "--port", str(port), "--data", str(tmp_path / "data")],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    serve, log = start_serve(tmp_path, port)
     api = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: "serving on" in log.read_text(), timeout=180, what="make serve up")

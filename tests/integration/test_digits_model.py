@@ -24,6 +24,7 @@ from stepanim.jobs import Job, utcnow
 from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
+from tests.integration.render_support import local_services
 from worker.pipelines import PipelineCache
 from worker.render import render
 
@@ -36,17 +37,8 @@ SCHEDULERS = ("euler", "euler_a", "ddim", "plms", "lms", "heun", "dpmpp_2m", "dp
 
 @pytest.fixture
 def svc(redis_url: str, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        storage_backend="local",
-        local_storage_dir=tmp_path / "storage",
-        models_dir=MODELS,
-        device="cpu",
-    )
-    services = Services.from_settings(settings)
-    yield services
-    services.store.redis.close()
+    with local_services(redis_url, tmp_path, MODELS) as services:
+        yield services
 
 
 @pytest.fixture(scope="module")

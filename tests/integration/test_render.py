@@ -29,6 +29,7 @@ from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.store import JobStore
+from tests.integration.render_support import capturing, local_services
 from worker.capture import StepCapture
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, render
@@ -44,18 +45,8 @@ def taesd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def svc(redis_url: str, models_dir: Path, taesd_dir: Path, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        storage_backend="local",
-        local_storage_dir=tmp_path / "storage",
-        models_dir=models_dir,
-        device="cpu",
-        taesd_path=taesd_dir,
-    )
-    services = Services.from_settings(settings)
-    yield services
-    services.store.redis.close()
+    with local_services(redis_url, tmp_path, models_dir, taesd_path=taesd_dir) as services:
+        yield services
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +187,7 @@ def test_img2img_first_frames_start_from_the_init_image(models_dir: Path) -> Non
     def first_frame(img2img: bool) -> torch.Tensor:
         scheduler = type(base.scheduler).from_config(base.scheduler.config)
         pipe = pipeline_for(base, scheduler=scheduler, img2img=img2img)
-        capture = StepCapture(scheduler).install()
-        frames: list[torch.Tensor] = []
-
-        def on_step_end(_p: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            latents = capture.pop()
-            if latents is not None:
-                frames.append(latents)
-            return kwargs
+        frames, on_step_end = capturing(scheduler)
 
         extra: dict[str, Any] = {"image": image, "strength": 0.3} if img2img else {"width": SIZE, "height": SIZE}
         pipe(

@@ -29,6 +29,7 @@ from stepanim.naming import manifest_key, upload_key
 from stepanim.request import AnimationCreate, CaptureOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
+from tests.integration.render_support import local_services
 from worker.capture import StepCapture, latent_family
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, make_decoder, render
@@ -65,17 +66,8 @@ def pipes(family_models_dir: Path, taesd_dirs: dict[Family, Path]) -> PipelineCa
 
 @pytest.fixture
 def svc(redis_url: str, family_models_dir: Path, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        storage_backend="local",
-        local_storage_dir=tmp_path / "storage",
-        models_dir=family_models_dir,
-        device="cpu",
-    )
-    services = Services.from_settings(settings)
-    yield services
-    services.store.redis.close()
+    with local_services(redis_url, tmp_path, family_models_dir) as services:
+        yield services
 
 
 def new_job(svc: Services, model: str, **request: Any) -> Job:

@@ -24,6 +24,7 @@ from stepanim.naming import upload_key
 from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
+from tests.integration.render_support import local_services
 from worker.capture import latent_family
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
@@ -40,17 +41,8 @@ def sdxl_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def svc(redis_url: str, sdxl_models: Path, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        storage_backend="local",
-        local_storage_dir=tmp_path / "storage",
-        models_dir=sdxl_models,
-        device="cpu",
-    )
-    services = Services.from_settings(settings)
-    yield services
-    services.store.redis.close()
+    with local_services(redis_url, tmp_path, sdxl_models) as services:
+        yield services
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ from stepanim.request import AnimationCreate
 from stepanim.samplers import fitting_samplers
 from stepanim.services import Services
 from stepanim.settings import Settings
-from worker.capture import StepCapture, decode_approx, latent_family, unpack_for_decoding
+from tests.integration.render_support import capturing, local_services
+from worker.capture import decode_approx, latent_family, unpack_for_decoding
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
 from worker.schedulers import make_scheduler
@@ -69,17 +70,8 @@ def pipes(family_models_dir: Path) -> PipelineCache:
 
 @pytest.fixture
 def svc(redis_url: str, family_models_dir: Path, tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        storage_backend="local",
-        local_storage_dir=tmp_path / "storage",
-        models_dir=family_models_dir,
-        device="cpu",
-    )
-    services = Services.from_settings(settings)
-    yield services
-    services.store.redis.close()
+    with local_services(redis_url, tmp_path, family_models_dir) as services:
+        yield services
 
 
 def new_job(svc: Services, model: str, **request: Any) -> Job:
@@ -98,14 +90,7 @@ def captured_run(base: Any, family: Family, sampler_id: str) -> tuple[torch.Tens
     generators = [torch.Generator().manual_seed(SEED)]
     scheduler = make_scheduler(base, sampler_id, family=family, seed=SEED, generators=generators)
     pipe = pipeline_for(base, scheduler=scheduler, img2img=False)
-    capture = StepCapture(scheduler).install()
-    frames: list[torch.Tensor] = []
-
-    def on_step_end(_p: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        latents = capture.pop()
-        if latents is not None:
-            frames.append(latents)
-        return kwargs
+    frames, on_step_end = capturing(scheduler)
 
     extra: dict[str, Any] = {"negative_prompt": None} if FACTS[family].negative_prompt else {}
     latents = pipe(
