@@ -10,6 +10,12 @@ Needs only httpx and pydantic: importing it never imports torch, diffusers or Ce
         if job.video is not None:
             api.download(job.video.url, "lighthouse.mp4")
 
+A grid (every combination of an X and a Y axis's values, one video of them all):
+
+        grid = api.create_grid({"prompt": "a lighthouse", "steps": 20}, ("scheduler", ["euler_a", "ddim"]))
+        grid = api.wait_grid(grid.id, timeout=900)
+        api.download_grid(grid, "grid.mp4")
+
 ``AsyncClient`` has the same methods for asyncio.
 """
 
@@ -23,6 +29,10 @@ from client.models import (
     AnimationOptions,
     AnimationPublic,
     CaptureOptions,
+    Grid,
+    GridAxis,
+    GridCreate,
+    GridPublic,
     InitImage,
     RenditionPublic,
     UploadPublic,
@@ -45,6 +55,10 @@ __all__ = [
     "ConnectionFailed",
     "Event",
     "EventStreamUnavailable",
+    "Grid",
+    "GridAxis",
+    "GridCreate",
+    "GridPublic",
     "InitImage",
     "RenditionPublic",
     "RetryPolicy",

@@ -21,7 +21,17 @@ from typing import Any
 import httpx
 
 from client.errors import ApiError
-from client.models import TERMINAL_STATUSES, AnimationCreate, AnimationPublic, Limits, VideoOptions, VideoPublic
+from client.models import (
+    TERMINAL_STATUSES,
+    AnimationCreate,
+    AnimationPublic,
+    GridAxis,
+    GridCreate,
+    GridPublic,
+    Limits,
+    VideoOptions,
+    VideoPublic,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "stepanim-client/0.1.0"
@@ -183,12 +193,52 @@ def rendition_body(options: VideoOptions | Mapping[str, Any]) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
+AxisLike = GridAxis | Mapping[str, Any] | tuple[str, Sequence[str | int | float]]
+"""An axis of a grid: a ``GridAxis``, its JSON, or ``(field, values)``."""
+
+
+def grid_axis(axis: AxisLike) -> GridAxis:
+    if isinstance(axis, GridAxis):
+        return axis
+    if isinstance(axis, tuple):
+        field_name, values = axis
+        return GridAxis.model_validate({"field": field_name, "values": list(values)})
+    return GridAxis.model_validate(axis)
+
+
+def grid_body(
+    base: AnimationCreate | Mapping[str, Any], x: AxisLike, y: AxisLike | None = None, *, allow_partial: bool = False
+) -> dict[str, Any]:
+    """The JSON of POST /grids: the base request's fields that were set, the axes, and
+    ``allow_partial`` when true (checked by the client's models first: a typo fails here)."""
+    body: dict[str, Any] = {"base": create_body(base), "x": grid_axis(x).model_dump(mode="json")}
+    if y is not None:
+        body["y"] = grid_axis(y).model_dump(mode="json")
+    if allow_partial:
+        body["allow_partial"] = True
+    GridCreate.model_validate(body)
+    return body
+
+
+def grid_changed(previous: GridPublic | None, grid: GridPublic) -> bool:
+    """Whether a polled grid moved on: its status, cells done or steps done."""
+    if previous is None:
+        return True
+    before, now = previous.progress, grid.progress
+    return (previous.status, before.cells_done, before.steps_done, before.steps_total) != (
+        grid.status,
+        now.cells_done,
+        now.steps_done,
+        now.steps_total,
+    )
+
+
 # Server-sent events
 
 
 @dataclass(frozen=True)
 class Event:
-    """One server-sent event of ``/animations/{id}/events``; ``data`` is its JSON."""
+    """One server-sent event of ``/animations/{id}/events`` (or ``/grids/{id}/events``); ``data`` is its JSON."""
 
     event: str
     data: dict[str, Any]
@@ -207,8 +257,14 @@ class Event:
         return AnimationPublic.model_validate(raw) if isinstance(raw, dict) else None
 
     @property
+    def grid(self) -> GridPublic | None:
+        """The grid as of this event, for a grid's ``status`` and ``cell`` events."""
+        raw = self.data.get("grid") if self.event in ("status", "cell") else None
+        return GridPublic.model_validate(raw) if isinstance(raw, dict) else None
+
+    @property
     def is_final(self) -> bool:
-        """The job's last event: a status event with succeeded, failed or canceled."""
+        """The job's (or grid's) last event: a status event with succeeded, failed or canceled."""
         return self.status in TERMINAL_STATUSES
 
 

@@ -16,13 +16,14 @@ import httpx
 
 from client import _core
 from client._core import Event, RetryPolicy
-from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, WaitTimeout
+from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, StepanimError, WaitTimeout
 from client.models import (
     AnimationCreate,
     AnimationList,
     AnimationPublic,
     CapabilitiesPublic,
     FramesPublic,
+    GridPublic,
     RenditionPublic,
     UploadPublic,
     VideoOptions,
@@ -151,15 +152,23 @@ class AsyncClient:
         return RenditionPublic.model_validate(data)
 
     async def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:
-        data = await self._json("GET", f"/animations/{animation_id}/renditions/{rendition_id}", idempotent=True)
+        return await self._get_rendition(f"/animations/{animation_id}", rendition_id)
+
+    async def _get_rendition(self, owner: str, rendition_id: str) -> RenditionPublic:
+        data = await self._json("GET", f"{owner}/renditions/{rendition_id}", idempotent=True)
         return RenditionPublic.model_validate(data)
 
     async def wait_rendition(
         self, animation_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
+        return await self._wait_rendition(f"/animations/{animation_id}", rendition_id, timeout, poll_interval)
+
+    async def _wait_rendition(
+        self, owner: str, rendition_id: str, timeout: float | None, poll_interval: float
+    ) -> RenditionPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            rendition = await self.get_rendition(animation_id, rendition_id)
+            rendition = await self._get_rendition(owner, rendition_id)
             if rendition.finished:
                 return rendition
             if deadline is not None and time.monotonic() + poll_interval > deadline:
@@ -223,7 +232,16 @@ class AsyncClient:
 
     async def events(self, animation_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The job's server-sent events to its final status, resumed with ``Last-Event-ID`` after a break."""
-        path = f"/animations/{animation_id}/events"
+
+        async def finished() -> bool:
+            return (await self.get(animation_id)).finished
+
+        async for event in self._events(f"/animations/{animation_id}/events", finished, last_event_id):
+            yield event
+
+    async def _events(
+        self, path: str, finished: Callable[[], Awaitable[bool]], last_event_id: str | None
+    ) -> AsyncIterator[Event]:
         decoder = _core.SSEDecoder(last_event_id)
         broken = 0
         while True:
@@ -254,9 +272,9 @@ class AsyncClient:
             except httpx.TransportError as e:
                 broken += 1
                 if broken >= self.retry.attempts:
-                    raise ConnectionFailed(f"event stream of {animation_id} broke: {e}") from e
+                    raise ConnectionFailed(f"event stream {path} broke: {e}") from e
             else:
-                if not received and (await self.get(animation_id)).finished:
+                if not received and await finished():
                     return
             delay = (decoder.retry or 1000) / 1000 if broken == 0 else self.retry.backoff_delay(broken)
             await asyncio.sleep(delay)
@@ -310,6 +328,94 @@ class AsyncClient:
                 return await follow()
         except TimeoutError as e:
             raise WaitTimeout(animation_id, timeout or 0, last[0] if last else None) from e
+
+    # Grids
+
+    async def create_grid(
+        self,
+        base: AnimationCreate | Mapping[str, Any],
+        x: _core.AxisLike,
+        y: _core.AxisLike | None = None,
+        *,
+        allow_partial: bool = False,
+        idempotency_key: str | None = None,
+    ) -> GridPublic:
+        """POST /grids (see ``Client.create_grid``); retries never start a second grid."""
+        body = _core.grid_body(base, x, y, allow_partial=allow_partial)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        data = await self._json("POST", "/grids", idempotent=True, json=body, headers=headers)
+        return GridPublic.model_validate(data)
+
+    async def get_grid(self, grid_id: str) -> GridPublic:
+        return GridPublic.model_validate(await self._json("GET", f"/grids/{grid_id}", idempotent=True))
+
+    async def cancel_grid(self, grid_id: str) -> GridPublic:
+        return GridPublic.model_validate(await self._json("POST", f"/grids/{grid_id}/cancel", idempotent=True))
+
+    async def grid_events(self, grid_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        """The grid's server-sent events (``status`` and ``cell``, with ``event.grid``) to its final status."""
+
+        async def finished() -> bool:
+            return (await self.get_grid(grid_id)).finished
+
+        async for event in self._events(f"/grids/{grid_id}/events", finished, last_event_id):
+            yield event
+
+    async def wait_grid(
+        self,
+        grid_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[GridPublic], Awaitable[None] | None] | None = None,
+        poll_interval: float = 1.0,
+    ) -> GridPublic:
+        """Poll until the grid is finished (see ``Client.wait_grid``); ``on_progress`` may be a coroutine function."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last: list[GridPublic] = []
+
+        async def follow() -> GridPublic:
+            previous: GridPublic | None = None
+            while True:
+                grid = await self.get_grid(grid_id)
+                last[:] = [grid]
+                if on_progress is not None and _core.grid_changed(previous, grid):
+                    result = on_progress(grid)
+                    if result is not None:
+                        await result
+                if grid.finished:
+                    return grid
+                previous = grid
+                await asyncio.sleep(poll_interval)
+
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await follow()
+        except TimeoutError as e:
+            raise WaitTimeout(grid_id, timeout or 0, last[0] if last else None, what="grid") from e
+
+    async def create_grid_rendition(
+        self, grid_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RenditionPublic:
+        """POST /grids/{id}/renditions with an ``Idempotency-Key``: retries never make a second video."""
+        body = _core.rendition_body(options)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        data = await self._json("POST", f"/grids/{grid_id}/renditions", idempotent=True, json=body, headers=headers)
+        return RenditionPublic.model_validate(data)
+
+    async def get_grid_rendition(self, grid_id: str, rendition_id: str) -> RenditionPublic:
+        return await self._get_rendition(f"/grids/{grid_id}", rendition_id)
+
+    async def wait_grid_rendition(
+        self, grid_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> RenditionPublic:
+        return await self._wait_rendition(f"/grids/{grid_id}", rendition_id, timeout, poll_interval)
+
+    async def download_grid(self, grid: GridPublic, path: str | os.PathLike[str]) -> Path:
+        """Save a succeeded grid's video to ``path``."""
+        if grid.video is None:
+            raise StepanimError(f"grid {grid.id} has no video ({grid.status})")
+        return await self.download(grid.video.url, path)
 
     # Listing (last: the method's name shadows the builtin in the class body)
 

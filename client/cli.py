@@ -292,11 +292,7 @@ class Cli:
         args = self.args
         request = build_request(args)  # checked by the client's models first: a typo fails here
         self.check_limits(request)
-        if args.init_image is not None:
-            path = Path(args.init_image)
-            if not path.is_file():
-                raise UsageError(f"--init-image: no such file: {path}")
-            request = build_request(args, upload_id=self.api.upload(path).id)
+        request = self.uploaded_init_image(request)
         job = self.api.create(request, idempotency_key=args.idempotency_key)
         if not (args.wait or args.output):
             if self.json:
@@ -306,6 +302,15 @@ class Cli:
             return EXIT_OK
         self.note(f"animation {job.id} {job.status}")
         return self.finish(job.id)
+
+    def uploaded_init_image(self, request: AnimationCreate) -> AnimationCreate:
+        """``request`` with the ``--init-image`` file (if any) uploaded and named by its upload id."""
+        if self.args.init_image is None:
+            return request
+        path = Path(self.args.init_image)
+        if not path.is_file():
+            raise UsageError(f"--init-image: no such file: {path}")
+        return build_request(self.args, upload_id=self.api.upload(path).id)
 
     def check_limits(self, request: AnimationCreate) -> None:
         """Refuse what is over the server's limits (GET /capabilities), naming each option at fault,
@@ -589,6 +594,93 @@ def add_video_options(parser: argparse.ArgumentParser, title: str) -> None:
     video.add_argument("--hold-last", type=float, metavar="SECONDS", help="hold the final frame this long")
 
 
+def add_request_options(parser: argparse.ArgumentParser, *, grid: bool = False) -> None:
+    """The options that set the request body (``REQUEST_OPTIONS``): ``submit``'s, and the base request of
+    ``grid`` (without those a grid's cells cannot take: batches, renditions, frames only, progress webhooks)."""
+    image = parser.add_argument_group("image")
+    image.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from")
+    image.add_argument("--model", help="a model of the workers' models folder, or a hub id (server default)")
+    # Unset options get the model's defaults from the server (`stepanim capabilities` lists them, and the limits).
+    image.add_argument("--width", type=int, help="pixels, a multiple of the model's size step (model default)")
+    image.add_argument("--height", type=int, help="pixels, a multiple of the model's size step (model default)")
+    image.add_argument("--steps", type=int, help="denoising steps, one frame each (model default)")
+    image.add_argument(
+        "--scheduler",
+        choices=choices(Scheduler),
+        help="sampler (model default: euler_a for SD/SDXL, euler for SD3/Flux)",
+    )
+    image.add_argument(
+        "--schedule", choices=choices(Schedule), help="schedule type of the noise levels (default: the model's)"
+    )
+    image.add_argument(
+        "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (model default)"
+    )
+    image.add_argument("--seed", type=int, help="random seed (chosen by the server when omitted)")
+    if not grid:  # a grid's cells render one image each
+        image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each")
+    image.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        type=parse_lora,
+        metavar="NAME[:WEIGHT]",
+        help="a LoRA of the workers' adapters folder, weight 1 unless given, e.g. watercolor:0.8 (repeatable; "
+        "see `stepanim capabilities`)",
+    )
+    image.add_argument(
+        "--embedding",
+        dest="embeddings",
+        action="append",
+        metavar="NAME",
+        help="a textual-inversion embedding; write its name in the prompt where it should act (repeatable)",
+    )
+    add_video_options(parser, "video")
+    frames = parser.add_argument_group("frames")
+    frames.add_argument(
+        "--run-on-incomplete",
+        action=argparse.BooleanOptionalAction,
+        help="make a video of the steps done when the render is canceled or stops early",
+    )
+    if not grid:  # a grid composes its cells' frames: it keeps them, and makes a video
+        frames.add_argument(
+            "--keep-frames", action=argparse.BooleanOptionalAction, help="keep the frames (needed for renditions)"
+        )
+        frames.add_argument(
+            "--frames-only", action=argparse.BooleanOptionalAction, help="no video: the frames and a zip of them"
+        )
+    frames.add_argument("--capture-source", choices=choices(FrameSource), help="what each frame shows")
+    frames.add_argument("--decoder", choices=choices(FrameDecoder), help="how frames are decoded")
+    frames.add_argument("--capture-resolution", choices=choices(FrameResolution), help="frame size")
+    frames.add_argument("--upscale", type=int, help="enlarge every frame by this factor (e.g. 4 for digits)")
+    if not grid:  # a grid's other videos: `stepanim grid-rerender`
+        frames.add_argument(
+            "--rendition",
+            dest="renditions",
+            action="append",
+            type=parse_video_options,
+            metavar="OPTIONS",
+            help="another video of the same frames, e.g. codec=vp9,duration=3 (repeatable, up to 8)",
+        )
+    img2img = parser.add_argument_group("img2img")
+    init = img2img.add_mutually_exclusive_group()
+    init.add_argument("--init-image", metavar="PATH", help="start from this image (uploaded through /uploads)")
+    init.add_argument("--init-upload", metavar="UPLOAD_ID", help="start from an earlier upload (`stepanim upload`)")
+    init.add_argument(
+        "--init-url", metavar="URL", help="start from the image at this public URL (the server fetches it)"
+    )
+    img2img.add_argument("--strength", type=float, help="how far the image is changed, 0-1 (default 0.75)")
+    hooks = parser.add_argument_group("webhooks")
+    hooks.add_argument("--webhook", metavar="URL", help=f"receives signed POSTs about the {'grid' if grid else 'job'}")
+    if not grid:  # a grid sends its final grid.* events
+        hooks.add_argument(
+            "--webhook-event",
+            dest="webhook_events",
+            action="append",
+            choices=choices(WebhookEvent),
+            help="an event to send (repeatable; default: the final ones)",
+        )
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -608,86 +700,13 @@ def build_parser() -> Parser:
 
     submit = command("submit", "start an animation (POST /animations)", Cli.submit)
     submit.add_argument("prompt", help="what to draw")
-    image = submit.add_argument_group("image")
-    image.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from")
-    image.add_argument("--model", help="a model of the workers' models folder, or a hub id (server default)")
-    # Unset options get the model's defaults from the server (`stepanim capabilities` lists them, and the limits).
-    image.add_argument("--width", type=int, help="pixels, a multiple of the model's size step (model default)")
-    image.add_argument("--height", type=int, help="pixels, a multiple of the model's size step (model default)")
-    image.add_argument("--steps", type=int, help="denoising steps, one frame each (model default)")
-    image.add_argument(
-        "--scheduler",
-        choices=choices(Scheduler),
-        help="sampler (model default: euler_a for SD/SDXL, euler for SD3/Flux)",
-    )
-    image.add_argument(
-        "--schedule", choices=choices(Schedule), help="schedule type of the noise levels (default: the model's)"
-    )
-    image.add_argument(
-        "--guidance-scale", "--guidance", "--cfg", type=float, metavar="SCALE", help="guidance scale (model default)"
-    )
-    image.add_argument("--seed", type=int, help="random seed (chosen by the server when omitted)")
-    image.add_argument("--batch-size", type=int, metavar="N", help="images rendered together, one video each")
-    image.add_argument(
-        "--lora",
-        dest="loras",
-        action="append",
-        type=parse_lora,
-        metavar="NAME[:WEIGHT]",
-        help="a LoRA of the workers' adapters folder, weight 1 unless given, e.g. watercolor:0.8 (repeatable; "
-        "see `stepanim capabilities`)",
-    )
-    image.add_argument(
-        "--embedding",
-        dest="embeddings",
-        action="append",
-        metavar="NAME",
-        help="a textual-inversion embedding; write its name in the prompt where it should act (repeatable)",
-    )
-    add_video_options(submit, "video")
-    frames = submit.add_argument_group("frames")
-    frames.add_argument(
-        "--run-on-incomplete",
-        action=argparse.BooleanOptionalAction,
-        help="make a video of the steps done when the render is canceled or stops early",
-    )
-    frames.add_argument(
-        "--keep-frames", action=argparse.BooleanOptionalAction, help="keep the frames (needed for renditions)"
-    )
-    frames.add_argument(
-        "--frames-only", action=argparse.BooleanOptionalAction, help="no video: the frames and a zip of them"
-    )
-    frames.add_argument("--capture-source", choices=choices(FrameSource), help="what each frame shows")
-    frames.add_argument("--decoder", choices=choices(FrameDecoder), help="how frames are decoded")
-    frames.add_argument("--capture-resolution", choices=choices(FrameResolution), help="frame size")
-    frames.add_argument("--upscale", type=int, help="enlarge every frame by this factor (e.g. 4 for digits)")
-    frames.add_argument(
-        "--rendition",
-        dest="renditions",
-        action="append",
-        type=parse_video_options,
-        metavar="OPTIONS",
-        help="another video of the same frames, e.g. codec=vp9,duration=3 (repeatable, up to 8)",
-    )
-    img2img = submit.add_argument_group("img2img")
-    init = img2img.add_mutually_exclusive_group()
-    init.add_argument("--init-image", metavar="PATH", help="start from this image (uploaded through /uploads)")
-    init.add_argument("--init-upload", metavar="UPLOAD_ID", help="start from an earlier upload (`stepanim upload`)")
-    init.add_argument(
-        "--init-url", metavar="URL", help="start from the image at this public URL (the server fetches it)"
-    )
-    img2img.add_argument("--strength", type=float, help="how far the image is changed, 0-1 (default 0.75)")
-    hooks = submit.add_argument_group("webhooks")
-    hooks.add_argument("--webhook", metavar="URL", help="receives signed POSTs about the job")
-    hooks.add_argument(
-        "--webhook-event",
-        dest="webhook_events",
-        action="append",
-        choices=choices(WebhookEvent),
-        help="an event to send (repeatable; default: the final ones)",
-    )
+    add_request_options(submit)
     submit.add_argument("--idempotency-key", metavar="KEY", help="reuse to make a repeated submit return the same job")
     add_wait_options(submit, "animation")
+
+    from client import grid_cli  # (it builds on this module)
+
+    grid_cli.add_commands(command)
 
     wait = command("wait", "wait for an animation, then print its video URL or download it", Cli.wait)
     wait.add_argument("id", help="animation id")

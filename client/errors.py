@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.models import AnimationPublic
+from client.models import AnimationPublic, GridPublic
 
 
 class StepanimError(Exception):
@@ -48,10 +48,15 @@ class EventStreamUnavailable(StepanimError):
 
 
 class WaitTimeout(StepanimError, TimeoutError):
-    """``wait`` gave up before the job finished; ``job`` is the last state seen (if any)."""
+    """``wait`` (or ``wait_grid``) gave up before the job finished; ``job`` is the last state seen (if any)."""
 
     def __init__(
-        self, job_id: str, timeout: float, job: AnimationPublic | None = None, *, what: str = "animation"
+        self,
+        job_id: str,
+        timeout: float,
+        job: AnimationPublic | GridPublic | None = None,
+        *,
+        what: str = "animation",
     ) -> None:
         status = f" (still {job.status})" if job is not None else ""
         super().__init__(f"{what} {job_id} did not finish within {timeout:g}s{status}")

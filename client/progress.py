@@ -1,4 +1,5 @@
-"""The progress line of ``stepanim ... --wait``: status, a bar of step/total and an ETA, on stderr.
+"""The progress line of ``stepanim ... --wait``: status, a bar of step/total and an ETA, on stderr
+(for a grid, ``GridProgressBar``: cells done as well, the steps of every cell together).
 
 On a terminal the line is redrawn in place; otherwise (logs, pipes) a line is written when
 the status changes, on the last step, and at most once a second in between.
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from client._core import Event
+from client.models import GridPublic
 
 BAR_WIDTH = 24
 
@@ -47,7 +49,7 @@ class ProgressBar:
         self.total = 0
         self.server_eta: float | None = None
         self._first: tuple[float, int] | None = None  # (time, step) of the first progress seen
-        self._shown: tuple[str, int, int] | None = None
+        self._shown: tuple[object, ...] | None = None
         self._shown_at = 0.0
         self._width = 0
 
@@ -85,9 +87,13 @@ class ProgressBar:
     def line(self) -> str:
         return render_line(self.status, self.step, self.total, self.eta())
 
+    def state(self) -> tuple[object, ...]:
+        """What a line shows, but the ETA: a new line is written when it changes."""
+        return (self.status, self.step, self.total)
+
     def draw(self) -> None:
         now = self.clock()
-        state = (self.status, self.step, self.total)
+        state = self.state()
         if self.tty:
             text = self.line()
             self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
@@ -106,3 +112,38 @@ class ProgressBar:
         if self.tty and self._shown is not None:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def render_grid_line(
+    status: str, cells_done: int, cells: int, step: int, total: int, eta: float | None, *, width: int = BAR_WIDTH
+) -> str:
+    """e.g. ``rendering [#####-------------------] 1/6 cells, 12/54 steps  ETA 0:06``."""
+    if status not in ("queued", "rendering") or total <= 0:
+        return status
+    done = min(step, total)
+    filled = round(width * done / total)
+    line = f"{status} [{'#' * filled}{'-' * (width - filled)}] {cells_done}/{cells} cells, {done}/{total} steps"
+    if eta is not None and done < total:
+        line += f"  ETA {format_duration(eta)}"
+    return line
+
+
+class GridProgressBar(ProgressBar):
+    """An ``on_progress`` callback for ``Client.wait_grid``: cells done and steps done (all cells together)."""
+
+    def __init__(self, stream: TextIO, *, tty: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(stream, tty=tty, clock=clock)
+        self.cells_done = 0
+        self.cells = 0
+
+    def update(self, grid: GridPublic) -> None:
+        self.status = grid.status
+        self.cells_done, self.cells = grid.progress.cells_done, grid.progress.cells_total
+        self._progress(grid.progress.steps_done, grid.progress.steps_total)
+        self.draw()
+
+    def state(self) -> tuple[object, ...]:
+        return (self.status, self.cells_done, self.step, self.total)
+
+    def line(self) -> str:
+        return render_grid_line(self.status, self.cells_done, self.cells, self.step, self.total, self.eta())

@@ -15,13 +15,14 @@ import httpx
 
 from client import _core
 from client._core import Event, RetryPolicy
-from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, WaitTimeout
+from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, StepanimError, WaitTimeout
 from client.models import (
     AnimationCreate,
     AnimationList,
     AnimationPublic,
     CapabilitiesPublic,
     FramesPublic,
+    GridPublic,
     RenditionPublic,
     UploadPublic,
     VideoOptions,
@@ -159,16 +160,23 @@ class Client:
         return RenditionPublic.model_validate(data)
 
     def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:
-        data = self._json("GET", f"/animations/{animation_id}/renditions/{rendition_id}", idempotent=True)
-        return RenditionPublic.model_validate(data)
+        return self._get_rendition(f"/animations/{animation_id}", rendition_id)
+
+    def _get_rendition(self, owner: str, rendition_id: str) -> RenditionPublic:
+        return RenditionPublic.model_validate(self._json("GET", f"{owner}/renditions/{rendition_id}", idempotent=True))
 
     def wait_rendition(
         self, animation_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
         """Poll a rendition until it succeeded or failed; ``WaitTimeout`` after ``timeout`` seconds."""
+        return self._wait_rendition(f"/animations/{animation_id}", rendition_id, timeout, poll_interval)
+
+    def _wait_rendition(
+        self, owner: str, rendition_id: str, timeout: float | None, poll_interval: float
+    ) -> RenditionPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            rendition = self.get_rendition(animation_id, rendition_id)
+            rendition = self._get_rendition(owner, rendition_id)
             if rendition.finished:
                 return rendition
             if deadline is not None and time.monotonic() + poll_interval > deadline:
@@ -242,15 +250,16 @@ class Client:
         A broken or closed connection is resumed with ``Last-Event-ID``, so no event is lost
         or repeated; the iteration ends after the final status event.
         """
-        for event in self._events(animation_id, last_event_id=last_event_id, deadline=None):
+        path, finished = f"/animations/{animation_id}/events", lambda: self.get(animation_id).finished
+        for event in self._events(path, finished, last_event_id=last_event_id, deadline=None):
             if event is not None:
                 yield event
 
     def _events(
-        self, animation_id: str, *, last_event_id: str | None, deadline: float | None
+        self, path: str, finished: Callable[[], bool], *, last_event_id: str | None, deadline: float | None
     ) -> Iterator[Event | None]:
-        """Events, and None on every keep-alive (so a caller with a deadline gets control back)."""
-        path = f"/animations/{animation_id}/events"
+        """Events of ``path``, and None on every keep-alive (so a caller with a deadline gets control back);
+        ``finished`` says whether its job (or grid) is over, when a stream ends without the final event."""
         decoder = _core.SSEDecoder(last_event_id)
         broken = 0
         while True:
@@ -285,11 +294,11 @@ class Client:
             except httpx.TransportError as e:  # the stream broke (opening it was retried by _send already)
                 broken += 1
                 if broken >= self.retry.attempts:
-                    raise ConnectionFailed(f"event stream of {animation_id} broke: {e}") from e
+                    raise ConnectionFailed(f"event stream {path} broke: {e}") from e
             else:
                 # A clean end without the final event: the connection's time limit, or a stream
                 # that expired. Nothing more will come when the job is already finished.
-                if not received and self.get(animation_id).finished:
+                if not received and finished():
                     return
             delay = (decoder.retry or 1000) / 1000 if broken == 0 else self.retry.backoff_delay(broken)
             if deadline is not None:
@@ -313,7 +322,8 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            for event in self._events(animation_id, last_event_id=None, deadline=deadline):
+            path, finished = f"/animations/{animation_id}/events", lambda: self.get(animation_id).finished
+            for event in self._events(path, finished, last_event_id=None, deadline=deadline):
                 if event is not None and on_event is not None:
                     on_event(event)
                 if event is not None and event.is_final:
@@ -345,6 +355,97 @@ class Client:
                 raise WaitTimeout(animation_id, timeout or 0, job)
             pause = poll_interval if deadline is None else min(poll_interval, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
+
+    # Grids
+
+    def create_grid(
+        self,
+        base: AnimationCreate | Mapping[str, Any],
+        x: _core.AxisLike,
+        y: _core.AxisLike | None = None,
+        *,
+        allow_partial: bool = False,
+        idempotency_key: str | None = None,
+    ) -> GridPublic:
+        """POST /grids: every combination of the ``x`` (and ``y``) values applied to ``base`` is a cell,
+        an animation job of its own; once all are done the grid video shows them side by side.
+
+        An axis is ``("scheduler", ["euler_a", "ddim"])``, its JSON or a ``GridAxis``. One invalid cell
+        refuses the grid: ``ApiError`` 422 whose ``details`` name it (``cells[x,y].field``). An
+        ``Idempotency-Key`` (a new UUID unless given) makes retries safe: they never start a second grid.
+        """
+        body = _core.grid_body(base, x, y, allow_partial=allow_partial)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return GridPublic.model_validate(self._json("POST", "/grids", idempotent=True, json=body, headers=headers))
+
+    def get_grid(self, grid_id: str) -> GridPublic:
+        """GET /grids/{id}: status, progress (cells and steps done), every cell, the grid video's signed URL."""
+        return GridPublic.model_validate(self._json("GET", f"/grids/{grid_id}", idempotent=True))
+
+    def cancel_grid(self, grid_id: str) -> GridPublic:
+        """POST /grids/{id}/cancel: the grid and its unfinished cells (safe to repeat); a grid that already
+        succeeded or failed raises ApiError 409 ``already_finished``."""
+        return GridPublic.model_validate(self._json("POST", f"/grids/{grid_id}/cancel", idempotent=True))
+
+    def grid_events(self, grid_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
+        """The grid's server-sent events to its final status: ``status`` and ``cell`` events (each with the
+        grid as ``event.grid``) and ``rendition`` updates, resumed with ``Last-Event-ID`` after a break."""
+        path, finished = f"/grids/{grid_id}/events", lambda: self.get_grid(grid_id).finished
+        for event in self._events(path, finished, last_event_id=last_event_id, deadline=None):
+            if event is not None:
+                yield event
+
+    def wait_grid(
+        self,
+        grid_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[GridPublic], None] | None = None,
+        poll_interval: float = 1.0,
+    ) -> GridPublic:
+        """Poll the grid until it is finished and return it (whatever its final status).
+
+        ``on_progress`` gets the grid whenever its status, cells done or steps done changed
+        (the steps of every cell: its events say only when a cell changes status). Raises
+        ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        previous: GridPublic | None = None
+        while True:
+            grid = self.get_grid(grid_id)
+            if on_progress is not None and _core.grid_changed(previous, grid):
+                on_progress(grid)
+            if grid.finished:
+                return grid
+            previous = grid
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(grid_id, timeout or 0, grid, what="grid")
+            pause = poll_interval if deadline is None else min(poll_interval, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    def create_grid_rendition(
+        self, grid_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RenditionPublic:
+        """POST /grids/{id}/renditions: another video of a succeeded grid, composed again from its cells' frames."""
+        body = _core.rendition_body(options)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        data = self._json("POST", f"/grids/{grid_id}/renditions", idempotent=True, json=body, headers=headers)
+        return RenditionPublic.model_validate(data)
+
+    def get_grid_rendition(self, grid_id: str, rendition_id: str) -> RenditionPublic:
+        return self._get_rendition(f"/grids/{grid_id}", rendition_id)
+
+    def wait_grid_rendition(
+        self, grid_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> RenditionPublic:
+        """Poll a grid's rendition until it succeeded or failed; ``WaitTimeout`` after ``timeout`` seconds."""
+        return self._wait_rendition(f"/grids/{grid_id}", rendition_id, timeout, poll_interval)
+
+    def download_grid(self, grid: GridPublic, path: str | os.PathLike[str]) -> Path:
+        """Save a succeeded grid's video to ``path``."""
+        if grid.video is None:
+            raise StepanimError(f"grid {grid.id} has no video ({grid.status})")
+        return self.download(grid.video.url, path)
 
     # Listing (last: the method's name shadows the builtin in the class body)
 

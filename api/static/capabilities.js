@@ -23,6 +23,10 @@ export let caps = FALLBACK;
 // /openapi.json cannot be read.
 export let schema = {};
 
+// The request fields a grid's axis may vary (GridAxis.field of /openapi.json; this list until it is read).
+export let gridFields = ["scheduler", "schedule", "steps", "seed", "guidance_scale", "model", "prompt",
+  "negative_prompt", "strength", "lora"];
+
 export const samplerLabel = (id) => caps.samplers.find((s) => s.id === id)?.label ?? id;
 export const scheduleLabel = (id) => caps.schedules.find((s) => s.id === id)?.label ?? id;
 export const modelInfo = (name) => caps.models.find((m) => m.name === (name || caps.default_model));
@@ -51,7 +55,9 @@ export async function loadCapabilities(api, { onChange, onState }) {
   onState("Loading what this server can do…");
   onChange(caps);
   try {
-    schema = readSchema(await api.get("/openapi.json"));
+    const openapi = await api.get("/openapi.json");
+    schema = readSchema(openapi);
+    gridFields = openapi?.components?.schemas?.GridAxis?.properties?.field?.enum ?? gridFields;
   } catch {
     schema = {}; // the form leaves fields blank: the server applies its defaults
   }

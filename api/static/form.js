@@ -5,6 +5,7 @@
 // fields the user set or changed: the server fills in the rest from the model's defaults.
 import { ApiError } from "./api.js";
 import { caps, modelInfo, samplerLabel, schema, scheduleLabel } from "./capabilities.js";
+import { checkAxes, gridActive, gridBody, placeErrors } from "./gridform.js";
 import { notify, notifyError } from "./notice.js";
 import { $, browserPlays, el, randomSeed } from "./util.js";
 
@@ -35,6 +36,7 @@ const CARRIED = ["capture", "init_image", "renditions", "animation.skip_steps", 
 
 let api = null;
 let onCreated = () => {};
+let onGridCreated = () => {};
 let carried = {}; // path -> value, kept by the "reuse settings" button
 
 const form = () => $("job-form");
@@ -290,6 +292,7 @@ export function readForm() {
 function controlsFor(field) {
   const path = String(field ?? "").replace(/^body\./, "");
   if (path === "width x height") return ["width", "height"];
+  if (path === "grid-x" || path === "grid-y") return [path]; // the grid's axes (gridform.js)
   const name = Object.keys(FIELDS).find((n) => FIELDS[n] === path);
   if (name) return [name];
   for (const prefix of ["loras", "embeddings", "init_image", "prompt", "model"]) {
@@ -440,7 +443,7 @@ async function submit(event) {
   const button = $("submit");
   clearFieldErrors();
   notify("");
-  const local = checkLocally();
+  const local = [...checkLocally(), ...(gridActive() ? checkAxes() : [])];
   if (local.length) {
     showFieldErrors(local);
     notify(local.length > 1 ? "Some fields are out of bounds:" : `${local[0].field}: ${local[0].message}`, {
@@ -449,6 +452,7 @@ async function submit(event) {
     return;
   }
   button.disabled = true;
+  let grid = null; // the body of POST /grids, when the form makes a grid
   try {
     const body = readForm();
     const file = control("init_image").files[0];
@@ -459,20 +463,27 @@ async function submit(event) {
       if (body.strength === undefined && control("strength").value) body.strength = Number(control("strength").value);
     }
     button.textContent = "Submitting…";
-    const job = await api.post("/animations", body);
-    onCreated(job);
+    if (gridActive()) {
+      grid = gridBody(body);
+      onGridCreated(await api.post("/grids", grid));
+    } else {
+      onCreated(await api.post("/animations", body));
+    }
   } catch (error) {
-    if (error instanceof ApiError && error.details.length) showFieldErrors(error.details);
+    if (error instanceof ApiError && error.details.length) {
+      showFieldErrors(grid ? placeErrors(error.details, grid) : error.details);
+    }
     notifyError(error);
   } finally {
     button.disabled = false;
-    button.textContent = "Render";
+    button.textContent = gridActive() ? "Render grid" : "Render";
   }
 }
 
 export function setupForm(options) {
   api = options.api;
   onCreated = options.onCreated;
+  onGridCreated = options.onGridCreated;
   const f = form();
   f.addEventListener("input", (event) => {
     const target = event.target;

@@ -3,8 +3,8 @@ against the whole service on real processes: submit a job through the form, watc
 frames arrive, play the video; API keys; an init image; phone width. A job of the committed
 digits model in the step explorer (stages, ETA, warnings, every image of a batch, the
 slider, two steps side by side, frame and zip downloads, a rendition, reuse settings, new
-seed); the form's bounds and choices from GET /capabilities; a refusal with two causes; the
-API docs offline. Every request the page makes goes to the API's own origin.
+seed); the form's bounds and choices from GET /capabilities; a refusal with two causes; a grid
+from the axis editor (its refusal at the axis, its cells, its video); the API docs offline. Every request the page makes goes to the API's own origin.
 
 Chromium must be installed (``make system-deps`` installs it; ``STEPANIM_CHROMIUM`` names
 another binary); without it these tests fail unless ``STEPANIM_SKIP_BROWSER=1`` is set.
@@ -216,7 +216,7 @@ class PageWatch:
         handled = (
             ("status of 503" in message.text and url.endswith("/capabilities"))
             or "status of 401" in message.text
-            or ("status of 422" in message.text and url.endswith("/animations"))
+            or ("status of 422" in message.text and url.endswith(("/animations", "/grids")))
         )
         if message.type == "error" and not handled:
             self.errors.append(f"{message.text} ({url})")
@@ -646,6 +646,85 @@ def test_the_form_follows_the_server_and_shows_every_cause(page: Any, web: Stack
     # Editing a field clears its message.
     page.fill("#f-steps", "20")
     assert page.is_hidden("[data-field=steps] .field-error")
+
+
+def test_a_grid_from_the_axis_editor_plays_and_links_its_cells(
+    page: Any, web: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page.goto(f"{web.api_url}/")
+    wait_for_form(page)
+    page.select_option("select[name=model]", "digits")
+    page.fill("textarea[name=prompt]", "the number 3")
+    page.fill("input[name=steps]", "3")
+    page.fill("input[name=seed]", "7")
+    page.fill("#f-duration", "1")
+    assert page.is_hidden("#grid-editor")
+    page.check("#grid-mode")
+    assert page.text_content("#submit") == "Render grid"
+    # The fields come from the server (GridAxis.field of /openapi.json); the count from its limits.
+    fields = page.eval_on_selector_all("#grid-x-field option", "options => options.map(o => o.value)")
+    assert {"scheduler", "seed", "steps", "prompt", "guidance_scale"} <= set(fields), fields
+    assert page.eval_on_selector_all("#grid-y-field option", "options => options.map(o => o.value)")[0] == ""
+    page.select_option("#grid-x-field", "seed")
+    page.fill("#grid-x-values", "1, 2")
+    page.select_option("#grid-y-field", "steps")
+    page.fill("#grid-y-values", ", ".join(str(n) for n in range(3, 36)))
+    assert page.text_content("#grid-count") == "66 cells (this server allows up to 64)"
+    page.click("#submit")  # refused here: too many cells, at the axis
+    assert "66 cells is above this server's limit of 64" in page.text_content("[data-field=grid-x] .field-error")
+
+    # A value the server refuses: its cells are named at the axis that varies it.
+    page.fill("#grid-y-values", "3, 2000")
+    assert page.text_content("#grid-count") == "4 cells (this server allows up to 64)"
+    page.click("#submit")
+    page.wait_for_selector("[data-field=grid-y].invalid", timeout=30_000)
+    error = page.text_content("[data-field=grid-y] .field-error")
+    assert "1 × 2000: " in error and "2 × 2000: " in error, error
+    assert page.get_attribute("#grid-y-values", "aria-invalid") == "true"
+    assert page.url.endswith("/")  # nothing was made
+
+    page.select_option("#grid-y-field", "")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r".*#/grids/[0-9a-f]{32}$"), timeout=30_000)
+    grid_id = page.url.rsplit("/", 1)[1]
+    assert page.is_hidden("#job") and page.is_visible("#grid")
+    page.wait_for_function(
+        "() => ['succeeded', 'failed', 'canceled'].includes(document.getElementById('grid-status').dataset.status)",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    assert page.eval_on_selector("#grid-status", "e => e.dataset.status") == "succeeded", page.text_content(
+        "#grid-error"
+    )
+    assert page.text_content("#grid-stage") == "2/2 cells done · 6/6 steps"
+    page.wait_for_function(
+        "() => { const v = document.getElementById('grid-video');"
+        " return !v.hidden && v.currentSrc !== '' && v.readyState >= 2; }",
+        timeout=30_000,
+    )
+    video = page.eval_on_selector("#grid-video", "v => v.currentSrc")
+    assert httpx.get(video, timeout=30).content[4:8] == b"ftyp"
+    assert page.is_hidden("#grid-cancel")
+    headers = page.eval_on_selector_all("#grid-cells thead th", "ths => ths.map(th => th.textContent)")
+    assert headers == ["seed", "1", "2"]
+    links = page.eval_on_selector_all("#grid-cells a.cell-link", "links => links.map(a => a.getAttribute('href'))")
+    grid = httpx.get(f"{web.api_url}/grids/{grid_id}", timeout=30).json()
+    assert links == [f"#/animations/{cell['id']}" for cell in grid["cells"]]
+    screenshot(page, "grid-done.png", capsys)
+
+    # A cell's link opens its own animation; back returns to the grid.
+    page.click("#grid-cells a.cell-link >> nth=1")
+    page.wait_for_url(f"**#/animations/{grid['cells'][1]['id']}", timeout=30_000)
+    wait_for_status(page, "succeeded")
+    assert page.is_hidden("#grid")
+    page.go_back()
+    page.wait_for_selector("#grid:not([hidden])", timeout=30_000)
+    assert page.is_hidden("#job") and page.text_content("#grid-id") == grid_id
+
+    # Opened directly at its address, on a fresh page.
+    page.goto(f"{web.api_url}/#/grids/{grid_id}")
+    page.wait_for_function(
+        "() => document.getElementById('grid-status').dataset.status === 'succeeded'", timeout=30_000
+    )
 
 
 def test_the_api_docs_render_offline(page: Any, web: Stack) -> None:

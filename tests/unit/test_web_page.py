@@ -53,6 +53,8 @@ MODULES = {
     "capabilities.js",
     "explorer.js",
     "form.js",
+    "grid.js",
+    "gridform.js",
     "job.js",
     "notice.js",
     "recent.js",
