@@ -4,7 +4,8 @@ frames arrive, play the video; API keys; an init image; phone width. A job of th
 digits model in the step explorer (stages, ETA, warnings, every image of a batch, the
 slider, two steps side by side, frame and zip downloads, a rendition, reuse settings, new
 seed); the form's bounds and choices from GET /capabilities; a refusal with two causes; a grid
-from the axis editor (its refusal at the axis, its cells, its video); the API docs offline. Every request the page makes goes to the API's own origin.
+from the axis editor (its refusal at the axis, its cells, its video); the API docs offline.
+Every request the page makes goes to the API's own origin.
 
 Chromium must be installed (``make system-deps`` installs it; ``STEPANIM_CHROMIUM`` names
 another binary); without it these tests fail unless ``STEPANIM_SKIP_BROWSER=1`` is set.
