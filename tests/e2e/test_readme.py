@@ -49,6 +49,8 @@ EXPECTED_FILES = {
     "three.mp4": ["three.mp4"],
     "nine.mp4": ["nine.mp4"],
     "six.mp4": ["six.mp4"],
+    "grid.mp4": ["grid.mp4"],
+    "grid4.mp4": ["grid4.mp4"],
     "out.webm": ["out.webm"],
 }
 
