@@ -78,6 +78,12 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {"model": ErrorResponse, "description": "Redis, storage or the queue is unavailable; try again."},
 }
+# Responses of the POSTs that create something from a JSON body with an Idempotency-Key.
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
+    409: {"model": ErrorResponse, "description": "A request with this Idempotency-Key is still being processed."},
+    413: {"model": ErrorResponse, "description": "The body is larger than the server's limit."},
+}
 
 
 def _response(

@@ -26,7 +26,7 @@ from api.deps import (
     rate_limits,
     refuse_if_limited,
 )
-from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
+from api.errors import AUTH_RESPONSES, CREATE_RESPONSES, ApiError, ErrorResponse
 from api.idempotency import fingerprint, key_header, replayed_id
 from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.uploads import prepare_init_image
@@ -336,9 +336,7 @@ PREFER_DESCRIPTION = (
             "it made).",
             "headers": {"Location": {"description": "URL of the job.", "schema": {"type": "string"}}},
         },
-        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
-        409: {"model": ErrorResponse, "description": "A request with this Idempotency-Key is still being processed."},
-        413: {"model": ErrorResponse, "description": "The body is larger than the server's limit."},
+        **CREATE_RESPONSES,
         422: {
             "model": ErrorResponse,
             "description": "Invalid body, a server limit exceeded (named in the message), a refused webhook URL, "

@@ -17,12 +17,12 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdmissionDep, AsyncStoreDep, CreatorDep, PrincipalDep, ServicesDep
-from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse, field_path
+from api.errors import AUTH_RESPONSES, CREATE_RESPONSES, ApiError, ErrorResponse, field_path
 from api.idempotency import fingerprint, key_header
 from api.routes.animations import admit, check_webhook, checked, new_job, refused
 from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.events import EVENT_SCHEMA, LAST_EVENT_ID, event_response
-from api.routes.renditions import RENDITION_EXAMPLE, RENDITION_RESPONSES, make_rendition, rendition_of
+from api.routes.renditions import RENDITION_EXAMPLE, RENDITION_RESPONSES, RenditionId, make_rendition, rendition_of
 from api.routes.uploads import prepare_init_image
 from stepanim import auth, grid_flow, lifecycle
 from stepanim.admission import IdempotencyRequest
@@ -142,9 +142,7 @@ def with_init_image(plan: GridPlan, body: GridCreate, svc: Services, tenant: str
             "it made).",
             "headers": {"Location": {"description": "URL of the grid.", "schema": {"type": "string"}}},
         },
-        400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
-        409: {"model": ErrorResponse, "description": "A request with this Idempotency-Key is still being processed."},
-        413: {"model": ErrorResponse, "description": "The body is larger than the server's limit."},
+        **CREATE_RESPONSES,
         422: {
             "model": ErrorResponse,
             "description": "Invalid body or cell (each named as `cells[x,y].field`), too many cells, or an "
@@ -282,7 +280,7 @@ async def create_grid_rendition(
 def get_grid_rendition(
     *,
     grid: GridDep,
-    rendition_id: Annotated[str, Path(description="The rendition's id.", examples=["3f2a9c0d1e4b5a6c"])],
+    rendition_id: RenditionId,
     svc: ServicesDep,
 ) -> RenditionPublic:
     """One rendition of a grid: status, options and, once it succeeded, a signed video URL."""

@@ -28,6 +28,7 @@ router = APIRouter(prefix="/animations/{animation_id}/renditions", tags=["rendit
 REFUSED_STATUS = {"not_ready": 409, "frames_deleted": 409, "no_frames": 409, "limit_exceeded": 422}
 
 
+RenditionId = Annotated[str, Path(description="The rendition's id.", examples=["3f2a9c0d1e4b5a6c"])]
 RENDITION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
     400: {"model": ErrorResponse, "description": "The body could not be read as UTF-8 JSON."},
@@ -143,7 +144,7 @@ def add(job: Job, body: VideoOptions, svc: Services) -> Rendition:
 def get_rendition(
     *,
     job: JobDep,
-    rendition_id: Annotated[str, Path(description="The rendition's id.", examples=["3f2a9c0d1e4b5a6c"])],
+    rendition_id: RenditionId,
     svc: ServicesDep,
 ) -> RenditionPublic:
     """One rendition: status, options and, once it succeeded, a signed video URL."""

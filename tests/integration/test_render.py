@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-import worker.render
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.cancel import CancelWatch
 from stepanim.events import ProgressEvent
 from stepanim.failures import DecoderUnavailable, InvalidInput, ModelError
 from stepanim.jobs import Job, JobStatus, utcnow
@@ -29,8 +26,7 @@ from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.store import JobStore
-from tests.integration.render_support import capturing, local_services
-from worker.capture import StepCapture
+from tests.integration.render_support import cancel_at_step, capturing, local_services
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, render
 from worker.tiny_model import build_tiny_taesd
@@ -224,31 +220,7 @@ def test_cancel_at_step_k_stops_within_one_step(
     after step k: the watcher thread hears it on the channel, the sampling loop reads no Redis per step."""
     k = 8
     job = new_job(svc, steps=20, seed=9)
-    real_pop = StepCapture.pop
-    steps = 0
-
-    def pop(self: StepCapture) -> Any:  # on the sampling thread, after each step
-        nonlocal steps
-        latents = real_pop(self)
-        if latents is not None:
-            steps += 1
-            if steps == k:
-                svc.store.request_cancel(job.id)
-                # The message arrives in about a millisecond on an idle machine (well within a real
-                # model's step); wait for the watcher rather than guess a time on a loaded one.
-                deadline = time.monotonic() + 10
-                while not watches[0].is_set() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-        return latents
-
-    class RecordedWatch(CancelWatch):
-        def __enter__(self) -> CancelWatch:
-            watches.append(self)
-            return super().__enter__()
-
-    watches: list[CancelWatch] = []
-    monkeypatch.setattr(StepCapture, "pop", pop)
-    monkeypatch.setattr(worker.render, "CancelWatch", RecordedWatch)
+    cancel_at_step(monkeypatch, svc, job.id, k)
     reads: list[str] = []  # every read of a cancel flag, by job id
     real_cancel_requested = JobStore.cancel_requested
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-import worker.render
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.cancel import CancelWatch
 from stepanim.failures import DecoderUnavailable, InvalidInput
 from stepanim.families import FACTS, Family
 from stepanim.jobs import Job, utcnow
@@ -29,8 +26,8 @@ from stepanim.naming import manifest_key, upload_key
 from stepanim.request import AnimationCreate, CaptureOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
-from tests.integration.render_support import local_services
-from worker.capture import StepCapture, latent_family
+from tests.integration.render_support import cancel_at_step, local_services, record_results
+from worker.capture import latent_family
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, make_decoder, render
 from worker.schedulers import make_scheduler
@@ -83,20 +80,6 @@ def new_job(svc: Services, model: str, **request: Any) -> Job:
 
 def images(svc: Services, keys: list[str]) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(svc.storage.get_bytes(k)))) for k in keys]
-
-
-def record_results(monkeypatch: pytest.MonkeyPatch, pipeline_class: type) -> list[torch.Tensor]:
-    """The latents every call of ``pipeline_class`` returns from now on (its ``__call__``, spied)."""
-    results: list[torch.Tensor] = []
-    call = pipeline_class.__call__
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        output = call(self, *args, **kwargs)
-        results.append(output.images)
-        return output
-
-    monkeypatch.setattr(pipeline_class, "__call__", spy)
-    return results
 
 
 def upload_png(svc: Services, width: int, height: int) -> str:
@@ -286,29 +269,7 @@ def test_cancel_stops_a_flux_render_within_one_step(
     """As tests/integration/test_render.py's SD test: a cancel heard while step k samples stops after step k."""
     k = 3
     job = new_job(svc, "tiny-flux", steps=20, seed=9, capture={"decoder": "approx"})
-    real_pop = StepCapture.pop
-    steps = 0
-    watches: list[CancelWatch] = []
-
-    def pop(self: StepCapture) -> Any:  # on the sampling thread, after each step
-        nonlocal steps
-        latents = real_pop(self)
-        if latents is not None:
-            steps += 1
-            if steps == k:
-                svc.store.request_cancel(job.id)
-                deadline = time.monotonic() + 10  # wait for the watcher thread to hear it
-                while not watches[0].is_set() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-        return latents
-
-    class RecordedWatch(CancelWatch):
-        def __enter__(self) -> CancelWatch:
-            watches.append(self)
-            return super().__enter__()
-
-    monkeypatch.setattr(StepCapture, "pop", pop)
-    monkeypatch.setattr(worker.render, "CancelWatch", RecordedWatch)
+    cancel_at_step(monkeypatch, svc, job.id, k)
     with pytest.raises(RenderCanceled):
         render(job, svc, pipes)
     assert len(svc.storage.list_keys(f"jobs/{job.id}/frames/")) == k

@@ -32,7 +32,7 @@ from stepanim.request import AnimationCreate
 from stepanim.samplers import fitting_samplers
 from stepanim.services import Services
 from stepanim.settings import Settings
-from tests.integration.render_support import capturing, local_services
+from tests.integration.render_support import capturing, local_services, record_results
 from worker.capture import decode_approx, latent_family, unpack_for_decoding
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
@@ -105,20 +105,6 @@ def captured_run(base: Any, family: Family, sampler_id: str) -> tuple[torch.Tens
         **extra,
     ).images
     return latents, frames
-
-
-def record_results(monkeypatch: pytest.MonkeyPatch, pipeline_class: type) -> list[torch.Tensor]:
-    """The latents every call of ``pipeline_class`` returns from now on (the class's own ``__call__``, spied)."""
-    results: list[torch.Tensor] = []
-    call = pipeline_class.__call__
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        output = call(self, *args, **kwargs)
-        results.append(output.images)
-        return output
-
-    monkeypatch.setattr(pipeline_class, "__call__", spy)
-    return results
 
 
 @pytest.mark.parametrize(("model", "family", "sampler_id"), CASES)
