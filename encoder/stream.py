@@ -36,6 +36,7 @@ from encoder.ffmpeg import CODECS, FfmpegError, build_args, concat_args, find_bi
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
 from encoder.timing import MIN_STEPS_PER_SEGMENT, Segment, Timeline, kept_frames, segments
+from stepanim.cancel import CancelWatch
 from stepanim.jobs import Job, VideoInfo
 from stepanim.manifest import Manifest
 from stepanim.naming import video_key, video_name
@@ -52,6 +53,14 @@ class Abandon(Exception):
 
 class Stopped(Exception):
     """The job ended without this stream, or its lease was lost: nothing to publish."""
+
+
+def check(deadline: float, should_stop: Callable[[], bool]) -> None:
+    """Raise when the stream must end now: :class:`Stopped` (canceled, lease lost) or past its deadline."""
+    if should_stop():
+        raise Stopped("canceled or lease lost; ffmpeg stopped, nothing published")
+    if time.monotonic() > deadline:
+        raise FfmpegError("ffmpeg ran past the stream's deadline")
 
 
 class Ffmpeg:
@@ -81,10 +90,9 @@ class Ffmpeg:
             raise self.failure()
         return True
 
-    def wait(self, deadline: float) -> None:
+    def wait(self, deadline: float, should_stop: Callable[[], bool]) -> None:
         while not self.done():
-            if time.monotonic() > deadline:
-                raise FfmpegError("ffmpeg ran past the stream's deadline")
+            check(deadline, should_stop)
             time.sleep(0.01)
 
     def kill(self) -> None:
@@ -110,10 +118,10 @@ class PipeEncode:
             self.ffmpeg.proc.wait()
             raise self.ffmpeg.failure() from None
 
-    def finish(self, deadline: float) -> list[Path]:
+    def finish(self, deadline: float, should_stop: Callable[[], bool]) -> list[Path]:
         assert self.ffmpeg.proc.stdin is not None
         self.ffmpeg.proc.stdin.close()
-        self.ffmpeg.wait(deadline)
+        self.ffmpeg.wait(deadline, should_stop)
         return [self.output]
 
     def kill(self) -> None:
@@ -150,11 +158,10 @@ class SegmentEncode:
             self.pending.pop(0)
             self.running.append(Ffmpeg(command))
 
-    def finish(self, deadline: float) -> list[Path]:
+    def finish(self, deadline: float, should_stop: Callable[[], bool]) -> list[Path]:
         while self.pending or self.running:
             self.start_ready(final=True)
-            if time.monotonic() > deadline:
-                raise FfmpegError("ffmpeg ran past the stream's deadline")
+            check(deadline, should_stop)
             time.sleep(0.01)
         return self.outputs
 
@@ -250,10 +257,13 @@ def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed
             raise Abandon(f"the render stored {len(stored)} steps of the {plan.total} planned")
         feed(svc, plan, encodes, stored, fed)
         manifest = Manifest.load(svc.storage, job.id)
-        try:
-            parts = [encode.finish(deadline) for encode in encodes]
-        except FfmpegError as e:
-            raise Abandon(str(e)) from e
+        # From here a cancel ends the job at once (the API's): stop ffmpeg then. The cancel of a render
+        # that hands its partial frames on was cleared before the job became encoding (worker.tasks).
+        with CancelWatch(svc.store, job.id) as cancel:
+            try:
+                parts = [encode.finish(deadline, lambda: cancel.is_set() or lost()) for encode in encodes]
+            except FfmpegError as e:
+                raise Abandon(str(e)) from e
         videos = [
             publish(job, svc, plan, manifest, image_index=index, parts=files, ffmpeg=ffmpeg)
             for index, files in enumerate(parts)

@@ -115,14 +115,14 @@ def stream_task(self: Task, job_id: str) -> None:
             with tempfile.TemporaryDirectory(prefix=f"renditions-{job_id[:8]}-") as tmp:
                 folders = download_images(job, Path(tmp), svc)
                 make_renditions(job, svc, folders=folders, manifest=Manifest.load(svc.storage, job_id))
-    except Stopped as e:
-        log.info("stream: job %s: %s", job_id, e)
-        return
-    except (Abandon, JobFailure, StorageError) as e:
-        log.warning("stream: job %s goes to the post-hoc encode: %s", job_id, e)
+    except (Stopped, Abandon, JobFailure, StorageError) as e:
+        if isinstance(e, Stopped):
+            log.info("stream: job %s: %s", job_id, e)
+        else:
+            log.warning("stream: job %s goes to the post-hoc encode: %s", job_id, e)
         leases.release_lease(self)  # free before the encode task looks
         if svc.store.get(job_id).status == JobStatus.encoding:
-            enqueue_encode(svc.celery, job_id)  # the render's own was turned away while the stream held the job
+            enqueue_encode(svc.celery, job_id)  # the render's own may have been turned away while the stream held it
         return
     metrics.encode_finished(svc.store, seconds=streamed.tail_seconds)  # a stream: its tail only
     keep = job.request.animation.keep_frames
