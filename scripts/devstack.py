@@ -183,8 +183,12 @@ class Stack:
             proc=proc,
         )
 
-    def start_worker(self, role: str, *, concurrency: int | None = None, env: dict[str, str] | None = None) -> Proc:
+    def start_worker(
+        self, role: str, *, concurrency: int | None = None, env: dict[str, str] | None = None, app: str | None = None
+    ) -> Proc:
+        """A Celery worker of ``role``; ``app`` replaces its Celery app module (benchmarks)."""
         module, queue = WORKERS[role]
+        module = app or module
         concurrency = concurrency or DEFAULT_CONCURRENCY.get(role, 1)
         args = [
             sys.executable,
