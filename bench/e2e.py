@@ -6,12 +6,14 @@ the render time (``stepanim_render_step_seconds_sum``) plus the encode time
 hand-off: API → render queue → encode queue → done.
 
     python -m bench.e2e [--jobs 5] [--steps 20]
+    python -m bench.e2e --tail [--jobs 10] [--interpolation none] ...   # see bench.tail
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -21,6 +23,15 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.stack import tiny_stack
+
+
+def metric(api: str, name: str) -> float:
+    """The value of one sample of /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(httpx.get(f"{api}/metrics", timeout=30).text):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    return 0.0
 
 
 def work_seconds(api: str) -> float:
@@ -33,6 +44,12 @@ def work_seconds(api: str) -> float:
 
 
 def main() -> None:
+    if "--tail" in sys.argv:  # last frame stored -> video URL, streaming against post hoc (bench.tail)
+        from bench.tail import main as tail
+
+        sys.argv.remove("--tail")
+        tail()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)

@@ -170,23 +170,14 @@ def video_filter(timeline: Timeline, interpolation: Interpolation, segment: Segm
     return ",".join(steps)
 
 
-def _input_args(ffmpeg: str, pattern: Path, start_number: int, timeline: Timeline) -> list[str]:
+def _input_args(ffmpeg: str, pattern: Path | None, start_number: int, timeline: Timeline) -> list[str]:
+    """Frames from files matching ``pattern`` (image2), or, with None, images one after the other on stdin."""
     rate = timeline.input_rate
-    return [
-        ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-xerror",
-        "-y",
-        "-framerate",
-        f"{rate.numerator}/{rate.denominator}",
-        "-start_number",
-        str(start_number),
-        "-i",
-        str(pattern),
-    ]
+    args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-xerror", "-y"]
+    args += ["-framerate", f"{rate.numerator}/{rate.denominator}"]
+    if pattern is None:
+        return [*args, "-f", "image2pipe", "-i", "pipe:0"]
+    return [*args, "-nostdin", "-start_number", str(start_number), "-i", str(pattern)]
 
 
 def _metadata_args(spec: CodecSpec, metadata: dict[str, str]) -> list[str]:
@@ -200,7 +191,7 @@ def _metadata_args(spec: CodecSpec, metadata: dict[str, str]) -> list[str]:
 def build_args(
     *,
     ffmpeg: str,
-    pattern: Path,
+    pattern: Path | None,
     start_number: int = 1,
     output: Path,
     timeline: Timeline,
@@ -208,12 +199,15 @@ def build_args(
     interpolation: Interpolation,
     metadata: dict[str, str],
     segment: Segment | None = None,
+    bare: bool = False,
 ) -> list[str]:
-    """The full ffmpeg command for frames matching ``pattern`` (an image2 pattern, e.g. %05d.png).
+    """The full ffmpeg command for frames matching ``pattern`` (an image2 pattern, e.g. %05d.png),
+    or, with ``pattern`` None, for the images written to its stdin (a stream: ``encoder.stream``).
 
     Reading starts at frame ``start_number``: that is how initial steps are skipped.
     With ``segment`` the command makes only that segment's frames, with no metadata
-    or container flags (``concat_args`` adds them when the segments are joined).
+    or container flags (``concat_args`` adds them when the segments are joined); ``bare``
+    leaves them out of a whole video too (a stream is joined the same way at its end).
     """
     spec = CODECS[codec]
     args = _input_args(ffmpeg, pattern, start_number, timeline)
@@ -237,7 +231,7 @@ def build_args(
     args += ["-frames:v", str(frames)]
     if spec.encoder:
         args += ["-c:v", spec.encoder, *spec.args]
-    if segment is None:
+    if segment is None and not bare:
         args += [*spec.mux_args, *_metadata_args(spec, metadata)]
     args.append(str(output))
     return args

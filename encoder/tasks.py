@@ -2,6 +2,10 @@
 
 - encode: encodes a rendered job's frames, marks it succeeded; the same task makes a
   rendition (``rendition_id``) of a finished job (or grid) from its stored frames;
+- stream: starts with a job's render and encodes its frames as they are stored
+  (``encoder.stream``); it holds the job's encode lease, so the encode task that the render
+  sends at its end finds the job taken. Whatever the stream cannot finish it hands back
+  to the encode task, which makes the video from the stored frames;
 - grid: moves a grid on (``stepanim.grid_flow``: fan-out, wait, fail) and, once its cells are
   done, composes its video (``encoder.grid``).
 
@@ -11,8 +15,10 @@ When the worker starts it publishes what its ffmpeg supports.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from celery import Task
@@ -22,17 +28,20 @@ from encoder import capabilities
 from encoder.app import app
 from encoder.ffmpeg import EncodeCanceled
 from encoder.grid import compose_video
-from encoder.job import delete_frames, encode_job, encode_rendition
+from encoder.job import delete_frames, download_images, encode_job, encode_rendition, make_renditions
+from encoder.stream import Abandon, Stopped, stream_job
 from stepanim import grid_flow, leases, lifecycle, metrics
 from stepanim.cancel import CancelWatch
 from stepanim.failures import EncodeError, JobFailure
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
-from stepanim.queues import ENCODE_TASK, GRID_TASK
+from stepanim.manifest import Manifest
+from stepanim.queues import ENCODE_TASK, GRID_TASK, STREAM_TASK, enqueue_encode
 from stepanim.retries import retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import NotFound, StorageError
 from stepanim.store import JobNotFound
+from stepanim.video_options import streamable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,46 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
         svc, job_id, videos=outcome.videos, archive=outcome.archive, frames_deleted=outcome.frames_deleted
     )
     if outcome.frames_deleted:
+        delete_frames(job, svc)
+
+
+@app.task(name=STREAM_TASK, bind=True)
+def stream_task(self: Task, job_id: str) -> None:
+    svc = services()
+    try:
+        job = svc.store.get(job_id)
+    except JobNotFound:
+        return
+    if job.status not in (JobStatus.rendering, JobStatus.encoding) or not streamable(job.request.animation):
+        return
+    lease = leases.acquire_lease(svc.leases, job_id, stage="encode", task=self, ttl=svc.settings.lease_seconds)
+    if lease is None:
+        return  # the encode task (or another stream) has the job
+    try:
+        streamed = stream_job(job, svc, lost=lease.lost.is_set)
+        job = svc.store.get(job_id)
+        if job.request.renditions:  # asked for up front: made after the stream, from the stored frames
+            with tempfile.TemporaryDirectory(prefix=f"renditions-{job_id[:8]}-") as tmp:
+                folders = download_images(job, Path(tmp), svc)
+                make_renditions(job, svc, folders=folders, manifest=Manifest.load(svc.storage, job_id))
+    except (Stopped, Abandon, JobFailure, StorageError) as e:
+        if isinstance(e, Stopped):
+            log.info("stream: job %s: %s", job_id, e)
+        else:
+            log.warning("stream: job %s goes to the post-hoc encode: %s", job_id, e)
+        leases.release_lease(self)  # free before the encode task looks
+        if svc.store.get(job_id).status == JobStatus.encoding:
+            enqueue_encode(svc.celery, job_id)  # the render's own may have been turned away while the stream held it
+        return
+    metrics.encode_finished(svc.store, seconds=streamed.tail_seconds)  # a stream: its tail only
+    keep = job.request.animation.keep_frames
+    try:
+        job = lifecycle.finish_encoding(svc, job_id, videos=streamed.videos, frames_deleted=not keep)
+    except lifecycle.TransitionError as e:  # canceled as the videos were uploaded
+        log.info("stream: job %s: %s", job_id, e)
+        return
+    log.info("stream: job %s published, %.3fs after its render ended", job_id, streamed.tail_seconds)
+    if not keep:
         delete_frames(job, svc)
 
 

@@ -1,5 +1,5 @@
 """Start the whole service as local processes: a private redis-server, the API, the
-render, encode and notify workers, and the reconciler. Used by ``make demo``, ``make serve`` and the tests,
+render, encode, stream and notify workers, and the reconciler. Used by ``make demo``, ``make serve`` and the tests,
 so all three run the service the same way.
 """
 
@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKERS = {
     "render": ("worker.app", "render"),
     "encode": ("encoder.app", "encode"),
+    "stream": ("encoder.app", "stream"),  # encodes that follow renders (encoder.stream): mostly waiting
     "notify": ("notify.app", "notify"),
 }
+# A stream waits for frames most of its life: threads, so that waiting streams hold no process
+# (and no CPU slot of the encode queue); several per render worker (docs/scaling.md).
+POOL_ARGS = {"stream": ["--pool", "threads"]}
+DEFAULT_CONCURRENCY = {"stream": 4}
 
 
 # Development mode with the per-key limits lifted: for fault tests and benchmarks that
@@ -178,8 +183,13 @@ class Stack:
             proc=proc,
         )
 
-    def start_worker(self, role: str, *, concurrency: int = 1, env: dict[str, str] | None = None) -> Proc:
+    def start_worker(
+        self, role: str, *, concurrency: int | None = None, env: dict[str, str] | None = None, app: str | None = None
+    ) -> Proc:
+        """A Celery worker of ``role``; ``app`` replaces its Celery app module (benchmarks)."""
         module, queue = WORKERS[role]
+        module = app or module
+        concurrency = concurrency or DEFAULT_CONCURRENCY.get(role, 1)
         args = [
             sys.executable,
             "-m",
@@ -191,6 +201,7 @@ class Stack:
             queue,
             "-c",
             str(concurrency),
+            *POOL_ARGS.get(role, []),
             "-n",
             f"{role}-{os.getpid()}-{len(self.procs)}@%h",
             "--loglevel",

@@ -76,7 +76,7 @@ def main() -> int:
     try:
         stack.start_redis(appendonly=True)  # history survives a restart of make serve
         stack.start_api()
-        for role in ("render", "encode", "notify"):
+        for role in ("render", "encode", "stream", "notify"):
             stack.start_worker(role)
         stack.start_reconciler()
         print(

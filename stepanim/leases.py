@@ -145,6 +145,14 @@ def acquire_lease(leases: Leases, job_id: str, *, stage: str, task: Any, ttl: in
     return lease
 
 
+def release_lease(task: Any) -> None:
+    """Release the running ``task``'s lease now, before it ends (a successor it hands the job to
+    must find the lease free); the ``task_postrun`` hook then has nothing left to do."""
+    lease = held.pop(task.request.id, None)
+    if lease is not None:
+        lease.release()
+
+
 def on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     """Release the ending task's lease, or hand it to the task's retry."""
     lease = held.pop(task_id or "", None)

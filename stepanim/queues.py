@@ -14,10 +14,12 @@ from stepanim.settings import Settings
 RENDER_QUEUE = "render"
 ENCODE_QUEUE = "encode"
 NOTIFY_QUEUE = "notify"
+STREAM_QUEUE = "stream"  # encodes that follow a render as its frames land (encoder, threads pool)
 
 RENDER_TASK = "stepanim.render"
 ENCODE_TASK = "stepanim.encode"
 NOTIFY_TASK = "stepanim.notify"
+STREAM_TASK = "stepanim.stream"  # the encode that runs while the frames arrive (encoder.stream)
 GRID_TASK = "stepanim.grid"  # a grid's fan-out and, once its cells are done, its composition (the encoder)
 
 ROUTES = {
@@ -25,13 +27,14 @@ ROUTES = {
     ENCODE_TASK: {"queue": ENCODE_QUEUE},
     NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
     GRID_TASK: {"queue": ENCODE_QUEUE},
+    STREAM_TASK: {"queue": STREAM_QUEUE},
 }
 
 
 def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
     app = Celery("stepanim", broker=settings.celery_broker_url, include=include or [])
     app.conf.update(
-        task_queues=[Queue(name) for name in (RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE)],  # type: ignore[no-untyped-call]
+        task_queues=[Queue(name) for name in (RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE, STREAM_QUEUE)],  # type: ignore[no-untyped-call]
         task_create_missing_queues=False,
         task_routes=ROUTES,
         task_default_queue=NOTIFY_QUEUE,
@@ -58,6 +61,11 @@ def enqueue_render(app: Celery, job_id: str) -> None:
 
 def enqueue_encode(app: Celery, job_id: str) -> None:
     app.send_task(ENCODE_TASK, args=[job_id], queue=ENCODE_QUEUE)
+
+
+def enqueue_stream(app: Celery, job_id: str) -> None:
+    """The streaming encode of a job whose render has just started (``encoder.stream``)."""
+    app.send_task(STREAM_TASK, args=[job_id], queue=STREAM_QUEUE)
 
 
 def enqueue_rendition(app: Celery, job_id: str, rendition_id: str) -> None:

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     encode_parallelism: int = Field(
         0, ge=0, description="ffmpeg processes one motion-interpolated encode may run at once; 0 = CPU count."
     )
+    streaming: bool = Field(
+        True,
+        description="Encode while the frames arrive: a job's stream task (queue 'stream') starts with its render, "
+        "so only the tail is left at the last step; off: every video is encoded after its render.",
+    )
 
     # Webhooks.
     webhook_secret: str = Field(DEV_WEBHOOK_SECRET, description="Standard Webhooks signing secret (whsec_...).")

@@ -125,6 +125,15 @@ class JobStore:
         entries: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(self.keys.events(job_id), min=start)  # type: ignore[assignment]
         return [(_text(eid), parse_event(fields[b"data"])) for eid, fields in entries]
 
+    def wait_events(self, job_id: str, after: str, *, block_ms: int, count: int = 500) -> list[tuple[str, JobEvent]]:
+        """Events after ``after`` (a stream id; ``0-0`` for all), waiting up to ``block_ms`` for one."""
+        reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = self.redis.xread(  # type: ignore[assignment]
+            {self.keys.events(job_id): after}, count=count, block=max(1, block_ms)
+        )
+        return [
+            (_text(eid), parse_event(fields[b"data"])) for _stream, entries in reply or [] for eid, fields in entries
+        ]
+
     # Cancel flag ------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
         """Set the job's cancel flag and announce it on the channel of the same name."""

@@ -82,3 +82,9 @@ class AnimationOptions(VideoOptions):
 
 
 MAX_RENDITIONS = 8  # per job, requested up front and added later together
+
+
+def streamable(options: AnimationOptions) -> bool:
+    """Whether a job's video can be encoded while its frames arrive (``encoder.stream``): not a
+    frames-only job, and not a GIF (its palette is made from the whole clip)."""
+    return not options.frames_only and options.codec != Codec.gif

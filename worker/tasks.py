@@ -15,12 +15,13 @@ from stepanim import adapter_shapes, adapters, leases, lifecycle, metrics, model
 from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
-from stepanim.queues import RENDER_TASK, enqueue_encode
+from stepanim.queues import RENDER_TASK, enqueue_encode, enqueue_stream
 from stepanim.retries import retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import StorageError
 from stepanim.store import JobNotFound
+from stepanim.video_options import streamable
 from worker.adapters import text_encoder_lora_problem
 from worker.app import app
 from worker.pipelines import PipelineCache
@@ -96,6 +97,8 @@ def render_task(self: Task, job_id: str) -> None:
     except lifecycle.TransitionError as e:
         log.info("render: job %s ended before it started: %s", job_id, e)  # canceled meanwhile
         return
+    if svc.settings.streaming and streamable(job.request.animation):
+        enqueue_stream(svc.celery, job_id)  # its encode follows the frames as they are stored (encoder.stream)
     try:
         result = render(job, svc, pipelines())
     except RenderCanceled:

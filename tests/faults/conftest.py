@@ -155,7 +155,7 @@ def make_service(
         stacks.append(stack)
         stack.start_redis(appendonly=appendonly)
         stack.start_api()
-        for role in ("render", "encode", "notify"):
+        for role in ("render", "encode", "stream", "notify"):
             stack.start_worker(role)
         stack.start_reconciler()
         return Service(stack=stack, s3=s3, storage_dir=storage_dir)

@@ -54,7 +54,7 @@ def test_render_worker_killed_mid_render(make_service: Callable[..., Service]) -
 
 
 def test_encoder_killed_mid_encode(make_service: Callable[..., Service]) -> None:
-    service = make_service()
+    service = make_service(STEPANIM_STREAMING="false")  # the post-hoc encode (test_streaming.py: a stream)
     steps = 30
     # A long motion-interpolated video: seconds of ffmpeg work to interrupt.
     job_id = service.post(body(steps=steps, animation={"duration": 60, "fps": 60, "interpolation": "mci"}))

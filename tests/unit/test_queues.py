@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kombu import Queue  # type: ignore[attr-defined]
 
-from stepanim.queues import ENCODE_QUEUE, NOTIFY_QUEUE, RENDER_QUEUE, ROUTES, make_celery
+from stepanim.queues import ENCODE_QUEUE, NOTIFY_QUEUE, RENDER_QUEUE, ROUTES, STREAM_QUEUE, make_celery
 from stepanim.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_queues_are_explicit_and_tasks_are_acknowledged_after_they_ran() -> None:
     conf = make_celery(Settings(_env_file=None, visibility_timeout=7200, task_time_limit_seconds=3000)).conf  # type: ignore[call-arg]
-    assert [q.name for q in conf.task_queues] == [RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE]
+    assert [q.name for q in conf.task_queues] == [RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE, STREAM_QUEUE]
     assert all(isinstance(q, Queue) for q in conf.task_queues)
     assert conf.task_create_missing_queues is False  # a typo in a queue name fails instead of making a queue
     assert conf.task_acks_late is True and conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1  # one job per process: no job waits behind a long one
     assert conf.broker_transport_options["visibility_timeout"] == 7200
     assert (conf.task_soft_time_limit, conf.task_time_limit) == (3000, 3060)
-    assert {route["queue"] for route in ROUTES.values()} == {RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE}
+    assert {route["queue"] for route in ROUTES.values()} == {RENDER_QUEUE, ENCODE_QUEUE, NOTIFY_QUEUE, STREAM_QUEUE}
 
 
 def imported_by(code: str) -> list[str]:

@@ -1,0 +1,207 @@
+"""The streaming encode (encoder.stream) against real Redis, real storage (S3 via moto, and the
+local backend) and the real ffmpeg. The test plays the render worker: it stores each step's
+frames and records progress through the same lifecycle functions, while ``stream_job`` runs
+in a thread; then the same frames are encoded post hoc and the two videos compared."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from encoder.job import encode_job
+from encoder.stream import Abandon, Stopped, Streamed, stream_job
+from stepanim import lifecycle
+from stepanim.admission import admit_now
+from stepanim.jobs import Job, JobImage, utcnow
+from stepanim.manifest import Manifest, ManifestImage
+from stepanim.naming import frame_key, frame_name
+from stepanim.request import AnimationCreate
+from stepanim.services import Services
+from tests.integration.test_encode_job import PROMPT, SEED, png, svc
+
+__all__ = ["svc"]
+
+
+def new_job(svc: Services, *, steps: int, batch_size: int = 1, **request: Any) -> Job:
+    now = utcnow()
+    body = {"prompt": PROMPT, "steps": steps, "seed": SEED, "batch_size": batch_size, **request}
+    job = Job(
+        id=uuid.uuid4().hex,
+        request=AnimationCreate.model_validate(body),
+        model="tiny",
+        seed=SEED,
+        created_at=now,
+        updated_at=now,
+    )
+    admit_now(svc.store, job)
+    return lifecycle.start_rendering(svc, job.id)
+
+
+def render(
+    svc: Services,
+    job: Job,
+    *,
+    steps_run: int | None = None,
+    pace: float = 0.02,
+    on_step: Callable[[int], None] | None = None,
+) -> list[JobImage]:
+    """What the render worker does: per step, its frames stored and progress recorded; at the end the
+    manifest and the hand-over to encoding."""
+    lifecycle.enter_stage(svc, job.id, "loading_model")
+    lifecycle.enter_stage(svc, job.id, "sampling")
+    total = job.request.steps
+    run = total if steps_run is None else steps_run
+    batch = job.request.batch_size
+    images = [JobImage(batch_index=i, seed=SEED + i, frames=[]) for i in range(batch)]
+    for step in range(1, run + 1):
+        keys = []
+        for index in range(batch):
+            name = frame_name(batch_count=0, batch_index=index, step=step, seed=SEED + index, prompt=PROMPT)
+            key = frame_key(job.id, name)
+            svc.storage.put_bytes(key, png(step, index), "image/png")
+            images[index].frames.append(key)
+            keys.append(key)
+        lifecycle.record_progress(svc, job.id, step=step, total=total, latest_frames=keys)
+        if on_step is not None:
+            on_step(step)
+        time.sleep(pace)
+    Manifest(
+        job_id=job.id,
+        model="tiny",
+        prompt=PROMPT,
+        width=48,
+        height=48,
+        steps=total,
+        steps_run=run,
+        total_steps=total,
+        complete=run == total,
+        scheduler="euler",
+        guidance_scale=7.5,
+        seed=SEED,
+        batch_size=batch,
+        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in images],
+    ).save(svc.storage)
+    return images
+
+
+class Streaming:
+    """``stream_job`` in a thread, started before the render."""
+
+    def __init__(self, svc: Services, job: Job) -> None:
+        self.result: Streamed | BaseException | None = None
+        self.lost = threading.Event()
+
+        def run() -> None:
+            try:
+                self.result = stream_job(job, svc, lost=self.lost.is_set)
+            except BaseException as e:  # handed to the test
+                self.result = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> Streamed | BaseException | None:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the stream did not end"
+        return self.result
+
+
+def frame_hashes(path: Path) -> list[str]:
+    """The MD5 of every decoded frame (ffmpeg's framemd5 muxer)."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "framemd5", "-"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def video_file(svc: Services, key: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{uuid.uuid4().hex}-{Path(key).name}"
+    svc.storage.download(key, path)
+    return path
+
+
+@pytest.mark.parametrize("interpolation", ["none", "blend", "mci"])
+def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, interpolation: str) -> None:
+    animation = {"duration": 1.5, "interpolation": interpolation, "skip_steps": 2, "hold_last": 0.5}
+    job = new_job(svc, steps=12, animation=animation)
+    stream = Streaming(svc, job)
+    images = render(svc, job)
+    lifecycle.start_encoding(svc, job.id, images)
+    streamed = stream.join()
+    assert isinstance(streamed, Streamed), streamed
+    (a,) = streamed.videos
+    streamed_file = video_file(svc, a.key, tmp_path)  # the post-hoc encode writes the same key
+    post_hoc = encode_job(svc.store.get(job.id), svc).videos
+    assert post_hoc is not None
+    (b,) = post_hoc
+    assert (a.key, a.filename) == (b.key, b.filename) == (a.key, f"{SEED}-a quoted prompt with ✨.mp4")
+    assert a.frames == b.frames == 60  # (1.5 s + 0.5 s held) at 30 fps
+    assert a.duration == pytest.approx(b.duration, abs=0.001) and a.duration == pytest.approx(2.0, abs=0.05)
+    assert streamed.tail_seconds < 10
+    if interpolation == "none":  # the same frames, to the bit
+        assert frame_hashes(streamed_file) == frame_hashes(video_file(svc, b.key, tmp_path))
+
+
+def test_stream_stops_when_the_job_is_canceled(svc: Services) -> None:
+    job = new_job(svc, steps=10)
+    stream = Streaming(svc, job)
+
+    def cancel_at(step: int) -> None:
+        if step == 4:
+            lifecycle.cancel(svc, job.id)
+
+    render(svc, job, on_step=cancel_at)  # its progress is no longer recorded: the job is canceled
+    assert isinstance(stream.join(), Stopped)
+
+
+def test_a_render_that_made_fewer_steps_goes_to_the_post_hoc_encode(svc: Services) -> None:
+    job = new_job(svc, steps=10, animation={"run_on_incomplete": True})
+    stream = Streaming(svc, job)
+    images = render(svc, job, steps_run=6)  # canceled, or a sampler that exited early
+    lifecycle.start_encoding(svc, job.id, images)
+    assert isinstance(stream.join(), Abandon)
+    videos = encode_job(svc.store.get(job.id), svc).videos
+    assert videos is not None and videos[0].frames == 150  # the default 5 s at 30 fps, of 6 steps
+
+
+def test_a_restarted_render_goes_to_the_post_hoc_encode(svc: Services) -> None:
+    job = new_job(svc, steps=8)
+    stream = Streaming(svc, job)
+
+    def restart_at(step: int) -> None:
+        if step == 3:  # the worker is lost; the re-enqueued render loads its model again
+            lifecycle.enter_stage(svc, job.id, "loading_model")
+
+    images = render(svc, job, on_step=restart_at)
+    lifecycle.start_encoding(svc, job.id, images)
+    assert isinstance(stream.join(), Abandon)
+
+
+def test_lost_lease_stops_the_stream(svc: Services) -> None:
+    job = new_job(svc, steps=8)
+    stream = Streaming(svc, job)
+    stream.lost.set()
+    assert isinstance(stream.join(), Stopped)
+
+
+def test_a_batch_streams_one_video_per_image(svc: Services, tmp_path: Path) -> None:
+    job = new_job(svc, steps=6, batch_size=2, animation={"duration": 1})
+    stream = Streaming(svc, job)
+    images = render(svc, job)
+    lifecycle.start_encoding(svc, job.id, images)
+    streamed = stream.join()
+    assert isinstance(streamed, Streamed), streamed
+    assert [v.filename for v in streamed.videos] == [
+        f"{SEED}-a quoted prompt with ✨.mp4",
+        f"{SEED + 1}-a quoted prompt with ✨.mp4",
+    ]
+    assert [v.frames for v in streamed.videos] == [30, 30]
+    first, second = (frame_hashes(video_file(svc, v.key, tmp_path)) for v in streamed.videos)
+    assert first != second  # each image its own frames
