@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api import docs, errors, openapi, web
+from api.dispatch import TaskSender
 from api.limits import BodySizeLimit
 from api.routes import animations, capabilities, events, files, frames, grids, health, renditions, uploads, webhooks
 from api.routes import metrics as metrics_routes
 from stepanim.admission import Admission
 from stepanim.logs import setup_logging
+from stepanim.queues import enqueue_renders
 from stepanim.services import Services
 from stepanim.settings import Settings, get_settings
 from stepanim.store import AsyncJobStore
@@ -46,9 +49,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # of the collector's full passes, which would otherwise walk all of it, every time, in
         # the middle of a request (tens of milliseconds on a small machine).
         gc.freeze()
+        celery = app.state.services.celery
+        app.state.task_sender = sender = TaskSender(lambda job_ids: enqueue_renders(celery, job_ids))
         try:
             yield
         finally:
+            await run_in_threadpool(sender.close)
             await client.aclose()
 
     app = FastAPI(

@@ -59,6 +59,13 @@ def enqueue_render(app: Celery, job_id: str) -> None:
     app.send_task(RENDER_TASK, args=[job_id], queue=RENDER_QUEUE)
 
 
+def enqueue_renders(app: Celery, job_ids: list[str]) -> None:
+    """The render tasks of several jobs, in order, through one producer (the API's task sender)."""
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(RENDER_TASK, args=[job_id], queue=RENDER_QUEUE, producer=producer)
+
+
 def enqueue_encode(app: Celery, job_id: str) -> None:
     app.send_task(ENCODE_TASK, args=[job_id], queue=ENCODE_QUEUE)
 

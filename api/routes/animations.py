@@ -37,7 +37,6 @@ from stepanim.auth import Principal
 from stepanim.jobs import Job, JobStatus, Progress, utcnow
 from stepanim.model_catalog import ModelInfo, misfits, vocabulary_warnings, with_defaults
 from stepanim.public import NEW_JOB_EXTRAS, AnimationList, AnimationPublic, to_public
-from stepanim.queues import enqueue_render
 from stepanim.request import MAX_SEED, AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
@@ -204,17 +203,8 @@ async def accept(
             await admission.release_claim(idem)
         raise
     if not replayed:
-        await send_render(svc, job.id)
+        request.app.state.task_sender.send(job.id)  # api/dispatch.py: off the request path
     return job, replayed
-
-
-async def send_render(svc: Services, job_id: str) -> None:
-    """Send the stored job's render task. If the broker refuses it, the job is stored all the
-    same: the reconciler sends the task of a queued job that has none (``stepanim.admission``)."""
-    try:
-        await run_in_threadpool(enqueue_render, svc.celery, job_id)
-    except Exception as e:
-        log.warning("job %s stored but its render task not sent (%s); the reconciler will send it", job_id, e)
 
 
 async def admit(
