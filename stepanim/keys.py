@@ -8,6 +8,7 @@
   the same name that tells the render or encode worker at once (``stepanim.cancel``)
 - ``<p>:job:<id>:lease:<stage>``    who works on the job's render or encode now (``stepanim.leases``)
 - ``<p>:job:<id>:requeues``         how often the reconciler re-enqueued the job
+- ``<p>:job:<id>:resent``           the reconciler sent its task less than a lease ago
 - ``<p>:job:<id>:deliveries``       the job's webhook delivery attempts (a capped list)
 - ``<p>:job:<id>:throttle:<name>``  set while a throttled action (progress webhook) must wait
 - ``<p>:jobs:open``                 sorted set of the jobs not yet terminal (score: creation time)
@@ -54,6 +55,9 @@ class Keys:
 
     def requeues(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:requeues"
+
+    def resent(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:resent"
 
     def deliveries(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:deliveries"
@@ -112,5 +116,6 @@ class Keys:
             self.lease(job_id, "render"),
             self.lease(job_id, "encode"),
             self.requeues(job_id),
+            self.resent(job_id),
             self.deliveries(job_id),
         ]

@@ -73,6 +73,7 @@ class Observation:
     waiting: bool  # a message for the job's current stage waits in its queue
     delivered_at: float | None = None  # newest unacknowledged delivery of that message
     grid: bool = False  # a grid: its own task (stepanim.grid_flow) moves it on at every status
+    resent: bool = False  # the reconciler sent its task less than a lease ago (still on its way)
 
 
 def stage_of(job: Job) -> str:
@@ -87,10 +88,12 @@ STAGE_TASK = {"render": RENDER_TASK, "encode": ENCODE_TASK, "grid": GRID_TASK}
 
 def decide(obs: Observation, *, now: float, grace: float) -> Action:
     """Whether a job is lost. ``grace`` (the lease length) covers the short moments in which a
-    job is legitimately in no list: between store and enqueue, between delivery and lease."""
+    job is legitimately in no list: between store and enqueue, between delivery and lease, and
+    after the reconciler sent its task again (a message popped from its queue is in no list
+    until the worker has filed it as unacknowledged)."""
     if obs.status is None or obs.status.is_terminal():
         return Action.forget
-    if obs.leased or obs.waiting:
+    if obs.leased or obs.waiting or obs.resent:
         return Action.keep
     if obs.delivered_at is not None and now - obs.delivered_at < grace:
         return Action.keep
@@ -115,6 +118,7 @@ def observe(svc: Services, job_ids: list[str]) -> list[Observation]:
     jobs = svc.store.get_many(job_ids)
     stages = [stage_of(job) if job is not None else "render" for job in jobs]
     holders = svc.leases.holders(list(zip(job_ids, stages, strict=True)))
+    resent = svc.store.resent(job_ids)
     # A rendering grid is worked on while any of its cells is (the cells are reconciled themselves).
     busy_grids = {
         job.id for job in jobs if job is not None and job.status == JobStatus.rendering and cells_open(svc, job)
@@ -129,7 +133,7 @@ def observe(svc: Services, job_ids: list[str]) -> list[Observation]:
         if found is not None:
             delivered[found] = max(at, delivered.get(found, 0.0))
     observations = []
-    for job_id, job, stage, holder in zip(job_ids, jobs, stages, holders, strict=True):
+    for job_id, job, stage, holder, again in zip(job_ids, jobs, stages, holders, resent, strict=True):
         if job is None:
             observations.append(Observation(status=None, updated_at=0.0, leased=False, waiting=False))
             continue
@@ -142,6 +146,7 @@ def observe(svc: Services, job_ids: list[str]) -> list[Observation]:
                 waiting=key in waiting,
                 delivered_at=delivered.get(key),
                 grid=job.kind == "grid",
+                resent=again,
             )
         )
     return observations
@@ -181,7 +186,7 @@ def reconcile_once(svc: Services) -> Report:
 
 def _requeue(svc: Services, job_id: str, action: Action, report: Report) -> None:
     stage = {Action.requeue_encode: "encode", Action.requeue_grid: "grid"}.get(action, "render")
-    count = svc.store.count_requeue(job_id)
+    count = svc.store.count_requeue(job_id, in_flight_seconds=svc.settings.lease_seconds)
     if count > svc.settings.reconcile_max_requeues:
         message = f"the job lost its worker {count} times (last in {stage}); giving up"
         log.error("reconciler: job %s: %s", job_id, message, extra={"job_id": job_id})

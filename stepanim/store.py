@@ -177,14 +177,23 @@ class JobStore:
         """The job is terminal: the reconciler need not look at it again."""
         self.redis.zrem(self.keys.open_jobs(), job_id)
 
-    def count_requeue(self, job_id: str) -> int:
-        """Count one more re-enqueue of a lost job; returns the new count."""
+    def count_requeue(self, job_id: str, *, in_flight_seconds: float) -> int:
+        """Count one more re-enqueue of a lost job and note that its task is on its way for
+        ``in_flight_seconds`` (:meth:`resent`); returns the new count."""
         key = self.keys.requeues(job_id)
         with self.redis.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, self.ttl_seconds)
-            count, _ = pipe.execute()
+            pipe.set(self.keys.resent(job_id), 1, px=max(1, int(in_flight_seconds * 1000)))
+            count, _, _ = pipe.execute()
         return int(count)
+
+    def resent(self, job_ids: list[str]) -> list[bool]:
+        """For each job, whether the reconciler re-enqueued it within its in-flight time: its task
+        may be between the queue and a worker, where the broker shows it nowhere for a moment."""
+        if not job_ids:
+            return []
+        return [bool(n) for n in self.redis.mget([self.keys.resent(job_id) for job_id in job_ids])]
 
     # Uploads ----------------------------------------------------------------------
     def set_upload_owner(self, upload_id: str, tenant: str) -> None:

@@ -111,7 +111,7 @@ def service(
 DIGITS_MODEL = ROOT / "models" / "digits"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one stack for every module that renders with digits
 def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The whole service on the committed digits model (local storage, development mode)."""
     assert (DIGITS_MODEL / "model_index.json").is_file(), f"the committed model is missing: {DIGITS_MODEL}"

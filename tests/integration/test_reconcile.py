@@ -148,6 +148,8 @@ def test_a_job_that_keeps_losing_its_worker_fails_as_lost(svc: Services) -> None
     for _ in range(svc.settings.reconcile_max_requeues):
         assert reconcile.reconcile_once(svc).actions == {"requeue_render": 1}
         svc.store.redis.delete(RENDER_QUEUE)  # the worker that took it died again
+        assert reconcile.reconcile_once(svc).actions == {"keep": 1}  # its resent task may be on its way
+        svc.store.redis.delete(svc.store.keys.resent(job.id))  # a lease later
     report = reconcile.reconcile_once(svc)
     assert report.failed_lost == [job.id]
     failed = svc.store.get(job.id)

@@ -33,6 +33,13 @@ def test_a_message_delivered_moments_ago_is_given_time_to_take_the_lease() -> No
     assert decide(obs(JobStatus.queued, delivered_at=NOW - 60), now=NOW, grace=GRACE) == Action.requeue_render
 
 
+@pytest.mark.parametrize("status", [JobStatus.queued, JobStatus.rendering, JobStatus.encoding])
+def test_a_job_whose_task_the_reconciler_just_sent_again_is_not_lost_again(status: JobStatus) -> None:
+    """Found in a fault test: the resent message was popped from its queue and not yet filed as
+    unacknowledged by the restarting worker, so the broker showed it nowhere; a second resend followed."""
+    assert decide(obs(status, resent=True), now=NOW, grace=GRACE) == Action.keep
+
+
 def test_a_job_changed_moments_ago_is_not_lost_yet() -> None:
     # E.g. the API stored it and has not enqueued yet, or a render just finished.
     assert decide(obs(JobStatus.queued, updated_at=NOW - 1), now=NOW, grace=GRACE) == Action.keep
