@@ -118,6 +118,11 @@ class FrameWriter:
             raise self._error
 
     def _run(self) -> None:
+        # The decoders' torch ops on this thread run on one core: a thread of its own gets torch's
+        # default team of one OpenMP thread per core, whose spinning threads took CPU from the
+        # sampling thread (capture overhead 1.46x instead of 1.17x on the 2-core machine,
+        # docs/performance.md). torch.set_num_threads is per thread: the sampling thread keeps its own.
+        torch.set_num_threads(1)
         try:
             done = False
             while not done:
