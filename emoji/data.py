@@ -205,7 +205,6 @@ FAVOURITES = (
     "pile of poo",
     "alien",
     "robot face",
-    "smiling face with sunglasses",
 )
 
 
@@ -216,7 +215,7 @@ def subset(count: int) -> list[int]:
     emoji, images = catalogue()
     feats = features(to_uint8(images))
     favourite = {name: rank for rank, name in enumerate(FAVOURITES)}
-    candidates = [i for i, e in enumerate(emoji) if len(e.name.split()) <= 3 and not NOT_A_THING.search(e.name)] + [
+    candidates = [i for i, e in enumerate(emoji) if len(e.name.split()) <= 5 and not NOT_A_THING.search(e.name)] + [
         i for i, e in enumerate(emoji) if e.name in favourite and NOT_A_THING.search(e.name)
     ]
     order = sorted(
