@@ -94,17 +94,20 @@ def service(
 
 
 DIGITS_MODEL = ROOT / "models" / "digits"
+EMOJI_MODEL = ROOT / "models" / "emoji"
 
 
-@pytest.fixture(scope="module")
-def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The whole service on the committed digits model (local storage, development mode)."""
-    assert (DIGITS_MODEL / "model_index.json").is_file(), f"the committed model is missing: {DIGITS_MODEL}"
-    workdir = tmp_path_factory.mktemp("stack-digits")
+def committed_model_service(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on a committed model alone (local storage, development mode)."""
+    assert (model / "model_index.json").is_file(), f"the committed model is missing: {model}"
+    workdir = tmp_path_factory.mktemp(f"stack-{model.name}")
     storage_dir = workdir / "storage"
+    models_dir = workdir / "models"
+    models_dir.mkdir()
+    (models_dir / model.name).symlink_to(model, target_is_directory=True)
     settings = {
-        "STEPANIM_MODELS_DIR": str(DIGITS_MODEL.parent),
-        "STEPANIM_DEFAULT_MODEL": "digits",
+        "STEPANIM_MODELS_DIR": str(models_dir),
+        "STEPANIM_DEFAULT_MODEL": model.name,
         "STEPANIM_DEVICE": "cpu",
         "HF_HUB_OFFLINE": "1",
         "STEPANIM_ALLOW_ANONYMOUS": "true",
@@ -120,6 +123,18 @@ def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
         yield service
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on the committed digits model (local storage, development mode)."""
+    yield from committed_model_service(DIGITS_MODEL, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def emoji_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on the committed emoji model (local storage, development mode)."""
+    yield from committed_model_service(EMOJI_MODEL, tmp_path_factory)
 
 
 def wait_for_models(service: Service, timeout: float = 120) -> None:
