@@ -1,6 +1,6 @@
 # Everything a fresh Debian/Ubuntu machine needs is installed by these targets:
 # system packages (python3-venv, ffmpeg, redis-server, chromium for the web page's
-# browser test) when missing, then a venv
+# browser test, the Noto Color Emoji font for the emoji model's training and tests) when missing, then a venv
 # that is rebuilt only when pyproject.toml or requirements.lock change.
 
 PYTHON ?= python3
@@ -8,12 +8,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PROMPT ?= a handwritten 7
+PROMPT ?= a rocket
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: help system-deps browser-deps venv demo serve test test-fast lint fmt openapi model clean
+.PHONY: help system-deps browser-deps emoji-font venv demo serve test test-fast lint fmt openapi model model-digits clean
 
 help:
 	@echo "make demo     run the service locally and render one animation (prints the video path last)"
@@ -21,7 +21,8 @@ help:
 	@echo "make test     run the whole test suite (unit, integration, end-to-end)"
 	@echo "make lint     ruff + mypy (the openapi.yaml drift check is a test)"
 	@echo "make openapi  regenerate openapi.yaml from the app"
-	@echo "make model    train the digits demo model into models/digits (long: see digits/train.py)"
+	@echo "make model    train the emoji demo model into models/emoji (about an hour on 2 cores: see emoji/train.py)"
+	@echo "make model-digits  train the small digits test model into models/digits (about 15 minutes)"
 
 # ffmpeg, redis-server and venv support: what the service itself needs (demo, serve, test).
 system-deps:
@@ -46,6 +47,16 @@ browser-deps:
 	|| DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium-browser \
 	|| echo "warning: could not install Chromium: set STEPANIM_CHROMIUM=/path/to/chrome (or STEPANIM_SKIP_BROWSER=1 to skip the browser test)"
 
+# Google's Noto Color Emoji (SIL Open Font License 1.1): the emoji model's training data, and what
+# its evaluation and quality test compare the frames with. Debian and Ubuntu: fonts-noto-color-emoji.
+EMOJI_FONT_DIRS := /usr/share/fonts/truetype/noto /usr/share/fonts/noto /usr/share/fonts/google-noto-emoji
+emoji-font:
+	@for d in $(EMOJI_FONT_DIRS); do [ -f $$d/NotoColorEmoji.ttf ] && exit 0; done; \
+	command -v apt-get >/dev/null || { echo "error: please install the Noto Color Emoji font (NotoColorEmoji.ttf; no apt-get on this machine)"; exit 1; }; \
+	[ "$$(id -u)" = 0 ] || command -v sudo >/dev/null || { echo "error: installing fonts-noto-color-emoji needs root: run as root, or install sudo"; exit 1; }; \
+	echo "installing system packages: fonts-noto-color-emoji"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fonts-noto-color-emoji
+
 $(STAMP): pyproject.toml requirements.lock
 	@$(MAKE) --no-print-directory system-deps
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -66,7 +77,7 @@ serve: venv
 	@$(PY) -m scripts.serve $(SERVE_ARGS)
 
 test: venv
-	@$(MAKE) --no-print-directory system-deps browser-deps
+	@$(MAKE) --no-print-directory system-deps browser-deps emoji-font
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
@@ -84,7 +95,12 @@ fmt: venv
 openapi: venv
 	$(PY) -m api openapi > openapi.yaml
 
+# Seeded, so a rerun on the same machine and library versions gives the same model; a CUDA GPU is used when present.
 model: venv
+	@$(MAKE) --no-print-directory emoji-font
+	nice -n 19 $(PY) -m emoji.train models/emoji
+
+model-digits: venv
 	$(PY) -m digits.train models/digits
 
 clean:

@@ -1,9 +1,10 @@
 """``make demo``: run the whole service locally, render one animation through the HTTP
 API, and print the path of the finished video as the last line of output.
 
-The default model is the committed digits model (``models/digits``, see ``digits/``):
-it draws 32x32 digits, upscaled 4x, so ``--prompt "the number 3"`` shows noise turning
-into a 3. ``--model tiny-sd`` uses the random-weight test model instead.
+The default model is the committed emoji model (``models/emoji``, see ``emoji/``): it draws
+300 emoji at 32x32, upscaled 4x, so ``--prompt "a rocket"`` shows noise turning into a rocket.
+``--model digits`` uses the small digits model (``--prompt "the number 3"``), ``--model tiny-sd``
+the random-weight test model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from PIL import Image
 
 from scripts.devstack import ROOT, demo_models, running
 
+# Small committed models: their size, guidance and enlargement (as in their stepanim.json).
+SMALL = {"emoji": (32, 4.0, 4), "digits": (32, 3.0, 4)}
+
 
 def frame_strip(frames: list[Path], out: Path, *, count: int = 8) -> Path:
     """``count`` frames from first to last, side by side, as one PNG (the README's picture)."""
@@ -35,11 +39,11 @@ def frame_strip(frames: list[Path], out: Path, *, count: int = 8) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompt", default="a handwritten 7")
-    parser.add_argument("--model", default="digits", help="digits (the default) or tiny-sd (random weights)")
+    parser.add_argument("--prompt", default="a rocket")
+    parser.add_argument("--model", default="emoji", help="emoji (the default), digits or tiny-sd (random weights)")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--size", type=int, help="image side in pixels (default: 32 for digits, 128 otherwise)")
-    parser.add_argument("--upscale", type=int, help="frame enlargement (default: 4 for digits, 1 otherwise)")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: 32 for emoji and digits, else 128)")
+    parser.add_argument("--upscale", type=int, help="frame enlargement (default: 4 for emoji and digits, else 1)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--source",
@@ -52,7 +56,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--strip", type=Path, help="also write a strip of frames, first to last, to this PNG")
     args = parser.parse_args()
-    digits = args.model == "digits"
+    size, guidance, upscale = SMALL.get(args.model, (128, 7.5, 1))
 
     print("preparing the offline models ...", flush=True)
     models = demo_models()
@@ -67,21 +71,23 @@ def main() -> int:
     }
     print(f"starting redis, api and workers (logs in {workdir / 'logs'}) ...", flush=True)
     with running(workdir, settings) as stack:
-        size = args.size or (32 if digits else 128)
+        size = args.size or size
         body = {
             "prompt": args.prompt,
             "steps": args.steps,
             "width": size,
             "height": size,
             "seed": args.seed,
-            "guidance_scale": 3.0 if digits else 7.5,  # the digits model was trained for low guidance
-            "capture": {"upscale": args.upscale or (4 if digits else 1), "source": args.source},
+            "guidance_scale": guidance,  # the small models were trained for low guidance
+            "capture": {"upscale": args.upscale or upscale, "source": args.source},
             "animation": {"duration": args.duration, "codec": "h264"},
         }
         response = httpx.post(f"{stack.api_url}/animations", json=body, timeout=30)
         response.raise_for_status()
         job = response.json()
         print(f"POST /animations -> {response.status_code}, job {job['id']}", flush=True)
+        for warning in job.get("warnings") or []:
+            print(f"warning: {warning}", flush=True)
         deadline = time.monotonic() + 600
         last = None
         while job["status"] not in ("succeeded", "failed", "canceled"):

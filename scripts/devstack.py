@@ -258,14 +258,15 @@ class Stack:
 
 
 def demo_models(models_dir: Path = ROOT / ".cache" / "models") -> Path:
-    """The models folder of ``make demo`` and ``make serve``: the committed digits model
-    (``models/digits``, linked) and the random-weight ``tiny-sd`` (built on first use)."""
+    """The models folder of ``make demo`` and ``make serve``: the committed models (``models/emoji``
+    and ``models/digits``, linked) and the random-weight ``tiny-sd`` (built on first use)."""
     from worker.tiny_model import build_tiny_model  # torch: only where the demo runs
 
     build_tiny_model(models_dir / "tiny-sd")
-    link = models_dir / "digits"
-    if not link.is_symlink() and not link.exists():
-        link.symlink_to(ROOT / "models" / "digits", target_is_directory=True)
+    for name in ("emoji", "digits"):
+        link = models_dir / name
+        if not link.is_symlink() and not link.exists() and (ROOT / "models" / name).is_dir():
+            link.symlink_to(ROOT / "models" / name, target_is_directory=True)
     return models_dir
 
 

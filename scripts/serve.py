@@ -60,8 +60,8 @@ def main() -> int:
     settings = {
         "STEPANIM_STORAGE_BACKEND": "local",
         "STEPANIM_LOCAL_STORAGE_DIR": str(args.data / "storage"),
-        "STEPANIM_MODELS_DIR": str(demo_models()),  # digits (the default) and tiny-sd
-        "STEPANIM_DEFAULT_MODEL": "digits",
+        "STEPANIM_MODELS_DIR": str(demo_models()),  # emoji (the default), digits and tiny-sd
+        "STEPANIM_DEFAULT_MODEL": "emoji",
         "STEPANIM_ALLOW_ANONYMOUS": "true",  # development mode: no API key needed
     }
     if args.allow_webhooks_to:

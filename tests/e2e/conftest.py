@@ -109,19 +109,34 @@ def service(
 
 
 DIGITS_MODEL = ROOT / "models" / "digits"
+EMOJI_MODEL = ROOT / "models" / "emoji"
+
+
+def committed_model_service(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on a committed model alone (local storage, development mode)."""
+    assert (model / "model_index.json").is_file(), f"the committed model is missing: {model}"
+    workdir = tmp_path_factory.mktemp(f"stack-{model.name}")
+    storage_dir = workdir / "storage"
+    models_dir = workdir / "models"
+    models_dir.mkdir()
+    (models_dir / model.name).symlink_to(model, target_is_directory=True)
+    settings = dev_settings(workdir, models_dir, model.name, **RECEIVER_SETTINGS)
+    with running(workdir, settings) as stack:
+        service = Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
+        wait_for_models(service)  # before that, a request gets no model defaults (32x32 here)
+        yield service
 
 
 @pytest.fixture(scope="session")  # one stack for every module that renders with digits
 def digits_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The whole service on the committed digits model (local storage, development mode)."""
-    assert (DIGITS_MODEL / "model_index.json").is_file(), f"the committed model is missing: {DIGITS_MODEL}"
-    workdir = tmp_path_factory.mktemp("stack-digits")
-    storage_dir = workdir / "storage"
-    settings = dev_settings(workdir, DIGITS_MODEL.parent, "digits", **RECEIVER_SETTINGS)
-    with running(workdir, settings) as stack:
-        service = Service(stack=stack, backend="local", storage_dir=storage_dir, s3=None)
-        wait_for_models(service)  # before that, a request gets no model defaults (32x32 here)
-        yield service
+    yield from committed_model_service(DIGITS_MODEL, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def emoji_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole service on the committed emoji model (local storage, development mode)."""
+    yield from committed_model_service(EMOJI_MODEL, tmp_path_factory)
 
 
 def wait_for_models(service: Service, timeout: float = 120) -> None:
