@@ -2,7 +2,7 @@
 API, and print the path of the finished video as the last line of output.
 
 The default model is the committed emoji model (``models/emoji``, see ``emoji/``): it draws
-300 emoji at 32x32, upscaled 4x, so ``--prompt "a rocket"`` shows noise turning into a rocket.
+400 emoji at 32x32, upscaled 4x, so ``--prompt "a rocket"`` shows noise turning into a rocket.
 ``--model digits`` uses the small digits model (``--prompt "the number 3"``), ``--model tiny-sd``
 the random-weight test model.
 """

@@ -39,16 +39,16 @@ EXAMPLES = [(kind, text) for kind, text in BLOCKS if text not in MAKE_ONLY]
 # What some examples must show beyond running without an error (a phrase of the block -> a check).
 EXPECTED_OUTPUT = {
     "prefer: wait=60": '"status": "succeeded"',
-    '"a cat"': "does not know the words 'cat'",
+    '"a bulldozer"': "does not know the words 'bulldozer'",
     "webhook listen": "animation.succeeded",
     "python -m stepanim.auth": '"sha256"',
 }
 EXPECTED_FILES = {
-    "seven.webm": ["seven.webm", "four-40.mp4", "four-41.mp4", "five.mp4", "five.gif"],
+    "rocket.webm": ["rocket.webm", "apple-40.mp4", "apple-41.mp4", "cat.mp4", "cat.gif"],
     "frames.zip": ["frames.zip"],
-    "three.mp4": ["three.mp4"],
-    "nine.mp4": ["nine.mp4"],
-    "six.mp4": ["six.mp4"],
+    "sunflower.mp4": ["sunflower.mp4"],
+    "penguin.mp4": ["penguin.mp4"],
+    "dolphin.mp4": ["dolphin.mp4"],
     "grid.mp4": ["grid.mp4"],
     "grid4.mp4": ["grid4.mp4"],
     "out.webm": ["out.webm"],
