@@ -86,8 +86,8 @@ new MutationObserver((records) => {
 """
 
 VIDEO_PLAYS = """() => {
-  const video = document.getElementById("video");
-  return !video.hidden && video.readyState >= 2 && (video.currentTime > 0 || !video.paused);
+  const video = document.getElementById("video");  // made when the job's view is built
+  return video !== null && !video.hidden && video.readyState >= 2 && (video.currentTime > 0 || !video.paused);
 }"""
 
 
