@@ -3,7 +3,7 @@
     python -m emoji.train OUT_DIR            # the committed model (about 40 minutes on 2 busy shared cores)
     python -m emoji.train OUT_DIR --quick    # a smoke run of a few seconds
 
-The digits recipe (``digits/train.py``) on Noto Color Emoji glyphs, all seeded: (1) a small
+The recipe of ``training/recipe.py`` (as ``digits/train.py``) on Noto Color Emoji glyphs, all seeded: (1) a small
 AutoencoderKL (32x32 RGB <-> 4x8x8 latents); (2) a tiny CLIP text encoder pretrained to tell
 which emoji a prompt names; (3) a ~3.5M-parameter UNet2DConditionModel trained with the text
 encoder jointly on precomputed latents, min-SNR loss weighting, 10% empty prompts for
@@ -23,17 +23,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import DDPMScheduler
 
 from emoji.data import FILLERS, catalogue, prompt_for, subset, vocabulary
 from emoji.manifest import write_manifest
-from worker.tiny_model import BOS, EOS, SD15_SCHEDULER_CONFIG, tiny_vocab
+from training import recipe
+from worker.tiny_model import SD15_SCHEDULER_CONFIG
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS = 32
-HIDDEN = 128
+SIZES = recipe.Sizes(max_tokens=32, hidden=128, unet_channels=(48, 96, 96), unet_groups=16)
 
 
 @dataclass(frozen=True)
@@ -51,108 +50,10 @@ class Plan:
         return cls(classes=20, vae_steps=3, vae_batch=8, text_steps=3, text_batch=8, unet_steps=3, unet_batch=8)
 
 
-def make_tokenizer(words: list[str]) -> CLIPTokenizer:
-    vocab, merges = tiny_vocab(tuple(words))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)  # type: ignore[arg-type]
-
-
-def token_id(tokenizer: CLIPTokenizer, token: str) -> int:
-    value = tokenizer.convert_tokens_to_ids(token)
-    assert isinstance(value, int)
-    return value
-
-
-def make_text_encoder(vocab_size: int, tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            projection_dim=HIDDEN,
-            bos_token_id=token_id(tokenizer, BOS),
-            eos_token_id=token_id(tokenizer, EOS),
-            pad_token_id=token_id(tokenizer, EOS),
-        )
-    )
-
-
-def make_vae() -> Any:
-    return AutoencoderKL(  # type: ignore[no-untyped-call]
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        sample_size=32,
-        block_out_channels=(16, 32, 64),  # two 2x downsamples: 32x32 -> 8x8 latents
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1,
-        norm_num_groups=8,
-    )
-
-
-def make_unet() -> Any:
-    return UNet2DConditionModel(  # type: ignore[no-untyped-call]
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(48, 96, 96),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=HIDDEN,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
-
-
-def tokenize(tokenizer: CLIPTokenizer, prompts: list[str], device: str) -> torch.Tensor:
-    ids: torch.Tensor = tokenizer(
-        prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
-    ).input_ids
-    return ids.to(device)
-
-
-def train_vae(images: torch.Tensor, plan: Plan, gen: torch.Generator, device: str) -> Any:
-    vae = make_vae().to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, plan.vae_steps)
-    for step in range(plan.vae_steps):
-        idx = torch.randint(len(images), (plan.vae_batch,), generator=gen)
-        x = images[idx].to(device)
-        posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
-        recon = vae.decode(z).sample
-        # The blurred term weighs colour: with plain MSE a short run learns shapes in washed-out browns.
-        blurred = F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(x, 4))
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 2 * blurred + 1e-6 * posterior.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0:
-            log.info("vae %d/%d loss %.4f", step, plan.vae_steps, loss.item())
-    return vae.eval()
-
-
-def pretrain_text(
-    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, names: list[str], plan: Plan, rng: random.Random, device: str
-) -> None:
-    """Teach the encoder which emoji a prompt names (the last class: the empty prompt)."""
-    head = torch.nn.Linear(HIDDEN, len(names) + 1).to(device)
-    opt = torch.optim.AdamW([*text_encoder.parameters(), *head.parameters()], lr=2e-3)
-    for step in range(plan.text_steps):
-        labels = [rng.randrange(len(names) + 1) for _ in range(plan.text_batch)]
-        prompts = ["" if y == len(names) else prompt_for(names[y], rng) for y in labels]
-        hidden = text_encoder(tokenize(tokenizer, prompts, device)).last_hidden_state.mean(dim=1)
-        loss = F.cross_entropy(head(hidden), torch.tensor(labels, device=device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0:
-            log.info("text %d/%d loss %.4f", step, plan.text_steps, loss.item())
+def vae_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # The blurred term weighs colour: with plain MSE a short run learns shapes in washed-out browns.
+    blurred = F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(x, 4))
+    return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 2 * blurred
 
 
 def train(out: Path, plan: Plan, *, seed: int = 0, checkpoints: int = 0) -> Path:
@@ -167,7 +68,14 @@ def train(out: Path, plan: Plan, *, seed: int = 0, checkpoints: int = 0) -> Path
     log.info("%d emoji of %d, on %s", len(chosen), len(emoji), device)
     started = time.perf_counter()
 
-    vae = train_vae(images, plan, gen, device)
+    how = recipe.VaeTraining(
+        steps=plan.vae_steps,
+        batch=plan.vae_batch,
+        lr=2e-3,
+        batch_of=lambda idx: images[idx].to(device),
+        loss=vae_loss,
+    )
+    vae = recipe.train_vae(len(images), how, gen, device)
     with torch.no_grad():
         posterior = vae.encode(images.to(device)).latent_dist
         mean, std = posterior.mean.cpu(), posterior.std.cpu()
@@ -176,14 +84,24 @@ def train(out: Path, plan: Plan, *, seed: int = 0, checkpoints: int = 0) -> Path
     mean, std = mean * scaling, std * scaling
     log.info("vae done in %.0fs, scaling_factor %.4f", time.perf_counter() - started, scaling)
 
-    tokenizer = make_tokenizer([*FILLERS, *vocabulary(names)])
-    text_encoder = make_text_encoder(len(tokenizer), tokenizer)
+    tokenizer = recipe.make_tokenizer((*FILLERS, *vocabulary(names)), SIZES)
+    text_encoder = recipe.make_text_encoder(tokenizer, SIZES)
     text_encoder.to(device)  # type: ignore[arg-type]
-    pretrain_text(text_encoder, tokenizer, names, plan, rng, device)
+    recipe.pretrain_text(
+        text_encoder,
+        tokenizer,
+        classes=len(names),
+        prompt_for=lambda y, r: prompt_for(names[y], r),
+        steps=plan.text_steps,
+        batch=plan.text_batch,
+        lr=2e-3,
+        rng=rng,
+        device=device,
+    )
     log.info("text encoder done after %.0fs", time.perf_counter() - started)
 
-    unet = make_unet().to(device)
-    ema = make_unet().to(device)
+    unet = recipe.make_unet(SIZES).to(device)
+    ema = recipe.make_unet(SIZES).to(device)
     ema.load_state_dict(unet.state_dict())
     noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)  # type: ignore[no-untyped-call]
     alphas = noise_scheduler.alphas_cumprod
@@ -197,21 +115,15 @@ def train(out: Path, plan: Plan, *, seed: int = 0, checkpoints: int = 0) -> Path
         idx = torch.randint(len(mean), (plan.unet_batch,), generator=gen)
         prompts = [prompt_for(names[i], rng) if rng.random() > 0.1 else "" for i in idx]
         z0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, 1000, (plan.unet_batch,), generator=gen)
-        zt = noise_scheduler.add_noise(z0, noise, t).to(device)
-        cond = text_encoder(tokenize(tokenizer, prompts, device)).last_hidden_state
-        pred = unet(zt, t.to(device), encoder_hidden_states=cond).sample
-        loss = (weights[t.to(device)] * (pred - noise.to(device)).pow(2).mean(dim=(1, 2, 3))).mean()
+        loss = recipe.denoising_loss(
+            unet, text_encoder, tokenizer, noise_scheduler, z0, prompts, gen, weights=weights, device=device
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         lr.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                e.mul_(decay).add_(p, alpha=1 - decay)
+        recipe.update_ema(ema, unet, step)
         if step % 50 == 0:
             log.info("unet %d/%d loss %.4f (%.0fs)", step, plan.unet_steps, loss.item(), time.perf_counter() - started)
         if checkpoints and (step + 1) % checkpoints == 0 and step + 1 < plan.unet_steps:
@@ -248,18 +160,7 @@ def save(
     emoji, _ = catalogue()
     vae, text_encoder, unet = (copy.deepcopy(m).cpu().eval() for m in (vae, text_encoder, unet))
 
-    pipe: Any = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),  # type: ignore[no-untyped-call]
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.to(torch.float16)
-    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+    recipe.save_pipeline(out, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)
     (out / "emoji.json").write_text(
         json.dumps({"seed": seed, "plan": plan.__dict__, "emoji": [emoji[i].char for i in chosen], "names": names})
         + "\n"
