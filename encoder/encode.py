@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, Probe, build_args, concat_args, probe, run, run_all
-from encoder.timing import Segment, Timeline, kept_frames, plan, segments
+from encoder.timing import Segment, Timeline, kept_frames, plan, segments, tail_split
 from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 ARTIST = "Steps Animation Service"
@@ -78,8 +78,9 @@ def plan_commands(
 
     Motion-compensated interpolation runs on one core per ffmpeg, so with ``parallelism``
     above 1 the output is split into segments encoded at once and joined without
-    re-encoding (``workdir`` holds the segments and their list). GIFs are never split
-    (one palette per clip).
+    re-encoding (``workdir`` holds the segments and their list). ``none`` and ``blend``
+    are cut before their last steps as a stream cuts them (``encoder.timing.tail_split``),
+    so that both make the same video. GIFs are never split (one palette per clip).
     """
     kept = kept_frames(count, options.skip_steps)
     timeline = timeline_for(options, kept)
@@ -93,8 +94,12 @@ def plan_commands(
         "metadata": metadata(params),
     }
     parts: list[Segment] = []
-    if options.interpolation == Interpolation.mci and options.codec != Codec.gif and parallelism > 1:
-        parts = segments(timeline, parallelism)
+    if options.codec == Codec.gif:
+        pass
+    elif options.interpolation == Interpolation.mci:
+        parts = segments(timeline, parallelism) if parallelism > 1 else []
+    else:
+        parts = tail_split(timeline, options.interpolation)
     if len(parts) < 2:
         return timeline, [build_args(output=output, **common)], None
     if workdir is None:

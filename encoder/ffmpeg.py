@@ -142,22 +142,29 @@ def interpolate_filter(fps: int, interpolation: Interpolation) -> str:
     return f"minterpolate=fps={fps}:mi_mode={interpolation.value}"
 
 
-def video_filter(timeline: Timeline, interpolation: Interpolation, segment: Segment | None = None) -> str:
+def video_filter(
+    timeline: Timeline, interpolation: Interpolation, segment: Segment | None = None, *, piped: bool = False
+) -> str:
     """The filter chain that turns steps at ``input_rate`` into ``fps`` output frames.
 
     The tail is padded with clones of the last frame (hold, plus one step so that
     neither fps nor minterpolate runs short) and the output is cut by frame count.
-    With ``segment``, only its input steps are fed and only its output frames kept.
+    With ``segment``, only its input steps are fed and only its output frames kept;
+    ``piped``: the input holds just the segment's steps (a stream), whose timestamps
+    are moved to where those steps stand in the whole video.
     """
     fps = timeline.fps
     pad = timeline.hold_seconds + float(1 / timeline.input_rate)
     steps: list[str] = []
+    if piped and segment is not None and segment.first_step:
+        shift = segment.first_step / timeline.input_rate
+        steps.append(f"setpts=PTS+{shift.numerator}/({shift.denominator}*TB)")
     if interpolation == Interpolation.none:
         steps.append(f"fps={fps}")
     else:
         # minterpolate stops at the last-but-one input frame; one cloned frame lets it reach the end.
         steps.append("tpad=stop_mode=clone:stop=1")
-        if segment is not None:
+        if segment is not None and not piped:
             end = f":end_frame={segment.end_step}" if segment.end_step is not None else ""
             steps.append(f"trim=start_frame={segment.first_step}{end}")
         steps.append(interpolate_filter(fps, interpolation))
@@ -211,7 +218,7 @@ def build_args(
     """
     spec = CODECS[codec]
     args = _input_args(ffmpeg, pattern, start_number, timeline)
-    chain = video_filter(timeline, interpolation, segment)
+    chain = video_filter(timeline, interpolation, segment, piped=pattern is None)
     if codec == Codec.gif:
         # Scaled down first (cheaper interpolation), one palette per clip. Without interpolation the
         # palette is made from the input frames once each (the held copies add no colour), not from

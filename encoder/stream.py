@@ -5,8 +5,9 @@ hold), so the timeline is too (``encoder.timing``). The stream task (``encoder.t
 starts with the render, follows the job's events (``encoder.follow``) and hands every
 stored frame to one encode per image of the batch:
 
-- ``none`` and ``blend``: one ffmpeg reads the PNGs on its stdin (:class:`PipeEncode`) and
-  encodes as they come;
+- ``none`` and ``blend``: ffmpeg reads the PNGs on its stdin (:class:`PipeEncode`) and
+  encodes as they come; the last few steps go to a second ffmpeg of their own
+  (``encoder.timing.tail_split``), so the first one is flushed while they render;
 - ``mci``: the frames go into a folder and each segment of the segmented encode
   (``encoder.timing.segments``, as many as the steps allow) starts as soon as its steps, with
   the look-ahead it needs, are there, a few at once (:class:`SegmentEncode`).
@@ -35,7 +36,7 @@ from encoder.encode import metadata, sequence_path, timeline_for, verify
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, concat_args, find_binary, probe, run
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
-from encoder.timing import MIN_STEPS_PER_SEGMENT, Segment, Timeline, kept_frames, segments
+from encoder.timing import MIN_STEPS_PER_SEGMENT, Segment, Timeline, kept_frames, segments, tail_split
 from stepanim.cancel import CancelWatch
 from stepanim.jobs import Job, VideoInfo
 from stepanim.manifest import Manifest
@@ -102,30 +103,58 @@ class Ffmpeg:
         self.log.close()
 
 
-class PipeEncode:
-    """One image's video from one ffmpeg that reads each frame on its stdin (none, blend)."""
+@dataclass
+class Pipe:
+    """One ffmpeg of a :class:`PipeEncode`, fed the kept steps ``first`` to ``end`` (exclusive; None: all)."""
 
-    def __init__(self, command: list[str], output: Path) -> None:
-        self.output = output
-        self.ffmpeg = Ffmpeg(command, stdin=True)
+    ffmpeg: Ffmpeg
+    output: Path
+    first: int = 0
+    end: int | None = None
 
-    def feed(self, data: bytes) -> None:
+    def wants(self, kept: int) -> bool:
+        return self.first <= kept and (self.end is None or kept < self.end)
+
+    def close(self) -> None:
+        """Its input is complete: ffmpeg flushes its encoder and ends."""
         stdin = self.ffmpeg.proc.stdin
-        assert stdin is not None
-        try:
-            stdin.write(data)
-        except BrokenPipeError:
-            self.ffmpeg.proc.wait()
-            raise self.ffmpeg.failure() from None
+        if stdin is not None and not stdin.closed:
+            stdin.close()
+
+
+class PipeEncode:
+    """One image's video from ffmpegs that read each frame on their stdin (none, blend): one for
+    the whole video, or one for all but its last steps and one for those (``tail_split``); the
+    first is closed, and so flushes its encoder, while the last steps are still rendering."""
+
+    def __init__(self, pipes: list[Pipe]) -> None:
+        self.pipes = pipes
+
+    def feed(self, data: bytes, *, kept: int) -> None:
+        """Frame ``kept`` (from 0, after the skipped steps), to each ffmpeg that reads it."""
+        for pipe in self.pipes:
+            if not pipe.wants(kept):
+                continue
+            stdin = pipe.ffmpeg.proc.stdin
+            assert stdin is not None
+            try:
+                stdin.write(data)
+            except BrokenPipeError:
+                pipe.ffmpeg.proc.wait()
+                raise pipe.ffmpeg.failure() from None
+            if pipe.end is not None and kept == pipe.end - 1:
+                pipe.close()
 
     def finish(self, deadline: float, should_stop: Callable[[], bool]) -> list[Path]:
-        assert self.ffmpeg.proc.stdin is not None
-        self.ffmpeg.proc.stdin.close()
-        self.ffmpeg.wait(deadline, should_stop)
-        return [self.output]
+        for pipe in self.pipes:
+            pipe.close()
+        for pipe in self.pipes:
+            pipe.ffmpeg.wait(deadline, should_stop)
+        return [pipe.output for pipe in self.pipes]
 
     def kill(self) -> None:
-        self.ffmpeg.kill()
+        for pipe in self.pipes:
+            pipe.ffmpeg.kill()
 
 
 class SegmentEncode:
@@ -202,8 +231,17 @@ def start_encode(plan: StreamPlan, *, folder: Path, ffmpeg: str, at_once: int) -
         "metadata": {},
     }
     if plan.options.interpolation != Interpolation.mci:
-        output = folder / f"stream.{ext}"
-        return PipeEncode(build_args(pattern=None, output=output, bare=True, **common), output)  # type: ignore[arg-type]
+        parts = tail_split(plan.timeline, plan.options.interpolation)
+        if not parts:
+            output = folder / f"stream.{ext}"
+            whole = build_args(pattern=None, output=output, bare=True, **common)  # type: ignore[arg-type]
+            return PipeEncode([Pipe(Ffmpeg(whole, stdin=True), output)])
+        pipes = []
+        for j, part in enumerate(parts):
+            output = folder / f"segment-{j}.{ext}"
+            command = build_args(pattern=None, output=output, segment=part, **common)  # type: ignore[arg-type]
+            pipes.append(Pipe(Ffmpeg(command, stdin=True), output, first=part.first_step, end=part.end_step))
+        return PipeEncode(pipes)
     parts = segments(plan.timeline, plan.timeline.input_frames // MIN_STEPS_PER_SEGMENT)
     commands = []
     for j, part in enumerate(parts):
@@ -217,6 +255,23 @@ def start_encode(plan: StreamPlan, *, folder: Path, ffmpeg: str, at_once: int) -
 class Streamed:
     videos: list[VideoInfo]  # one per image of the batch, in order
     tail_seconds: float  # from the render's end (seen in the job's events) to the uploads
+    tail: dict[str, float]  # where the tail went: seconds per stage, for the log
+
+    def describe(self) -> str:
+        return ", ".join(f"{stage} {seconds:.3f}s" for stage, seconds in self.tail.items())
+
+
+class Stages:
+    """Seconds spent per stage of the tail, in the order the stages end."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.mark = time.monotonic()
+
+    def done(self, stage: str) -> None:
+        now = time.monotonic()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.mark
+        self.mark = now
 
 
 def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed:
@@ -251,12 +306,14 @@ def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed
                 raise Stopped(f"the job is {followed.status}")
             fed = feed(svc, plan, encodes, followed.steps, fed)
         rendered_at = time.monotonic()
+        stages = Stages()
         job = svc.store.get(job.id)  # the frames the render stored, as the record lists them
         stored = [list(step) for step in zip(*(image.frames for image in job.images), strict=True)]
         if len(job.images) != len(encodes) or len(stored) != plan.total or stored[:fed] != followed.steps[:fed]:
             raise Abandon(f"the render stored {len(stored)} steps of the {plan.total} planned")
         feed(svc, plan, encodes, stored, fed)
         manifest = Manifest.load(svc.storage, job.id)
+        stages.done("last frames")
         # From here a cancel ends the job at once (the API's): stop ffmpeg then. The cancel of a render
         # that hands its partial frames on was cleared before the job became encoding (worker.tasks).
         with CancelWatch(svc.store, job.id) as cancel:
@@ -264,11 +321,12 @@ def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed
                 parts = [encode.finish(deadline, lambda: cancel.is_set() or lost()) for encode in encodes]
             except FfmpegError as e:
                 raise Abandon(str(e)) from e
+        stages.done("flush")
         videos = [
-            publish(job, svc, plan, manifest, image_index=index, parts=files, ffmpeg=ffmpeg)
+            publish(job, svc, plan, manifest, image_index=index, parts=files, ffmpeg=ffmpeg, stages=stages)
             for index, files in enumerate(parts)
         ]
-        return Streamed(videos=videos, tail_seconds=time.monotonic() - rendered_at)
+        return Streamed(videos=videos, tail_seconds=time.monotonic() - rendered_at, tail=stages.seconds)
 
 
 def feed(svc: Services, plan: StreamPlan, encodes: list[Encode], steps: list[list[str]], fed: int) -> int:
@@ -280,7 +338,7 @@ def feed(svc: Services, plan: StreamPlan, encodes: list[Encode], steps: list[lis
             data = svc.storage.get_bytes(key)
             try:
                 if isinstance(encode, PipeEncode):
-                    encode.feed(data)
+                    encode.feed(data, kept=n - plan.skip)
                 else:
                     encode.feed(data, index=n + 1, ext="png")
             except FfmpegError as e:
@@ -289,7 +347,15 @@ def feed(svc: Services, plan: StreamPlan, encodes: list[Encode], steps: list[lis
 
 
 def publish(
-    job: Job, svc: Services, plan: StreamPlan, manifest: Manifest, *, image_index: int, parts: list[Path], ffmpeg: str
+    job: Job,
+    svc: Services,
+    plan: StreamPlan,
+    manifest: Manifest,
+    *,
+    image_index: int,
+    parts: list[Path],
+    ffmpeg: str,
+    stages: Stages,
 ) -> VideoInfo:
     """Join one image's parts into its video with the metadata, check it with ffprobe, upload it."""
     image = job.images[image_index]
@@ -302,13 +368,16 @@ def publish(
     try:
         join = concat_args(ffmpeg=ffmpeg, listing=listing, output=output, codec=plan.options.codec, metadata=params)
         run(join, timeout=120)
+        stages.done("join")
         result = probe(find_binary("ffprobe", svc.settings.ffprobe_path), output)
         verify(result, plan.options.codec, plan.timeline)
+        stages.done("probe")
     except FfmpegError as e:
         raise Abandon(str(e)) from e
     name = video_name(seed=image.seed, prompt=job.request.prompt, ext=spec.ext)
     key = video_key(job.id, name)
     svc.storage.put_file(key, output, spec.content_type)
+    stages.done("upload")
     return VideoInfo(
         key=key,
         filename=name,

@@ -131,7 +131,12 @@ def stream_task(self: Task, job_id: str) -> None:
     except lifecycle.TransitionError as e:  # canceled as the videos were uploaded
         log.info("stream: job %s: %s", job_id, e)
         return
-    log.info("stream: job %s published, %.3fs after its render ended", job_id, streamed.tail_seconds)
+    log.info(
+        "stream: job %s published %.3fs after its render ended (%s)",
+        job_id,
+        streamed.tail_seconds,
+        streamed.describe(),
+    )
     if not keep:
         delete_frames(job, svc)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -75,14 +76,42 @@ def segments(timeline: Timeline, parts: int) -> list[Segment]:
     """
     parts = max(1, min(parts, timeline.input_frames // MIN_STEPS_PER_SEGMENT))
     animated = min(timeline.output_frames, round(timeline.animation_seconds * timeline.fps))
-    cuts = [round(j * animated / parts) for j in range(parts)] + [timeline.output_frames]
+    cuts = [round(j * animated / parts) for j in range(1, parts)]
+    # minterpolate stops at the last-but-one frame it is fed: feed two more, plus the margin.
+    return cut(timeline, cuts, before=MARGIN_STEPS, after=2 + MARGIN_STEPS)
+
+
+# The last steps of a stream (none, blend) are a segment of their own, so that at the last step
+# only their few frames are left to encode: the rest was closed, and flushed through the
+# encoder's look-ahead, while these steps rendered. Post hoc cuts the same way (the same video).
+TAIL_STEPS = 5
+TAIL_MARGINS = {"none": (0, 2), "blend": (1, 3)}  # steps fed before and after a cut
+
+
+def tail_split(timeline: Timeline, interpolation: str) -> list[Segment]:
+    """The video as [everything before the last ``TAIL_STEPS`` steps, those steps and the hold];
+    [] when there are too few steps for the cut to help (the video is then made in one piece)."""
+    if interpolation not in TAIL_MARGINS or timeline.input_frames < 3 * TAIL_STEPS:
+        return []
+    before, after = TAIL_MARGINS[interpolation]
+    at = round((timeline.input_frames - TAIL_STEPS) / timeline.input_rate * timeline.fps)
+    return cut(timeline, [at], before=before, after=after)
+
+
+def cut(timeline: Timeline, cuts: list[int], *, before: int, after: int) -> list[Segment]:
+    """Segments of the output cut at output frames ``cuts``; each is fed the steps its frames
+    show, with ``before`` steps ahead of them and ``after`` past them (what its filter looks at)."""
+    bounds = [0, *cuts, timeline.output_frames]
     steps_per_frame = timeline.input_rate / timeline.fps
     result = []
-    for j in range(parts):
-        start, end = cuts[j], cuts[j + 1]
-        first = max(0, math.floor(start * steps_per_frame) - MARGIN_STEPS)
-        last = j == parts - 1
-        # minterpolate stops at the last-but-one frame it is fed: feed two more, plus the margin.
-        end_step = None if last else math.ceil((end - 1) * steps_per_frame) + 2 + MARGIN_STEPS
-        result.append(Segment(first_step=first, end_step=end_step, start=start, end=end))
+    for start, end in itertools.pairwise(bounds):
+        last = end == timeline.output_frames
+        result.append(
+            Segment(
+                first_step=max(0, math.floor(start * steps_per_frame) - before),
+                end_step=None if last else math.ceil((end - 1) * steps_per_frame) + after,
+                start=start,
+                end=end,
+            )
+        )
     return result

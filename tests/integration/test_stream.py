@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from encoder.job import encode_job
-from encoder.stream import Abandon, Stopped, Streamed, stream_job
+from encoder.stream import Abandon, Stopped, Streamed, StreamPlan, stream_job
+from encoder.timing import tail_split
 from stepanim import lifecycle
 from stepanim.admission import admit_now
 from stepanim.jobs import Job, JobImage, utcnow
@@ -130,7 +131,9 @@ def video_file(svc: Services, key: str, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("interpolation", ["none", "blend", "mci"])
 def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, interpolation: str) -> None:
     animation = {"duration": 1.5, "interpolation": interpolation, "skip_steps": 2, "hold_last": 0.5}
-    job = new_job(svc, steps=12, animation=animation)
+    job = new_job(svc, steps=18, animation=animation)
+    if interpolation != "mci":  # 16 kept steps: the last ones are a segment of their own, both ways
+        assert len(tail_split(StreamPlan.of(job).timeline, interpolation)) == 2
     stream = Streaming(svc, job)
     images = render(svc, job)
     lifecycle.start_encoding(svc, job.id, images)

@@ -140,3 +140,18 @@ def test_segments_keep_their_frames_and_the_join_adds_metadata() -> None:
 def test_interpolation_asks_minterpolate_for_the_output_rate() -> None:
     chain = video_filter(plan(20, duration=5, fps=24), Interpolation.mci)
     assert "minterpolate=fps=24:mi_mode=mci" in chain
+
+
+def test_a_piped_segment_is_moved_to_where_its_steps_stand() -> None:
+    from encoder.timing import tail_split
+
+    timeline = plan(30, duration=3, fps=30)  # 10 steps a second
+    body, tail = tail_split(timeline, "blend")
+    assert tail.first_step == 24
+    piped = video_filter(timeline, Interpolation.blend, tail, piped=True)
+    assert piped.startswith("setpts=PTS+12/(5*TB),")  # step 24 stands at 2.4 s
+    assert "trim=start_frame" not in piped  # a pipe carries the segment's steps only
+    assert f"trim=start_pts={tail.start}:end_pts={tail.end}" in piped
+    assert not video_filter(timeline, Interpolation.blend, body, piped=True).startswith("setpts")
+    read = video_filter(timeline, Interpolation.blend, tail)  # from files: all steps, trimmed
+    assert "setpts=PTS+" not in read and "trim=start_frame=24" in read

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from encoder.timing import MARGIN_STEPS, plan, segments
+from encoder.timing import MARGIN_STEPS, TAIL_STEPS, plan, segments, tail_split
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,29 @@ def test_few_steps_are_not_split() -> None:
     assert len(segments(plan(6, duration=2, fps=30), 4)) == 1
     assert len(segments(plan(8, duration=2, fps=30), 4)) == 2
     assert len(segments(plan(100, duration=30, fps=30), 1)) == 1
+
+
+@pytest.mark.parametrize("interpolation", ["none", "blend"])
+@pytest.mark.parametrize(
+    ("steps", "duration", "fps", "hold"), [(30, 3, 30, 0), (15, 1.5, 30, 0.5), (100, 30, 30, 2), (25, 1, 24, 1)]
+)
+def test_tail_split_cuts_before_the_last_steps(
+    interpolation: str, steps: int, duration: float, fps: int, hold: float
+) -> None:
+    timeline = plan(steps, duration=duration, fps=fps, hold_last=hold)
+    body, tail = tail_split(timeline, interpolation)
+    assert (body.start, body.end, tail.start, tail.end) == (0, tail.start, body.end, timeline.output_frames)
+    rate = timeline.input_rate
+    # the tail shows the last TAIL_STEPS steps and the hold; it is fed from (a little before) its first step
+    assert tail.start == round((steps - TAIL_STEPS) / rate * fps)
+    assert tail.first_step <= math.floor(tail.start * rate / fps) and tail.end_step is None
+    # the body is fed every step its frames show, and is closed before the last steps render
+    assert body.first_step == 0 and body.end_step is not None
+    assert (body.end_step - 1) / rate >= (body.end - 1) / fps
+    assert body.end_step <= steps - 2
+
+
+def test_tail_split_leaves_short_and_interpolated_videos_whole() -> None:
+    assert tail_split(plan(3 * TAIL_STEPS - 1, duration=2, fps=30), "none") == []
+    assert len(tail_split(plan(3 * TAIL_STEPS, duration=2, fps=30), "none")) == 2
+    assert tail_split(plan(100, duration=3, fps=30), "mci") == []
