@@ -5,9 +5,9 @@ the tiny model's steps become a real model's GPU steps, for end-to-end timings."
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
+from bench.capture import simulate_step_cost
 from worker.app import app
 from worker.pipelines import PipelineCache
 
@@ -19,17 +19,8 @@ _get = PipelineCache.get
 
 def _slow_get(self: PipelineCache, model: str) -> Any:
     pipe = _get(self, model)
-    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
-    if STEP_SECONDS and not getattr(denoiser, "_bench_slow", False):
-        forward = denoiser.forward
-
-        def slow(*args: Any, **kwargs: Any) -> Any:
-            out = forward(*args, **kwargs)
-            time.sleep(STEP_SECONDS)
-            return out
-
-        denoiser.forward = slow
-        denoiser._bench_slow = True
+    if STEP_SECONDS:
+        simulate_step_cost(pipe, STEP_SECONDS)
     return pipe
 
 

@@ -3,6 +3,7 @@ and the whole service as separate processes (``scripts.devstack``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -182,13 +183,31 @@ class WebhookReceiver:
         return list(self.deliveries)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """The base of the tests' HTTP handlers: no line on stderr for every request."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering on a thread until the block ends; then shut down and closed."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     """An HTTP server inside the test that records every POST."""
     server = ThreadingHTTPServer((RECEIVER_HOST, 0), BaseHTTPRequestHandler)
     receiver = WebhookReceiver(url=f"http://{RECEIVER_HOST}:{server.server_address[1]}/hook")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             answer = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -203,15 +222,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
     server.RequestHandlerClass = Handler
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield receiver
 
 
 def ffprobe_json(path: Path) -> dict:  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ import http.server
 import io
 import itertools
 import subprocess
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image
 
 from stepanim.store import JobStore
-from tests.conftest import RECEIVER_HOST, ffprobe_json
+from tests.conftest import RECEIVER_HOST, QuietHandler, ffprobe_json, serving
 from tests.e2e.conftest import Service
 
 SMALL = {"width": 64, "height": 64, "animation": {"duration": 1}}
@@ -67,7 +66,7 @@ def image_server() -> Iterator[str]:
     """Serves /init.png, /page.html (not an image) and 404s on the loopback address the stacks may call."""
     files = {"/init.png": (image_bytes(), "image/png"), "/page.html": (b"<html></html>", "text/html")}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             if self.path not in files:
                 self.send_error(404)
@@ -79,16 +78,8 @@ def image_server() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)) as server:
         yield f"http://{RECEIVER_HOST}:{server.server_port}"
-    finally:
-        server.shutdown()
 
 
 def test_img2img_from_a_url_fetched_once_through_the_guard(service: Service, image_server: str) -> None:

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.devstack import UNLIMITED_DEV_SETTINGS, Stack, free_port
-from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, S3Server
+from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, QuietHandler, S3Server
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
@@ -245,16 +245,13 @@ class Receiver:
     def up(self) -> None:
         deliveries = self.deliveries
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers.get("content-length", 0)))
                 deliveries.append({"headers": dict(self.headers), "body": json.loads(data)})
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         self._server = ThreadingHTTPServer((RECEIVER_HOST, self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from PIL import Image
 
 from scripts.devstack import free_port
-from tests.conftest import RECEIVER_HOST, ffprobe_json
+from tests.conftest import RECEIVER_HOST, QuietHandler, ffprobe_json, serving
 from tests.faults.conftest import Service, body, wait_for
 from tests.processes import descendants, is_running, start_serve
 
@@ -43,7 +42,7 @@ def image_server() -> Iterator[str]:
     """Serves one PNG at every path, on the loopback address the test stacks may call."""
     data = png_bytes()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "image/png")
@@ -51,14 +50,8 @@ def image_server() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{RECEIVER_HOST}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)) as server:
+        yield f"http://{RECEIVER_HOST}:{server.server_address[1]}"
 
 
 def post_raw(service: Service, request: dict[str, Any], **headers: str) -> httpx.Response:

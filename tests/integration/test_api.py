@@ -22,7 +22,7 @@ from PIL import Image
 from stepanim import lifecycle
 from stepanim.jobs import JobImage, JobStatus, Rendition, RenditionStatus, utcnow
 from stepanim.video_options import Codec, VideoOptions
-from tests.conftest import RECEIVER_HOST
+from tests.conftest import RECEIVER_HOST, QuietHandler, serving
 from tests.integration.api_support import Api, headers, running_api
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
 
@@ -180,7 +180,7 @@ def test_a_repeat_while_the_first_fetches_its_init_image_gets_409(redis_url: str
     Image.new("RGB", (64, 64), "orange").save(png, format="PNG")
     fetched: list[float] = []
 
-    class SlowImage(http.server.BaseHTTPRequestHandler):
+    class SlowImage(QuietHandler):
         def do_GET(self) -> None:
             fetched.append(time.monotonic())
             time.sleep(1.0)  # the first request holds its key meanwhile
@@ -190,13 +190,8 @@ def test_a_repeat_while_the_first_fetches_its_init_image_gets_409(redis_url: str
             self.end_headers()
             self.wfile.write(png.getvalue())
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), SlowImage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    body = {**BODY, "init_image": {"url": f"http://{RECEIVER_HOST}:{server.server_port}/init.png"}}
-    try:
+    with serving(http.server.ThreadingHTTPServer((RECEIVER_HOST, 0), SlowImage)) as server:
+        body = {**BODY, "init_image": {"url": f"http://{RECEIVER_HOST}:{server.server_port}/init.png"}}
         with running_api(redis_url, tmp_path, outbound_allow=[RECEIVER_HOST]) as api, ThreadPoolExecutor(1) as pool:
             first = pool.submit(api.post, body, idempotency_key="order-6")
             while not fetched:  # the first request has claimed the key and is fetching
@@ -210,9 +205,6 @@ def test_a_repeat_while_the_first_fetches_its_init_image_gets_409(redis_url: str
             assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
             assert again.json()["id"] == made.json()["id"]
             assert len(fetched) == 1 and api.render_queue_length() == 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_refused_request_does_not_burn_its_key(api: Api) -> None:

@@ -11,35 +11,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from client import ApiError, AsyncClient, Client, Event, RetryPolicy, WaitTimeout, cli
 from scripts.devstack import free_port
-
-JOB_ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
-
-
-def job(status: str = "queued", step: int = 0, total: int = 4, **extra: Any) -> dict[str, Any]:
-    base = f"http://api.test/animations/{JOB_ID}"
-    return {
-        "id": JOB_ID,
-        "status": status,
-        "created_at": "2026-01-02T03:04:05Z",
-        "updated_at": "2026-01-02T03:04:05Z",
-        "started_at": None,
-        "finished_at": None,
-        "model": "tiny-sd",
-        "seed": 1,
-        "progress": {"step": step, "total": total},
-        "error": None,
-        "video": None,
-        "urls": {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/events"},
-        "request": {"prompt": "p", "steps": total},
-        **extra,
-    }
+from tests.conftest import QuietHandler, serving
+from tests.unit.test_client_models import JOB_ID, job
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -73,7 +53,7 @@ class FakeApi:
         self.lock = threading.Lock()
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def handle_one(self) -> None:
@@ -115,9 +95,6 @@ class FakeApi:
 
             do_GET = do_POST = handle_one
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -131,11 +108,8 @@ class FakeApi:
 @pytest.fixture
 def fake() -> Iterator[FakeApi]:
     api = FakeApi()
-    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
-    thread.start()
-    yield api
-    api.server.shutdown()
-    api.server.server_close()
+    with serving(api.server):
+        yield api
 
 
 EVENTS = f"/animations/{JOB_ID}/events"

@@ -2,13 +2,14 @@
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.encode import encode_sequence, sequence_path
+from encoder.encode import Encoded, encode_sequence, sequence_path
 from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, find_binary
 from stepanim.video_options import AnimationOptions, Codec, Interpolation
 from tests.conftest import ffprobe_json
@@ -26,20 +27,35 @@ def write_frames(folder: Path, count: int, size: int = 64) -> None:
         Image.fromarray(image).save(sequence_path(folder, i))
 
 
-def encode(folder: Path, count: int, parallelism: int = 1, **options: object) -> Path:
-    opts = AnimationOptions.model_validate(options)
-    out = folder / f"out.{CODECS[opts.codec].ext}"
-    encode_sequence(
+def encode_to(
+    folder: Path,
+    count: int,
+    options: AnimationOptions,
+    output: Path,
+    *,
+    parallelism: int = 1,
+    timeout: float = 120,
+    should_stop: Callable[[], bool] | None = None,
+) -> Encoded:
+    """``encode_sequence`` of the frames in ``folder`` with this module's metadata and binaries."""
+    return encode_sequence(
         folder,
         count,
-        options=opts,
-        output=out,
+        options=options,
+        output=output,
         params=PARAMS,
         ffmpeg=FFMPEG,
         ffprobe=FFPROBE,
-        timeout=120,
+        timeout=timeout,
         parallelism=parallelism,
+        should_stop=should_stop,
     )
+
+
+def encode(folder: Path, count: int, parallelism: int = 1, **options: object) -> Path:
+    opts = AnimationOptions.model_validate(options)
+    out = folder / f"out.{CODECS[opts.codec].ext}"
+    encode_to(folder, count, opts, out, parallelism=parallelism)
     return out
 
 
@@ -91,17 +107,7 @@ def test_parallel_mci_matches_one_process(tmp_path: Path, codec: Codec) -> None:
     outputs = {}
     for parts in (1, 2, 3):
         out = tmp_path / f"p{parts}.{ext}"
-        encoded = encode_sequence(
-            tmp_path,
-            24,
-            options=options,
-            output=out,
-            params=PARAMS,
-            ffmpeg=FFMPEG,
-            ffprobe=FFPROBE,
-            timeout=120,
-            parallelism=parts,
-        )
+        encoded = encode_to(tmp_path, 24, options, out, parallelism=parts)
         assert len(encoded.commands) == (1 if parts == 1 else parts + 1)  # segments, then the join
         assert encoded.probe.frames == 45  # (1 s + 0.5 s) * 30
         assert encoded.probe.duration == pytest.approx(1.5, abs=1 / 30)
@@ -197,15 +203,5 @@ def test_a_canceled_encode_publishes_nothing(tmp_path: Path) -> None:
     opts = AnimationOptions.model_validate({"duration": 120, "interpolation": "mci"})  # would take a while
     out = tmp_path / "out.mp4"
     with pytest.raises(EncodeCanceled):
-        encode_sequence(
-            tmp_path,
-            6,
-            options=opts,
-            output=out,
-            params=PARAMS,
-            ffmpeg=FFMPEG,
-            ffprobe=FFPROBE,
-            timeout=600,
-            should_stop=lambda: True,
-        )
+        encode_to(tmp_path, 6, opts, out, timeout=600, should_stop=lambda: True)
     assert not out.exists()

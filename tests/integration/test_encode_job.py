@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from PIL import Image
 from encoder.ffmpeg import FfmpegError
 from encoder.job import delete_frames, encode_job, encode_rendition
 from stepanim import lifecycle
-from stepanim.admission import admit_now
 from stepanim.failures import IncompleteRender
 from stepanim.jobs import Job, JobImage, JobStatus, Rendition, RenditionStatus, utcnow
 from stepanim.manifest import Manifest, ManifestImage
@@ -29,6 +27,7 @@ from stepanim.storage import LocalStorage, NotFound, S3Storage
 from stepanim.store import JobStore
 from stepanim.video_options import VideoOptions
 from tests.conftest import S3Server
+from tests.integration.job_support import admitted_job
 
 PROMPT = 'a "quoted" / prompt\nwith ✨'
 SEED = 42
@@ -56,21 +55,38 @@ def png(step: int, batch_index: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+def new_job(svc: Services, *, steps: int, batch_size: int = 1, **request: object) -> Job:
+    """A job for PROMPT and SEED on the tiny model, admitted (``queued``)."""
+    body = {"prompt": PROMPT, "steps": steps, "seed": SEED, "batch_size": batch_size, **request}
+    return admitted_job(svc, AnimationCreate.model_validate(body), model="tiny", seed=SEED)
+
+
+def save_manifest(svc: Services, job: Job, images: list[JobImage], *, steps_run: int) -> None:
+    """The manifest the render worker stores last: ``steps_run`` of the job's steps, ``images``' frames."""
+    steps = job.request.steps
+    Manifest(
+        job_id=job.id,
+        model="tiny",
+        prompt=PROMPT,
+        width=48,
+        height=48,
+        steps=steps,
+        steps_run=steps_run,
+        total_steps=steps,
+        complete=steps_run == steps,
+        scheduler="euler",
+        guidance_scale=7.5,
+        seed=SEED,
+        batch_size=job.request.batch_size,
+        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in images],
+    ).save(svc.storage)
+
+
 def rendered_job(
     svc: Services, *, steps: int = 8, steps_run: int | None = None, batch_size: int = 1, **request: object
 ) -> Job:
     """A job as the render worker leaves it: every image's frames and the manifest stored, status encoding."""
-    now = utcnow()
-    body = {"prompt": PROMPT, "steps": steps, "seed": SEED, "batch_size": batch_size, **request}
-    job = Job(
-        id=uuid.uuid4().hex,
-        request=AnimationCreate.model_validate(body),
-        model="tiny",
-        seed=SEED,
-        created_at=now,
-        updated_at=now,
-    )
-    admit_now(svc.store, job)
+    job = new_job(svc, steps=steps, batch_size=batch_size, **request)
     run = steps if steps_run is None else steps_run
     images = []
     for index in range(batch_size):
@@ -80,22 +96,7 @@ def rendered_job(
             keys.append(frame_key(job.id, name))
             svc.storage.put_bytes(keys[-1], png(step, index), "image/png")
         images.append(JobImage(batch_index=index, seed=SEED + index, frames=keys))
-    Manifest(
-        job_id=job.id,
-        model="tiny",
-        prompt=PROMPT,
-        width=48,
-        height=48,
-        steps=steps,
-        steps_run=run,
-        total_steps=steps,
-        complete=run == steps,
-        scheduler="euler",
-        guidance_scale=7.5,
-        seed=SEED,
-        batch_size=batch_size,
-        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in images],
-    ).save(svc.storage)
+    save_manifest(svc, job, images, steps_run=run)
     lifecycle.start_rendering(svc, job.id)
     return lifecycle.start_encoding(svc, job.id, images)
 

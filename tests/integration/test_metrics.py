@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from stepanim import lifecycle, metrics
-from stepanim.admission import admit_now
-from stepanim.jobs import Job, utcnow
+from stepanim.jobs import Job
 from stepanim.queues import enqueue_encode, enqueue_render, make_celery
 from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage
 from stepanim.store import JobStore
+from tests.integration.job_support import admitted_job
 
 
 @pytest.fixture
@@ -33,12 +32,7 @@ def svc(redis_url: str, tmp_path: Path) -> Services:
 
 
 def new_job(svc: Services) -> Job:
-    now = utcnow()
-    job = Job(
-        id=uuid.uuid4().hex, request=AnimationCreate(prompt="p"), model="m", seed=1, created_at=now, updated_at=now
-    )
-    admit_now(svc.store, job)
-    return job
+    return admitted_job(svc, AnimationCreate(prompt="p"))
 
 
 def scrape(svc: Services) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

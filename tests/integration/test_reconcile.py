@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from stepanim import leases, lifecycle, reconcile
-from stepanim.admission import admit_now
 from stepanim.broker import Broker, message_job
 from stepanim.jobs import Job, JobStatus, utcnow
 from stepanim.queues import ENCODE_QUEUE, RENDER_QUEUE, RENDER_TASK, enqueue_encode, enqueue_render, make_celery
@@ -21,6 +20,7 @@ from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage
 from stepanim.store import JobStore
+from tests.integration.job_support import admitted_job
 
 
 @pytest.fixture
@@ -36,17 +36,7 @@ def svc(redis_url: str, tmp_path: Path) -> Services:
 
 def new_job(svc: Services, *, age: float = 60) -> Job:
     """A job created ``age`` seconds ago."""
-    then = utcnow() - timedelta(seconds=age)
-    job = Job(
-        id=uuid.uuid4().hex,
-        request=AnimationCreate(prompt="p"),
-        model="m",
-        seed=1,
-        created_at=then,
-        updated_at=then,
-    )
-    admit_now(svc.store, job)
-    return job
+    return admitted_job(svc, AnimationCreate(prompt="p"), age=age)
 
 
 def set_status(svc: Services, job_id: str, status: JobStatus, *, age: float = 60) -> None:

@@ -18,14 +18,14 @@ import torch
 from PIL import Image
 
 from stepanim import lifecycle
-from stepanim.admission import admit_now
 from stepanim.failures import DecoderUnavailable, InvalidInput
 from stepanim.families import FACTS, Family
-from stepanim.jobs import Job, utcnow
+from stepanim.jobs import Job
 from stepanim.naming import manifest_key, upload_key
 from stepanim.request import AnimationCreate, CaptureOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
+from tests.integration.job_support import admitted_job
 from tests.integration.render_support import cancel_at_step, local_services, record_results
 from worker.capture import latent_family
 from worker.pipelines import PipelineCache, pipeline_for
@@ -71,10 +71,7 @@ def new_job(svc: Services, model: str, **request: Any) -> Job:
     body = AnimationCreate.model_validate(
         {"prompt": PROMPT, "model": model, "width": 64, "height": 64, "scheduler": "euler", **request}
     )
-    now = utcnow()
-    seed = body.seed if body.seed is not None else 1
-    job = Job(id=uuid.uuid4().hex, request=body, model=model, seed=seed, created_at=now, updated_at=now)
-    admit_now(svc.store, job)
+    job = admitted_job(svc, body, model=model, seed=body.seed if body.seed is not None else 1)
     return lifecycle.start_rendering(svc, job.id)
 
 

@@ -13,7 +13,6 @@ a wrong formula (say, the sigma of the next step instead of the one just taken) 
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ from PIL import Image
 
 import worker.capture
 from stepanim import lifecycle
-from stepanim.admission import admit_now
 from stepanim.families import FACTS, Family
-from stepanim.jobs import Job, utcnow
+from stepanim.jobs import Job
 from stepanim.request import AnimationCreate
 from stepanim.samplers import fitting_samplers
 from stepanim.services import Services
 from stepanim.settings import Settings
+from tests.integration.job_support import admitted_job
 from tests.integration.render_support import capturing, local_services, record_results
 from worker.capture import decode_approx, latent_family, unpack_for_decoding
 from worker.pipelines import PipelineCache, pipeline_for
@@ -78,9 +77,7 @@ def new_job(svc: Services, model: str, **request: Any) -> Job:
     body = AnimationCreate.model_validate(
         {"prompt": PROMPT, "model": model, "width": SIZE, "height": SIZE, "seed": SEED, **request}
     )
-    now = utcnow()
-    job = Job(id=uuid.uuid4().hex, request=body, model=model, seed=SEED, created_at=now, updated_at=now)
-    admit_now(svc.store, job)
+    job = admitted_job(svc, body, model=model, seed=SEED)
     return lifecycle.start_rendering(svc, job.id)
 
 

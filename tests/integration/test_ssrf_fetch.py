@@ -3,7 +3,6 @@ on 127.0.0.2, the loopback address the tests allow."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from stepanim import ssrf
-from tests.conftest import RECEIVER_HOST
+from tests.conftest import RECEIVER_HOST, QuietHandler, serving
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 
@@ -30,7 +29,7 @@ def server() -> Iterator[Server]:
     port = httpd.server_address[1]
     state = Server(base=f"http://{RECEIVER_HOST}:{port}", port=port)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             state.hosts.append(self.headers.get("host", ""))
             state.paths.append(self.path)
@@ -56,15 +55,9 @@ def server() -> Iterator[Server]:
             self.end_headers()
             self.wfile.write(PNG)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
     httpd.RequestHandlerClass = Handler
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(httpd):
+        yield state
 
 
 def get(url: str, **kw: object) -> bytes:

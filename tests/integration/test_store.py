@@ -7,13 +7,14 @@ import pytest
 
 from stepanim import lifecycle
 from stepanim.admission import admit_now
-from stepanim.jobs import Job, JobImage, JobStatus, utcnow
+from stepanim.jobs import Job, JobImage, JobStatus
 from stepanim.queues import NOTIFY_QUEUE, make_celery
 from stepanim.request import AnimationCreate
 from stepanim.services import Services
 from stepanim.settings import Settings
 from stepanim.storage import LocalStorage
 from stepanim.store import JobNotFound, JobStore
+from tests.integration.job_support import admitted_job
 
 
 @pytest.fixture
@@ -28,17 +29,7 @@ def svc(redis_url: str, tmp_path) -> Services:  # type: ignore[no-untyped-def]
 
 
 def new_job(svc: Services, **request: object) -> Job:
-    now = utcnow()
-    job = Job(
-        id=uuid.uuid4().hex,
-        request=AnimationCreate.model_validate({"prompt": "p", **request}),
-        model="m",
-        seed=1,
-        created_at=now,
-        updated_at=now,
-    )
-    admit_now(svc.store, job)
-    return job
+    return admitted_job(svc, AnimationCreate.model_validate({"prompt": "p", **request}))
 
 
 def test_create_and_get(svc: Services) -> None:

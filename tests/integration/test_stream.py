@@ -19,30 +19,17 @@ from encoder.job import encode_job
 from encoder.stream import Abandon, Stopped, Streamed, StreamPlan, stream_job
 from encoder.timing import tail_split
 from stepanim import lifecycle
-from stepanim.admission import admit_now
-from stepanim.jobs import Job, JobImage, utcnow
-from stepanim.manifest import Manifest, ManifestImage
+from stepanim.jobs import Job, JobImage
 from stepanim.naming import frame_key, frame_name
-from stepanim.request import AnimationCreate
 from stepanim.services import Services
-from tests.integration.test_encode_job import PROMPT, SEED, png, svc
+from tests.integration.test_encode_job import PROMPT, SEED, new_job, png, save_manifest, svc
 
 __all__ = ["svc"]
 
 
-def new_job(svc: Services, *, steps: int, batch_size: int = 1, **request: Any) -> Job:
-    now = utcnow()
-    body = {"prompt": PROMPT, "steps": steps, "seed": SEED, "batch_size": batch_size, **request}
-    job = Job(
-        id=uuid.uuid4().hex,
-        request=AnimationCreate.model_validate(body),
-        model="tiny",
-        seed=SEED,
-        created_at=now,
-        updated_at=now,
-    )
-    admit_now(svc.store, job)
-    return lifecycle.start_rendering(svc, job.id)
+def rendering_job(svc: Services, *, steps: int, batch_size: int = 1, **request: Any) -> Job:
+    """A new job, in ``rendering`` as the render worker moves it before its first step."""
+    return lifecycle.start_rendering(svc, new_job(svc, steps=steps, batch_size=batch_size, **request).id)
 
 
 def render(
@@ -73,22 +60,7 @@ def render(
         if on_step is not None:
             on_step(step)
         time.sleep(pace)
-    Manifest(
-        job_id=job.id,
-        model="tiny",
-        prompt=PROMPT,
-        width=48,
-        height=48,
-        steps=total,
-        steps_run=run,
-        total_steps=total,
-        complete=run == total,
-        scheduler="euler",
-        guidance_scale=7.5,
-        seed=SEED,
-        batch_size=batch,
-        images=[ManifestImage(batch_index=i.batch_index, seed=i.seed, frames=i.frames) for i in images],
-    ).save(svc.storage)
+    save_manifest(svc, job, images, steps_run=run)
     return images
 
 
@@ -131,7 +103,7 @@ def video_file(svc: Services, key: str, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("interpolation", ["none", "blend", "mci"])
 def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, interpolation: str) -> None:
     animation = {"duration": 1.5, "interpolation": interpolation, "skip_steps": 2, "hold_last": 0.5}
-    job = new_job(svc, steps=18, animation=animation)
+    job = rendering_job(svc, steps=18, animation=animation)
     if interpolation != "mci":  # 16 kept steps: the last ones are a segment of their own, both ways
         assert len(tail_split(StreamPlan.of(job).timeline, interpolation)) == 2
     stream = Streaming(svc, job)
@@ -153,7 +125,7 @@ def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, i
 
 
 def test_stream_stops_when_the_job_is_canceled(svc: Services) -> None:
-    job = new_job(svc, steps=10)
+    job = rendering_job(svc, steps=10)
     stream = Streaming(svc, job)
 
     def cancel_at(step: int) -> None:
@@ -165,7 +137,7 @@ def test_stream_stops_when_the_job_is_canceled(svc: Services) -> None:
 
 
 def test_a_render_that_made_fewer_steps_goes_to_the_post_hoc_encode(svc: Services) -> None:
-    job = new_job(svc, steps=10, animation={"run_on_incomplete": True})
+    job = rendering_job(svc, steps=10, animation={"run_on_incomplete": True})
     stream = Streaming(svc, job)
     images = render(svc, job, steps_run=6)  # canceled, or a sampler that exited early
     lifecycle.start_encoding(svc, job.id, images)
@@ -175,7 +147,7 @@ def test_a_render_that_made_fewer_steps_goes_to_the_post_hoc_encode(svc: Service
 
 
 def test_a_restarted_render_goes_to_the_post_hoc_encode(svc: Services) -> None:
-    job = new_job(svc, steps=8)
+    job = rendering_job(svc, steps=8)
     stream = Streaming(svc, job)
 
     def restart_at(step: int) -> None:
@@ -188,14 +160,14 @@ def test_a_restarted_render_goes_to_the_post_hoc_encode(svc: Services) -> None:
 
 
 def test_lost_lease_stops_the_stream(svc: Services) -> None:
-    job = new_job(svc, steps=8)
+    job = rendering_job(svc, steps=8)
     stream = Streaming(svc, job)
     stream.lost.set()
     assert isinstance(stream.join(), Stopped)
 
 
 def test_a_batch_streams_one_video_per_image(svc: Services, tmp_path: Path) -> None:
-    job = new_job(svc, steps=6, batch_size=2, animation={"duration": 1})
+    job = rendering_job(svc, steps=6, batch_size=2, animation={"duration": 1})
     stream = Streaming(svc, job)
     images = render(svc, job)
     lifecycle.start_encoding(svc, job.id, images)

@@ -61,6 +61,19 @@ def make_pipe(base: Any, name: str, overrides: dict[str, Any], cls: Any = Stable
     return pipe
 
 
+def final_latents(pipe: Any, **kwargs: Any) -> torch.Tensor:
+    """The pipeline's final latents for PROMPT, STEPS, SIZE and seed 0."""
+    return pipe(  # type: ignore[no-any-return]
+        PROMPT,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    ).images
+
+
 def run(pipe: Any, mode: CaptureMode = "denoised", **kwargs: Any) -> tuple[list[torch.Tensor], int, torch.Tensor]:
     """Run with capture installed: (frames, callback calls, final latents)."""
     capture = StepCapture(pipe.scheduler, mode=mode).install()
@@ -75,17 +88,9 @@ def run(pipe: Any, mode: CaptureMode = "denoised", **kwargs: Any) -> tuple[list[
             frames.append(latents)
         return tensors
 
-    latents = pipe(
-        PROMPT,
-        num_inference_steps=STEPS,
-        height=SIZE,
-        width=SIZE,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-        callback_on_step_end=on_step_end,
-        callback_on_step_end_tensor_inputs=["latents"],
-        **kwargs,
-    ).images
+    latents = final_latents(
+        pipe, callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"], **kwargs
+    )
     return frames, calls, latents
 
 
@@ -292,12 +297,5 @@ def test_tokenizer_takes_any_prompt(base: Any) -> None:
 def test_capture_keeps_stochastic_schedulers_seeded(base: Any, name: str, overrides: dict[str, Any]) -> None:
     """Pipelines pass ``generator`` only to a step() whose signature takes it: the wrapper must keep it."""
     _, _, captured = run(make_pipe(base, name, overrides))
-    plain = make_pipe(base, name, overrides)(
-        PROMPT,
-        num_inference_steps=STEPS,
-        height=SIZE,
-        width=SIZE,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-    ).images
+    plain = final_latents(make_pipe(base, name, overrides))
     torch.testing.assert_close(captured, plain)

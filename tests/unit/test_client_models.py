@@ -125,25 +125,35 @@ def test_every_request_field_has_a_cli_option() -> None:
     assert documented == covered
 
 
-def test_a_response_parses_and_unknown_fields_are_ignored() -> None:
-    example = {
-        "id": "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b",
-        "status": "succeeded",
+JOB_ID = "4f0c1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
+
+
+def job(status: str = "queued", step: int = 0, total: int = 4, **extra: Any) -> dict[str, Any]:
+    """A job as the API answers it, with the fields a client needs (also the fake API's answers
+    in tests/integration/test_client_http.py)."""
+    base = f"http://api.test/animations/{JOB_ID}"
+    return {
+        "id": JOB_ID,
+        "status": status,
         "created_at": "2026-01-02T03:04:05Z",
         "updated_at": "2026-01-02T03:04:05Z",
         "started_at": None,
         "finished_at": None,
         "model": "tiny-sd",
         "seed": 1,
-        "progress": {"step": 2, "total": 2},
+        "progress": {"step": step, "total": total},
         "error": None,
         "video": None,
-        "urls": {"get": "g", "cancel": "c", "stream": "s"},
-        "request": {"prompt": "p", "steps": 2},
-        "something_new": {"from": "a newer server"},
+        "urls": {"get": base, "cancel": f"{base}/cancel", "stream": f"{base}/events"},
+        "request": {"prompt": "p", "steps": total},
+        **extra,
     }
-    job = models.AnimationPublic.model_validate(example)
-    assert job.finished and job.request.steps == 2 and job.request.width == 512
+
+
+def test_a_response_parses_and_unknown_fields_are_ignored() -> None:
+    example = job("succeeded", step=2, total=2, something_new={"from": "a newer server"})
+    parsed = models.AnimationPublic.model_validate(example)
+    assert parsed.finished and parsed.request.steps == 2 and parsed.request.width == 512
 
 
 def test_request_models_refuse_unknown_fields() -> None:
