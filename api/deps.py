@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPBearer
@@ -115,6 +115,22 @@ PrincipalDep = Annotated[auth.Principal, Depends(ApiKeyAuth())]
 CreatorDep = Annotated[auth.Principal, Depends(ApiKeyAuth(counted=False))]
 
 
+def owned_record(
+    svc: Services, principal: auth.Principal, job_id: str, *, kind: Literal["animation", "grid"]
+) -> Job | None:
+    """The record ``job_id`` names if it is a ``kind`` (animation or grid) of the caller's tenant;
+    None for a malformed id, a record that is gone, another tenant's, or one of the other kind
+    (all of them 404 to the caller)."""
+    try:
+        check_job_id(job_id)
+    except ValueError:
+        return None
+    job = svc.store.find(job_id)
+    if job is None or job.kind != kind or (job.tenant or auth.ANONYMOUS.tenant) != principal.tenant:
+        return None
+    return job
+
+
 def get_job(
     svc: ServicesDep,
     principal: PrincipalDep,
@@ -123,12 +139,8 @@ def get_job(
     ],
 ) -> Job:
     """The job in the path, if it belongs to the caller's tenant (another tenant's job, or a grid, is 404)."""
-    try:
-        check_job_id(animation_id)
-    except ValueError as e:
-        raise JobNotFound(animation_id) from e
-    job = svc.store.get(animation_id)
-    if (job.tenant or auth.ANONYMOUS.tenant) != principal.tenant or job.kind != "animation":
+    job = owned_record(svc, principal, animation_id, kind="animation")
+    if job is None:
         raise JobNotFound(animation_id)
     return job
 

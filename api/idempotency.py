@@ -37,6 +37,15 @@ def key_header(what: str) -> Any:
     return Header(pattern=IDEMPOTENCY_KEY_PATTERN, description=key_description(what), examples=KEY_EXAMPLES)
 
 
+def created_headers(location: str, *, replayed: bool) -> dict[str, str]:
+    """The headers of a create's answer: the ``Location`` of what it made, and
+    ``Idempotent-Replayed: true`` when a repeated key returned what an earlier request made."""
+    headers = {"Location": location}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
 def fingerprint(body: BaseModel) -> str:
     """Identity of a request body: its canonical JSON, defaults filled in."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -36,11 +36,10 @@ from stepanim.failures import EncodeError, JobFailure
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
 from stepanim.manifest import Manifest
 from stepanim.queues import ENCODE_TASK, GRID_TASK, STREAM_TASK, enqueue_encode
-from stepanim.retries import retry_or_fail
+from stepanim.retries import current_job, retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import NotFound, StorageError
-from stepanim.store import JobNotFound
 from stepanim.video_options import streamable
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,8 @@ def publish_capabilities(**_: Any) -> None:
 @app.task(name=ENCODE_TASK, bind=True, max_retries=5)
 def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> None:
     svc = services()
-    try:
-        job = svc.store.get(job_id)
-    except JobNotFound:
-        log.warning("encode: job %s no longer exists", job_id)
+    job = current_job(svc, job_id, task="encode")
+    if job is None:
         return
     if rendition_id is not None:
         rendition_task(self, svc, job_id, rendition_id)
@@ -99,9 +96,8 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
 @app.task(name=STREAM_TASK, bind=True)
 def stream_task(self: Task, job_id: str) -> None:
     svc = services()
-    try:
-        job = svc.store.get(job_id)
-    except JobNotFound:
+    job = svc.store.find(job_id)
+    if job is None:
         return
     if job.status not in (JobStatus.rendering, JobStatus.encoding) or not streamable(job.request.animation):
         return
@@ -174,12 +170,8 @@ def rendition_task(task: Task, svc: Services, job_id: str, rendition_id: str) ->
 @app.task(name=GRID_TASK, bind=True, max_retries=5)
 def grid_task(self: Task, grid_id: str) -> None:
     svc = services()
-    try:
-        grid = svc.store.get(grid_id)
-    except JobNotFound:
-        log.warning("grid: %s no longer exists", grid_id)
-        return
-    if grid.status.is_terminal():
+    grid = current_job(svc, grid_id, task="grid")
+    if grid is None or grid.status.is_terminal():
         return
     if leases.acquire_lease(svc.leases, grid_id, stage="grid", task=self, ttl=svc.settings.lease_seconds) is None:
         return  # another live worker moves this grid on

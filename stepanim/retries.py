@@ -1,4 +1,5 @@
-"""Retry policy shared by the worker tasks: storage hiccups are retried, then the job fails."""
+"""What the worker tasks share: re-reading the job a task was sent for, and the retry policy
+(storage hiccups are retried, then the job fails)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from collections.abc import Callable
 from celery import Task
 
 from stepanim import lifecycle
+from stepanim.jobs import Job
 from stepanim.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def current_job(svc: Services, job_id: str, *, task: str) -> Job | None:
+    """The job's record as it is now, or None (logged) where it no longer exists: a task
+    delivered after its job expired or was deleted has nothing to do."""
+    job = svc.store.find(job_id)
+    if job is None:
+        log.warning("%s: job %s no longer exists", task, job_id)
+    return job
 
 
 def retry_or_fail(

@@ -51,10 +51,15 @@ class JobStore:
 
     # Records ----------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        raw = self.redis.get(self.keys.job(job_id))
-        if raw is None:
+        job = self.find(job_id)
+        if job is None:
             raise JobNotFound(job_id)
-        return Job.model_validate_json(raw)
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        """The record of ``job_id``, or None where it is gone (expired or deleted)."""
+        raw = self.redis.get(self.keys.job(job_id))
+        return None if raw is None else Job.model_validate_json(raw)
 
     def get_many(self, job_ids: list[str]) -> list[Job | None]:
         """The records of ``job_ids`` in order (None where a record is gone)."""

@@ -16,11 +16,10 @@ from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
 from stepanim.queues import RENDER_TASK, enqueue_encode, enqueue_stream
-from stepanim.retries import retry_or_fail
+from stepanim.retries import current_job, retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import StorageError
-from stepanim.store import JobNotFound
 from stepanim.video_options import streamable
 from worker.adapters import text_encoder_lora_problem
 from worker.app import app
@@ -77,13 +76,9 @@ def withdraw_models(**_: Any) -> None:
 @app.task(name=RENDER_TASK, bind=True, max_retries=5)
 def render_task(self: Task, job_id: str) -> None:
     svc = services()
-    try:
-        job = svc.store.get(job_id)
-    except JobNotFound:
-        log.warning("render: job %s no longer exists", job_id)
-        return
-    if job.status.is_terminal():
-        return  # canceled while queued, or a duplicate delivery of a finished job
+    job = current_job(svc, job_id, task="render")
+    if job is None or job.status.is_terminal():
+        return  # gone, canceled while queued, or a duplicate delivery of a finished job
     if job.status == JobStatus.encoding:
         enqueue_encode(svc.celery, job_id)  # a redelivery after the render was done
         return

@@ -27,7 +27,7 @@ from api.deps import (
     refuse_if_limited,
 )
 from api.errors import AUTH_RESPONSES, CREATE_RESPONSES, ApiError, ErrorResponse
-from api.idempotency import fingerprint, key_header, replayed_id
+from api.idempotency import created_headers, fingerprint, key_header, replayed_id
 from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.uploads import prepare_init_image
 from stepanim import lifecycle, ssrf
@@ -368,9 +368,7 @@ async def create_animation(
         public = to_public(job, svc, extras=NEW_JOB_EXTRAS)  # nothing to read back for a job just made
     else:
         public = await run_in_threadpool(to_public, job, svc)
-    headers["Location"] = public.urls.get
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers.update(created_headers(public.urls.get, replayed=replayed))
     return Response(public.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
 
 

@@ -39,7 +39,7 @@ from stepanim.grid_public import grid_public
 from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
-from stepanim.store import AsyncJobStore, JobNotFound
+from stepanim.store import AsyncJobStore
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["animations"])
@@ -87,10 +87,7 @@ def render_event(svc: Services, job_id: str, event: JobEvent) -> tuple[str, dict
     job, progress the signed URLs of its frames."""
     data: BaseModel
     if isinstance(event, StatusEvent | CellEvent):
-        try:
-            job = svc.store.get(job_id)
-        except JobNotFound:
-            job = None
+        job = svc.store.find(job_id)
         if job is not None and job.kind == "grid":
             grid = grid_public(job, svc).model_dump(mode="json")
             if isinstance(event, CellEvent):

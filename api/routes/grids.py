@@ -16,24 +16,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdmissionDep, AsyncStoreDep, CreatorDep, PrincipalDep, ServicesDep
+from api.deps import AdmissionDep, AsyncStoreDep, CreatorDep, PrincipalDep, ServicesDep, owned_record
 from api.errors import AUTH_RESPONSES, CREATE_RESPONSES, ApiError, ErrorResponse, field_path
-from api.idempotency import fingerprint, key_header
+from api.idempotency import created_headers, fingerprint, key_header
 from api.routes.animations import admit, check_webhook, checked, new_job, refused
 from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.events import EVENT_SCHEMA, LAST_EVENT_ID, event_response
 from api.routes.renditions import RENDITION_EXAMPLE, RENDITION_RESPONSES, RenditionId, make_rendition, rendition_of
 from api.routes.uploads import prepare_init_image
-from stepanim import auth, grid_flow, lifecycle
+from stepanim import grid_flow, lifecycle
 from stepanim.admission import IdempotencyRequest
 from stepanim.grid_public import GridPublic, grid_public
 from stepanim.grids import Cell, GridCreate, GridPlan, cell_requests, grid_problems
 from stepanim.jobs import Job, JobStatus
-from stepanim.naming import check_job_id
 from stepanim.public import RenditionPublic
 from stepanim.queues import enqueue_grid
 from stepanim.services import Services
-from stepanim.store import JobNotFound
 from stepanim.video_options import VideoOptions
 
 log = logging.getLogger(__name__)
@@ -52,12 +50,8 @@ def get_grid(
     grid_id: Annotated[str, Path(description="The grid's id.", examples=["9b1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e"])],
 ) -> Job:
     """The grid in the path, if it belongs to the caller's tenant (another tenant's is 404)."""
-    try:
-        check_job_id(grid_id)
-        grid = svc.store.get(grid_id)
-    except (ValueError, JobNotFound):
-        raise ApiError(404, "not_found", f"no grid with id {grid_id!r}") from None
-    if grid.kind != "grid" or (grid.tenant or auth.ANONYMOUS.tenant) != principal.tenant:
+    grid = owned_record(svc, principal, grid_id, kind="grid")
+    if grid is None:
         raise ApiError(404, "not_found", f"no grid with id {grid_id!r}")
     return grid
 
@@ -190,9 +184,7 @@ async def create_grid(
         except Exception as e:
             log.warning("grid %s stored but its task not sent (%s); the reconciler will send it", grid.id, e)
     public = await run_in_threadpool(grid_public, grid, svc)
-    headers = {"Location": public.urls.get}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = created_headers(public.urls.get, replayed=replayed)
     return Response(public.model_dump_json(), status_code=202, headers=headers, media_type="application/json")
 
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdmissionDep, JobDep, PrincipalDep, ServicesDep
 from api.errors import AUTH_RESPONSES, ApiError, ErrorResponse
-from api.idempotency import fingerprint, key_header, run_once
+from api.idempotency import created_headers, fingerprint, key_header, run_once
 from api.routes.capabilities import require
 from stepanim import lifecycle
 from stepanim.admission import Admission, IdempotencyRequest
@@ -104,11 +104,8 @@ async def make_rendition(
         request = IdempotencyRequest(principal.tenant, key, fingerprint(body), svc.settings.idempotency_ttl_seconds)
     rendition_id, replayed = await run_once(admission, request, make=make, exists=exists)
     rendition = made[0] if made else next(r for r in svc.store.get(job.id).renditions if r.id == rendition_id)
-    response.headers["Location"] = (
-        f"{svc.settings.public_base_url.rstrip('/')}/{noun}/{job.id}/renditions/{rendition.id}"
-    )
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    location = f"{svc.settings.public_base_url.rstrip('/')}/{noun}/{job.id}/renditions/{rendition.id}"
+    response.headers.update(created_headers(location, replayed=replayed))
     return rendition_public(rendition, svc.storage)
 
 
