@@ -97,12 +97,7 @@ def train(out: Path, plan: Plan, *, seed: int = 0) -> Path:
         idx = torch.randint(len(latents), (plan.unet_batch,), generator=gen)
         prompts = [prompt_for(int(y[i]), rng) if rng.random() > 0.1 else "" for i in idx]
         loss = recipe.denoising_loss(unet, text_encoder, tokenizer, noise_scheduler, latents[idx], prompts, gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr.step()
-        recipe.update_ema(ema, unet, step)
+        recipe.unet_step(opt, lr, params, loss, ema=ema, unet=unet, step=step)
         if step % 100 == 0:
             log.info("unet %d/%d loss %.4f (%.0fs)", step, plan.unet_steps, loss.item(), time.perf_counter() - started)
 

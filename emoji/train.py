@@ -118,12 +118,7 @@ def train(out: Path, plan: Plan, *, seed: int = 0, checkpoints: int = 0) -> Path
         loss = recipe.denoising_loss(
             unet, text_encoder, tokenizer, noise_scheduler, z0, prompts, gen, weights=weights, device=device
         )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr.step()
-        recipe.update_ema(ema, unet, step)
+        recipe.unet_step(opt, lr, params, loss, ema=ema, unet=unet, step=step)
         if step % 50 == 0:
             log.info("unet %d/%d loss %.4f (%.0fs)", step, plan.unet_steps, loss.item(), time.perf_counter() - started)
         if checkpoints and (step + 1) % checkpoints == 0 and step + 1 < plan.unet_steps:

@@ -181,6 +181,18 @@ def denoising_loss(
     return (weights[t.to(device)] * (pred - noise.to(device)).pow(2).mean(dim=(1, 2, 3))).mean()
 
 
+def unet_step(
+    opt: Any, schedule: Any, params: list[Any], loss: torch.Tensor, *, ema: Any, unet: Any, step: int
+) -> None:
+    """One optimiser step of the UNet (and the text encoder trained with it), then its average."""
+    opt.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    schedule.step()
+    update_ema(ema, unet, step)
+
+
 def update_ema(ema: Any, model: Any, step: int) -> None:
     """One step of the exponential moving average the saved UNet is (warming up to 0.999)."""
     with torch.no_grad():
