@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from client.errors import ApiError
+from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable
 from client.models import (
     TERMINAL_STATUSES,
     AnimationCreate,
@@ -140,6 +140,33 @@ class RetryPolicy:
 
 NO_RETRIES = RetryPolicy(attempts=1)
 
+OnRetry = Callable[[str, float, str], None]  # (what, seconds, why): called before each wait
+
+
+class ClientBase:
+    """What ``Client`` and ``AsyncClient`` hold alike (the API, the key, the timeout, the retry
+    policy), and where a request goes with which headers."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        api_key: str | None,
+        timeout: float,
+        retry: RetryPolicy | None,
+        on_retry: OnRetry | None,
+    ) -> None:
+        self.url = (url or os.environ.get("STEPANIM_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("STEPANIM_API_KEY") or None
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
+
+    def _target(self, path_or_url: str, *, auth: bool, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        """The URL of an API path (a full URL stays as it is) and the headers: the API key first when ``auth``."""
+        url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
+        return url, {**(auth_headers(self.api_key) if auth else {}), **headers}
+
 
 def retryable_response(response: httpx.Response, policy: RetryPolicy, error: ApiError | None) -> bool:
     if response.status_code in policy.statuses:
@@ -153,6 +180,25 @@ def retryable_exception(exc: httpx.TransportError, *, idempotent: bool) -> bool:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return True
     return idempotent
+
+
+def transport_retry(
+    policy: RetryPolicy, tries: int, exc: httpx.TransportError, *, idempotent: bool, what: str
+) -> float:
+    """Seconds to wait before the next try of ``what`` after its connection failed; ``ConnectionFailed`` if none."""
+    delay = policy.delay(tries, None) if retryable_exception(exc, idempotent=idempotent) else None
+    if delay is None:
+        raise ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
+    return delay
+
+
+def response_retry(policy: RetryPolicy, tries: int, response: httpx.Response) -> tuple[float, str]:
+    """(seconds to wait, why) before the next try after an error response (read already); its ``ApiError`` if none."""
+    error = api_error(response)
+    delay = policy.delay(tries, error.retry_after) if retryable_response(response, policy, error) else None
+    if delay is None:
+        raise error
+    return delay, f"HTTP {response.status_code} {error.code}"
 
 
 def api_error(response: httpx.Response) -> ApiError:
@@ -349,4 +395,40 @@ def stream_timeout(remaining: float | None, connect: float) -> httpx.Timeout:
     return httpx.Timeout(connect=connect, read=read, write=connect, pool=connect)
 
 
-OnRetry = Callable[[str, float, str], None]  # (what, seconds, why): called before each wait
+class EventStream:
+    """Following one event stream across reconnections, as both clients do: the request of each
+    connection, when to give up, and how long to wait before the next (the clients do the I/O)."""
+
+    def __init__(self, path: str, last_event_id: str | None, policy: RetryPolicy) -> None:
+        self.path = path
+        self.policy = policy
+        self.decoder = SSEDecoder(last_event_id)
+        self.broken = 0  # connections broken in a row
+        self.received = False  # whether the current connection brought an event
+
+    def request(self, remaining: float | None, connect: float) -> dict[str, Any]:
+        """The options of the next connection's GET, resuming after the last event seen."""
+        self.received = False
+        return {"headers": stream_headers(self.decoder.last_event_id), "timeout": stream_timeout(remaining, connect)}
+
+    def check(self, response: httpx.Response) -> None:
+        """``EventStreamUnavailable`` unless the server answered with an event stream."""
+        if not is_event_stream(response):
+            ctype = response.headers.get("content-type")
+            raise EventStreamUnavailable(f"{self.path} answered {ctype!r}, not {EVENT_STREAM}")
+
+    def feed(self, line: str) -> Event | None:
+        event = self.decoder.feed(line)
+        if event is not None:
+            self.received, self.broken = True, 0
+        return event
+
+    def broke(self, exc: httpx.TransportError) -> None:
+        """The connection broke (opening it was retried already): ``ConnectionFailed`` after too many in a row."""
+        self.broken += 1
+        if self.broken >= self.policy.attempts:
+            raise ConnectionFailed(f"event stream {self.path} broke: {exc}") from exc
+
+    def pause(self) -> float:
+        """Seconds before connecting again: what the stream asked (``retry``) after a clean end, else backoff."""
+        return (self.decoder.retry or 1000) / 1000 if self.broken == 0 else self.policy.backoff_delay(self.broken)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -14,8 +12,9 @@ from typing import Any
 
 import httpx
 
-from client import _core
+from client import _core, calls
 from client._core import Event, RetryPolicy
+from client.calls import AnswerT, Call, RecordT
 from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, StepanimError, WaitTimeout
 from client.models import (
     AnimationCreate,
@@ -33,7 +32,7 @@ from client.models import (
 EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
-class AsyncClient:
+class AsyncClient(_core.ClientBase):
     """The asyncio twin of ``client.Client``: same arguments, same methods, same retries and errors.
 
     >>> async with AsyncClient("http://127.0.0.1:8000") as api:  # doctest: +SKIP
@@ -52,11 +51,7 @@ class AsyncClient:
         on_retry: _core.OnRetry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("STEPANIM_URL") or _core.DEFAULT_URL).rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get("STEPANIM_API_KEY") or None
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
+        super().__init__(url, api_key=api_key, timeout=timeout, retry=retry, on_retry=on_retry)
         self._http = httpx.AsyncClient(
             timeout=timeout, headers={"User-Agent": _core.USER_AGENT}, transport=transport, follow_redirects=False
         )
@@ -85,8 +80,8 @@ class AsyncClient:
         timeout: httpx.Timeout | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
-        headers = {**(_core.auth_headers(self.api_key) if auth else {}), **kwargs.pop("headers", {})}
+        url, headers = self._target(path_or_url, auth=auth, headers=kwargs.pop("headers", {}))
+        what = f"{method} {url}"
         tries = 0
         while True:
             tries += 1
@@ -96,30 +91,23 @@ class AsyncClient:
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as e:
-                delay = self.retry.delay(tries, None) if _core.retryable_exception(e, idempotent=idempotent) else None
-                if delay is None:
-                    raise ConnectionFailed(f"{method} {url}: {type(e).__name__}: {e}") from e
-                await self._wait_retry(f"{method} {url}", delay, type(e).__name__)
+                delay = _core.transport_retry(self.retry, tries, e, idempotent=idempotent, what=what)
+                await self._wait_retry(what, delay, type(e).__name__)
                 continue
             if response.status_code < 400:
                 return response
             await response.aread()
             await response.aclose()
-            error = _core.api_error(response)
-            retryable = _core.retryable_response(response, self.retry, error)
-            delay = self.retry.delay(tries, error.retry_after) if retryable else None
-            if delay is None:
-                raise error
-            await self._wait_retry(f"{method} {url}", delay, f"HTTP {response.status_code} {error.code}")
+            await self._wait_retry(what, *_core.response_retry(self.retry, tries, response))
 
     async def _wait_retry(self, what: str, delay: float, why: str) -> None:
         if self.on_retry is not None:
             self.on_retry(what, delay, why)
         await asyncio.sleep(delay)
 
-    async def _json(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
-        response = await self._send(method, path, idempotent=idempotent, **kwargs)
-        return response.json()
+    async def _call(self, call: Call[AnswerT]) -> AnswerT:
+        response = await self._send(call.method, call.path, idempotent=call.idempotent, **call.options())
+        return call.parse(response.json())
 
     # Animations
 
@@ -127,48 +115,36 @@ class AsyncClient:
         self, request: AnimationCreate | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> AnimationPublic:
         """POST /animations with an ``Idempotency-Key`` (a new UUID unless given): retries never start a second job."""
-        key = idempotency_key or str(uuid.uuid4())
-        body = _core.create_body(request)
-        data = await self._json("POST", "/animations", idempotent=True, json=body, headers={"Idempotency-Key": key})
-        return AnimationPublic.model_validate(data)
+        return await self._call(calls.create(request, idempotency_key))
 
     submit = create
 
     async def get(self, animation_id: str) -> AnimationPublic:
-        return AnimationPublic.model_validate(await self._json("GET", f"/animations/{animation_id}", idempotent=True))
+        return await self._call(calls.get(animation_id))
 
     async def cancel(self, animation_id: str) -> AnimationPublic:
-        data = await self._json("POST", f"/animations/{animation_id}/cancel", idempotent=True)
-        return AnimationPublic.model_validate(data)
+        return await self._call(calls.cancel(animation_id))
 
     async def create_rendition(
         self, animation_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> RenditionPublic:
         """POST /animations/{id}/renditions with an ``Idempotency-Key``: retries never make a second video."""
-        body = _core.rendition_body(options)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        path = f"/animations/{animation_id}/renditions"
-        data = await self._json("POST", path, idempotent=True, json=body, headers=headers)
-        return RenditionPublic.model_validate(data)
+        return await self._call(calls.create_rendition(calls.animation_path(animation_id), options, idempotency_key))
 
     async def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:
-        return await self._get_rendition(f"/animations/{animation_id}", rendition_id)
-
-    async def _get_rendition(self, owner: str, rendition_id: str) -> RenditionPublic:
-        data = await self._json("GET", f"{owner}/renditions/{rendition_id}", idempotent=True)
-        return RenditionPublic.model_validate(data)
+        return await self._call(calls.get_rendition(calls.animation_path(animation_id), rendition_id))
 
     async def wait_rendition(
         self, animation_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
-        return await self._wait_rendition(f"/animations/{animation_id}", rendition_id, timeout, poll_interval)
+        return await self._wait_rendition(calls.animation_path(animation_id), rendition_id, timeout, poll_interval)
 
     async def _wait_rendition(
         self, owner: str, rendition_id: str, timeout: float | None, poll_interval: float
     ) -> RenditionPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            rendition = await self._get_rendition(owner, rendition_id)
+            rendition = await self._call(calls.get_rendition(owner, rendition_id))
             if rendition.finished:
                 return rendition
             if deadline is not None and time.monotonic() + poll_interval > deadline:
@@ -178,31 +154,24 @@ class AsyncClient:
     async def upload(
         self, file: str | os.PathLike[str] | bytes, *, filename: str | None = None, content_type: str | None = None
     ) -> UploadPublic:
-        if isinstance(file, bytes):
-            data, name = file, filename or "image"
-        else:
-            path = Path(file)
-            data, name = path.read_bytes(), filename or path.name
-        files = {"file": (name, data, content_type or "application/octet-stream")}
-        return UploadPublic.model_validate(await self._json("POST", "/uploads", idempotent=True, files=files))
+        return await self._call(calls.upload(file, filename, content_type))
 
     async def capabilities(self) -> CapabilitiesPublic:
-        return CapabilitiesPublic.model_validate(await self._json("GET", "/capabilities", idempotent=True))
+        return await self._call(calls.capabilities())
 
     async def webhook_secrets(self) -> WebhookSecrets:
-        return WebhookSecrets.model_validate(await self._json("GET", "/webhooks/secret", idempotent=True))
+        return await self._call(calls.webhook_secrets())
 
     async def rotate_webhook_secret(self) -> WebhookSecrets:
-        return WebhookSecrets.model_validate(await self._json("POST", "/webhooks/secret/rotate", idempotent=False))
+        return await self._call(calls.rotate_webhook_secret())
 
     async def frames(self, animation_id: str, *, image: int = 0) -> FramesPublic:
         """GET /animations/{id}/frames: every frame of one image stored so far, with signed URLs."""
-        data = await self._json("GET", f"/animations/{animation_id}/frames", idempotent=True, params={"image": image})
-        return FramesPublic.model_validate(data)
+        return await self._call(calls.frames(animation_id, image))
 
     async def download_frames(self, animation_id: str, path: str | os.PathLike[str]) -> Path:
         """Save every frame of every image of the job as one zip (GET /animations/{id}/frames.zip)."""
-        return await self.download(f"/animations/{animation_id}/frames.zip", path, auth=True)
+        return await self.download(f"{calls.animation_path(animation_id)}/frames.zip", path, auth=True)
 
     async def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
         """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
@@ -232,52 +201,34 @@ class AsyncClient:
 
     async def events(self, animation_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The job's server-sent events to its final status, resumed with ``Last-Event-ID`` after a break."""
-
-        async def finished() -> bool:
-            return (await self.get(animation_id)).finished
-
-        async for event in self._events(f"/animations/{animation_id}/events", finished, last_event_id):
+        async for event in self._events(calls.get(animation_id), last_event_id):
             yield event
 
-    async def _events(
-        self, path: str, finished: Callable[[], Awaitable[bool]], last_event_id: str | None
-    ) -> AsyncIterator[Event]:
-        decoder = _core.SSEDecoder(last_event_id)
-        broken = 0
+    async def _events(self, owner: Call[RecordT], last_event_id: str | None) -> AsyncIterator[Event]:
+        """The events of ``owner``'s job (or grid), which also says whether it is over when a stream ends
+        without the final event."""
+        stream = _core.EventStream(f"{owner.path}/events", last_event_id, self.retry)
         while True:
-            received = False
             try:
-                response = await self._send(
-                    "GET",
-                    path,
-                    idempotent=True,
-                    stream=True,
-                    headers=_core.stream_headers(decoder.last_event_id),
-                    timeout=_core.stream_timeout(None, self.timeout),
-                )
+                options = stream.request(None, self.timeout)
+                response = await self._send("GET", stream.path, idempotent=True, stream=True, **options)
                 try:
-                    if not _core.is_event_stream(response):
-                        ctype = response.headers.get("content-type")
-                        raise EventStreamUnavailable(f"{path} answered {ctype!r}, not {_core.EVENT_STREAM}")
+                    stream.check(response)
                     async for line in response.aiter_lines():
-                        event = decoder.feed(line)
+                        event = stream.feed(line)
                         if event is None:
                             continue
-                        received, broken = True, 0
                         yield event
                         if event.is_final:
                             return
                 finally:
                     await response.aclose()
             except httpx.TransportError as e:
-                broken += 1
-                if broken >= self.retry.attempts:
-                    raise ConnectionFailed(f"event stream {path} broke: {e}") from e
+                stream.broke(e)
             else:
-                if not received and await finished():
+                if not stream.received and (await self._call(owner)).finished:
                     return
-            delay = (decoder.retry or 1000) / 1000 if broken == 0 else self.retry.backoff_delay(broken)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(stream.pause())
 
     async def wait(
         self,
@@ -341,24 +292,18 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> GridPublic:
         """POST /grids (see ``Client.create_grid``); retries never start a second grid."""
-        body = _core.grid_body(base, x, y, allow_partial=allow_partial)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        data = await self._json("POST", "/grids", idempotent=True, json=body, headers=headers)
-        return GridPublic.model_validate(data)
+        call = calls.create_grid(base, x, y, allow_partial=allow_partial, idempotency_key=idempotency_key)
+        return await self._call(call)
 
     async def get_grid(self, grid_id: str) -> GridPublic:
-        return GridPublic.model_validate(await self._json("GET", f"/grids/{grid_id}", idempotent=True))
+        return await self._call(calls.get_grid(grid_id))
 
     async def cancel_grid(self, grid_id: str) -> GridPublic:
-        return GridPublic.model_validate(await self._json("POST", f"/grids/{grid_id}/cancel", idempotent=True))
+        return await self._call(calls.cancel_grid(grid_id))
 
     async def grid_events(self, grid_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The grid's server-sent events (``status`` and ``cell``, with ``event.grid``) to its final status."""
-
-        async def finished() -> bool:
-            return (await self.get_grid(grid_id)).finished
-
-        async for event in self._events(f"/grids/{grid_id}/events", finished, last_event_id):
+        async for event in self._events(calls.get_grid(grid_id), last_event_id):
             yield event
 
     async def wait_grid(
@@ -398,18 +343,15 @@ class AsyncClient:
         self, grid_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> RenditionPublic:
         """POST /grids/{id}/renditions with an ``Idempotency-Key``: retries never make a second video."""
-        body = _core.rendition_body(options)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        data = await self._json("POST", f"/grids/{grid_id}/renditions", idempotent=True, json=body, headers=headers)
-        return RenditionPublic.model_validate(data)
+        return await self._call(calls.create_rendition(calls.grid_path(grid_id), options, idempotency_key))
 
     async def get_grid_rendition(self, grid_id: str, rendition_id: str) -> RenditionPublic:
-        return await self._get_rendition(f"/grids/{grid_id}", rendition_id)
+        return await self._call(calls.get_rendition(calls.grid_path(grid_id), rendition_id))
 
     async def wait_grid_rendition(
         self, grid_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
-        return await self._wait_rendition(f"/grids/{grid_id}", rendition_id, timeout, poll_interval)
+        return await self._wait_rendition(calls.grid_path(grid_id), rendition_id, timeout, poll_interval)
 
     async def download_grid(self, grid: GridPublic, path: str | os.PathLike[str]) -> Path:
         """Save a succeeded grid's video to ``path``."""
@@ -422,8 +364,4 @@ class AsyncClient:
     async def list(
         self, *, status: Iterable[str] | None = None, limit: int = 20, cursor: str | None = None
     ) -> AnimationList:
-        params: builtins.list[tuple[str, str | int]] = [("limit", limit)]
-        params += [("status", s) for s in status or ()]
-        if cursor:
-            params.append(("cursor", cursor))
-        return AnimationList.model_validate(await self._json("GET", "/animations", idempotent=True, params=params))
+        return await self._call(calls.list_animations(status, limit, cursor))

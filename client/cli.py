@@ -24,6 +24,7 @@ from client.models import (
     FrameDecoder,
     FrameResolution,
     FrameSource,
+    GridPublic,
     Interpolation,
     JobStatus,
     LoraRequest,
@@ -77,6 +78,18 @@ class UsageError(Exception):
 
 class JobFailed(Exception):
     """The animation or rendition ended without a video (exit 4)."""
+
+
+# What each failure prints after "stepanim: " (``{}``: the exception) and its exit code; the first that fits.
+FAILURES: tuple[tuple[type[BaseException], str, int], ...] = (
+    (UsageError, "error: {}", EXIT_USAGE),
+    (ApiError, "error: {}", EXIT_API_ERROR),
+    (JobFailed, "{}", EXIT_JOB_FAILED),
+    (WaitTimeout, "{}; it keeps running", EXIT_TIMEOUT),
+    (ConnectionFailed, "error: cannot reach the API: {}", EXIT_UNREACHABLE),
+    (KeyboardInterrupt, "interrupted", EXIT_INTERRUPTED),
+    (OSError, "error: {}", EXIT_REJECTED),
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -288,6 +301,21 @@ class Cli:
         if not self.quiet:
             self.err.write(text + "\n")
 
+    def show(self, model: BaseModel | Mapping[str, Any], text: str) -> int:
+        """Print ``model`` as JSON with --json, else ``text`` (one line or more): a command's result."""
+        if self.json:
+            emit_json(model, self.out)
+        else:
+            self.out.write(text + "\n")
+        return EXIT_OK
+
+    def failure(self, kind: str, record: AnimationPublic | GridPublic | RenditionPublic) -> JobFailed:
+        """The error of an animation, grid or rendition that ended without its video (printed first with --json)."""
+        if self.json:
+            emit_json(record, self.out)
+        reason = f": {record.error.code}: {record.error.message}" if record.error is not None else ""
+        return JobFailed(f"{kind} {record.id} {record.status}{reason}")
+
     def submit(self) -> int:
         args = self.args
         request = build_request(args)  # checked by the client's models first: a typo fails here
@@ -295,11 +323,7 @@ class Cli:
         request = self.uploaded_init_image(request)
         job = self.api.create(request, idempotency_key=args.idempotency_key)
         if not (args.wait or args.output):
-            if self.json:
-                emit_json(job, self.out)
-            else:
-                self.out.write(job.id + "\n")
-            return EXIT_OK
+            return self.show(job, job.id)
         self.note(f"animation {job.id} {job.status}")
         return self.finish(job.id)
 
@@ -341,43 +365,25 @@ class Cli:
             if bar is not None:
                 bar.close()
         if job.status != "succeeded":
-            if self.json:
-                emit_json(job, self.out)
-            reason = f": {job.error.code}: {job.error.message}" if job.error is not None else ""
-            raise JobFailed(f"animation {job.id} {job.status}{reason}")
+            raise self.failure("animation", job)
         urls = result_urls(job)
-        if args.output:
-            # One file per image: -o itself for one image, <stem>-<seed><suffix> for each image of a batch.
-            if job.frames_zip is not None and not job_videos(job):
-                paths = [self.api.download(urls[0], args.output)]
-            else:
-                paths = self.api.download_videos(job, args.output)
-            if self.json:
-                emit_json(job, self.out)
-            else:
-                self.out.write("".join(f"{path}\n" for path in paths))
-        elif self.json:
-            emit_json(job, self.out)
+        if not args.output:
+            return self.show(job, "\n".join(urls))
+        # One file per image: -o itself for one image, <stem>-<seed><suffix> for each image of a batch.
+        if job.frames_zip is not None and not job_videos(job):
+            paths = [self.api.download(urls[0], args.output)]
         else:
-            self.out.write("".join(url + "\n" for url in urls))
-        return EXIT_OK
+            paths = self.api.download_videos(job, args.output)
+        return self.show(job, "\n".join(map(str, paths)))
 
     def status(self) -> int:
         job = self.api.get(self.args.id)
-        if self.json:
-            emit_json(job, self.out)
-        else:
-            self.out.write("\n".join(describe(job)) + "\n")
-        return EXIT_OK
+        return self.show(job, "\n".join(describe(job)))
 
     def cancel(self) -> int:
         job = self.api.cancel(self.args.id)
-        if self.json:
-            emit_json(job, self.out)
-        else:
-            extra = " (cancel requested; it stops within one step)" if job.status != "canceled" else ""
-            self.out.write(f"{job.id} {job.status}{extra}\n")
-        return EXIT_OK
+        extra = " (cancel requested; it stops within one step)" if job.status != "canceled" else ""
+        return self.show(job, f"{job.id} {job.status}{extra}")
 
     def list(self) -> int:
         page = self.api.list(status=self.args.status, limit=self.args.limit, cursor=self.args.cursor)
@@ -394,24 +400,21 @@ class Cli:
         return EXIT_OK
 
     def rerender(self) -> int:
+        rendition = self.api.create_rendition(self.args.id, rendition_request(self.args))
+        return self.follow_rendition(rendition, self.args.id, self.api.wait_rendition)
+
+    def follow_rendition(self, rendition: RenditionPublic, owner: str, wait: Callable[..., RenditionPublic]) -> int:
+        """After ``rerender`` (or ``grid-rerender``) made ``rendition`` of ``owner``: print its id, or with
+        --wait or -o wait for it (``wait(owner id, rendition id, timeout=)``) and print or download its videos."""
         args = self.args
-        rendition = self.api.create_rendition(args.id, rendition_request(args))
         if not (args.wait or args.output):
-            if self.json:
-                emit_json(rendition, self.out)
-            else:
-                self.out.write(rendition.id + "\n")
-            return EXIT_OK
-        self.note(f"rendition {rendition.id} of {args.id} {rendition.status}")
-        rendition = self.api.wait_rendition(args.id, rendition.id, timeout=args.timeout)
-        return self.finish_rendition(rendition)
+            return self.show(rendition, rendition.id)
+        self.note(f"rendition {rendition.id} of {owner} {rendition.status}")
+        return self.finish_rendition(wait(args.id, rendition.id, timeout=args.timeout))
 
     def finish_rendition(self, rendition: RenditionPublic) -> int:
         if rendition.status != "succeeded" or rendition.video is None:
-            if self.json:
-                emit_json(rendition, self.out)
-            reason = f": {rendition.error.code}: {rendition.error.message}" if rendition.error is not None else ""
-            raise JobFailed(f"rendition {rendition.id} {rendition.status}{reason}")
+            raise self.failure("rendition", rendition)
         videos = rendition.videos or [rendition.video]  # (a server before batches had one video)
         if self.args.output:
             seeds = [image.seed for image in self.api.get(self.args.id).images] if len(videos) > 1 else [0]
@@ -431,11 +434,7 @@ class Cli:
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
         upload = self.api.upload(path)
-        if self.json:
-            emit_json(upload, self.out)
-        else:
-            self.out.write(upload.id + "\n")
-        return EXIT_OK
+        return self.show(upload, upload.id)
 
     def capabilities(self) -> int:
         caps = self.api.capabilities()
@@ -454,11 +453,7 @@ class Cli:
 
     def webhook_secret(self) -> int:
         secrets = self.api.rotate_webhook_secret() if self.args.rotate else self.api.webhook_secrets()
-        if self.json:
-            emit_json(secrets, self.out)
-        else:
-            self.out.write(secrets.current + "\n")
-        return EXIT_OK
+        return self.show(secrets, secrets.current)
 
     def webhook_verify(self) -> int:
         from stepanim.webhook_signing import SignatureError, verify  # standard library only
@@ -490,11 +485,7 @@ class Cli:
             summary += f" ({payload.type}, animation {payload.data.id} {payload.data.status})"
         except ValidationError:
             pass  # a valid signature over another body
-        if self.json:
-            emit_json({"valid": True, "webhook_id": headers.get("webhook-id")}, self.out)
-        else:
-            self.out.write(summary + "\n")
-        return EXIT_OK
+        return self.show({"valid": True, "webhook_id": headers.get("webhook-id")}, summary)
 
     def webhook_listen(self) -> int:
         from client.listen import listen  # standard library only
@@ -809,27 +800,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     try:
         cli = Cli(args, out, err)
         return handler(cli)
-    except UsageError as e:
-        err.write(f"{PROG}: error: {e}\n")
-        return EXIT_USAGE
-    except ApiError as e:
-        err.write(f"{PROG}: error: {e}\n")
-        return EXIT_API_ERROR
-    except JobFailed as e:
-        err.write(f"{PROG}: {e}\n")
-        return EXIT_JOB_FAILED
-    except WaitTimeout as e:
-        err.write(f"{PROG}: {e}; it keeps running\n")
-        return EXIT_TIMEOUT
-    except ConnectionFailed as e:
-        err.write(f"{PROG}: error: cannot reach the API: {e}\n")
-        return EXIT_UNREACHABLE
-    except KeyboardInterrupt:
-        err.write(f"{PROG}: interrupted\n")
-        return EXIT_INTERRUPTED
-    except OSError as e:
-        err.write(f"{PROG}: error: {e}\n")
-        return EXIT_REJECTED
+    except BaseException as e:
+        for kind, line, code in FAILURES:
+            if isinstance(e, kind):
+                err.write(f"{PROG}: {line.format(e)}\n")
+                return code
+        raise
     finally:
         if cli is not None:
             cli.api.close()

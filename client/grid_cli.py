@@ -19,16 +19,13 @@ from typing import get_args
 
 from client.cli import (
     EXIT_INTERRUPTED,
-    EXIT_OK,
     PROG,
     Cli,
-    JobFailed,
     Parser,
     UsageError,
     add_request_options,
     add_video_options,
     build_request,
-    emit_json,
     positive,
     rendition_request,
 )
@@ -157,11 +154,7 @@ def create(cli: Cli) -> int:
     except ApiError as e:
         raise named_cells(e, x, y) from e
     if not (args.wait or args.output):
-        if cli.json:
-            emit_json(grid, cli.out)
-        else:
-            cli.out.write(grid.id + "\n")
-        return EXIT_OK
+        return cli.show(grid, grid.id)
     cli.note(f"grid {grid.id} {grid.status} ({grid.progress.cells_total} cells)")
     return finish(cli, grid.id)
 
@@ -189,19 +182,10 @@ def finish(cli: Cli, grid_id: str) -> int:
         if bar is not None:
             bar.close()
     if grid.status != "succeeded" or grid.video is None:
-        if cli.json:
-            emit_json(grid, cli.out)
-        reason = f": {grid.error.code}: {grid.error.message}" if grid.error is not None else ""
-        raise JobFailed(f"grid {grid.id} {grid.status}{reason}")
+        raise cli.failure("grid", grid)
     if args.output:
-        path = cli.api.download_grid(grid, args.output)
-        if not cli.json:
-            cli.out.write(f"{path}\n")
-    if cli.json:
-        emit_json(grid, cli.out)
-    elif not args.output:
-        cli.out.write(grid.video.url + "\n")
-    return EXIT_OK
+        return cli.show(grid, str(cli.api.download_grid(grid, args.output)))
+    return cli.show(grid, grid.video.url)
 
 
 def wait(cli: Cli) -> int:
@@ -210,34 +194,17 @@ def wait(cli: Cli) -> int:
 
 def status(cli: Cli) -> int:
     grid = cli.api.get_grid(cli.args.id)
-    if cli.json:
-        emit_json(grid, cli.out)
-    else:
-        cli.out.write("\n".join(describe_grid(grid)) + "\n")
-    return EXIT_OK
+    return cli.show(grid, "\n".join(describe_grid(grid)))
 
 
 def cancel(cli: Cli) -> int:
     grid = cli.api.cancel_grid(cli.args.id)
-    if cli.json:
-        emit_json(grid, cli.out)
-    else:
-        cli.out.write(f"{grid.id} {grid.status}\n")
-    return EXIT_OK
+    return cli.show(grid, f"{grid.id} {grid.status}")
 
 
 def rerender(cli: Cli) -> int:
-    args = cli.args
-    rendition = cli.api.create_grid_rendition(args.id, rendition_request(args))
-    if not (args.wait or args.output):
-        if cli.json:
-            emit_json(rendition, cli.out)
-        else:
-            cli.out.write(rendition.id + "\n")
-        return EXIT_OK
-    cli.note(f"rendition {rendition.id} of grid {args.id} {rendition.status}")
-    rendition = cli.api.wait_grid_rendition(args.id, rendition.id, timeout=args.timeout)
-    return cli.finish_rendition(rendition)
+    rendition = cli.api.create_grid_rendition(cli.args.id, rendition_request(cli.args))
+    return cli.follow_rendition(rendition, f"grid {cli.args.id}", cli.api.wait_grid_rendition)
 
 
 # The parser

@@ -219,8 +219,8 @@ class FramesArchivePublic(_Response):
     frames: int
 
 
-class AnimationPublic(_Response):
-    """An animation job, as GET /animations/{id} returns it."""
+class _Record(_Response):
+    """What an animation job and a grid both have first: an id, a status and the times it changed."""
 
     id: str
     status: JobStatus
@@ -228,6 +228,16 @@ class AnimationPublic(_Response):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        """It reached its final status (succeeded, failed or canceled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class AnimationPublic(_Record):
+    """An animation job, as GET /animations/{id} returns it."""
+
     model: str
     seed: int
     progress: ProgressPublic
@@ -242,11 +252,6 @@ class AnimationPublic(_Response):
     renditions: list[RenditionPublic] = Field(default_factory=list)
     frame_urls: list[str] | None = None
     frames_zip: FramesArchivePublic | None = None
-
-    @property
-    def finished(self) -> bool:
-        """The job reached its final status (succeeded, failed or canceled)."""
-        return self.status in TERMINAL_STATUSES
 
 
 Animation = AnimationPublic  # the short name
@@ -426,15 +431,9 @@ class GridUrls(_Response):
     stream: str
 
 
-class GridPublic(_Response):
+class GridPublic(_Record):
     """A grid, as GET /grids/{id} returns it."""
 
-    id: str
-    status: JobStatus
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
     seed: int
     x: GridAxis
     y: GridAxis | None
@@ -448,11 +447,6 @@ class GridPublic(_Response):
     webhook_deliveries: list[WebhookDeliveryPublic] = Field(default_factory=list)
     base: AnimationCreate
     renditions: list[RenditionPublic] = Field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        """The grid reached its final status (succeeded, failed or canceled)."""
-        return self.status in TERMINAL_STATUSES
 
 
 Grid = GridPublic  # the short name

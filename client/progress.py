@@ -29,9 +29,15 @@ def render_line(status: str, step: int, total: int, eta: float | None, *, width:
     """One progress line, e.g. ``rendering [##########--------------] 12/30 steps  ETA 0:06``."""
     if status != "rendering" or total <= 0:
         return status
+    return bar_line(status, "", step, total, eta, width=width)
+
+
+def bar_line(status: str, counted: str, step: int, total: int, eta: float | None, *, width: int) -> str:
+    """``status``, the bar of ``step``/``total``, ``counted`` (what else is counted, if anything), the
+    steps and the ETA until the last step."""
     done = min(step, total)
     filled = round(width * done / total)
-    line = f"{status} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} steps"
+    line = f"{status} [{'#' * filled}{'-' * (width - filled)}] {counted}{done}/{total} steps"
     if eta is not None and done < total:
         line += f"  ETA {format_duration(eta)}"
     return line
@@ -120,12 +126,7 @@ def render_grid_line(
     """e.g. ``rendering [#####-------------------] 1/6 cells, 12/54 steps  ETA 0:06``."""
     if status not in ("queued", "rendering") or total <= 0:
         return status
-    done = min(step, total)
-    filled = round(width * done / total)
-    line = f"{status} [{'#' * filled}{'-' * (width - filled)}] {cells_done}/{cells} cells, {done}/{total} steps"
-    if eta is not None and done < total:
-        line += f"  ETA {format_duration(eta)}"
-    return line
+    return bar_line(status, f"{cells_done}/{cells} cells, ", step, total, eta, width=width)
 
 
 class GridProgressBar(ProgressBar):

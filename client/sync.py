@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import builtins
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -13,8 +11,9 @@ from typing import Any
 
 import httpx
 
-from client import _core
+from client import _core, calls
 from client._core import Event, RetryPolicy
+from client.calls import AnswerT, Call, RecordT
 from client.errors import ApiError, ConnectionFailed, EventStreamUnavailable, StepanimError, WaitTimeout
 from client.models import (
     AnimationCreate,
@@ -30,7 +29,7 @@ from client.models import (
 )
 
 
-class Client:
+class Client(_core.ClientBase):
     """A client of the Steps Animation Service.
 
     >>> with Client("http://127.0.0.1:8000", api_key="sa_...") as api:  # doctest: +SKIP
@@ -53,11 +52,7 @@ class Client:
         on_retry: _core.OnRetry | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("STEPANIM_URL") or _core.DEFAULT_URL).rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get("STEPANIM_API_KEY") or None
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
+        super().__init__(url, api_key=api_key, timeout=timeout, retry=retry, on_retry=on_retry)
         self._http = httpx.Client(
             timeout=timeout, headers={"User-Agent": _core.USER_AGENT}, transport=transport, follow_redirects=False
         )
@@ -87,8 +82,8 @@ class Client:
         **kwargs: Any,
     ) -> httpx.Response:
         """One call, retried on 429/503 (and broken connections when ``idempotent``); raises ApiError on errors."""
-        url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
-        headers = {**(_core.auth_headers(self.api_key) if auth else {}), **kwargs.pop("headers", {})}
+        url, headers = self._target(path_or_url, auth=auth, headers=kwargs.pop("headers", {}))
+        what = f"{method} {url}"
         tries = 0
         while True:
             tries += 1
@@ -98,32 +93,22 @@ class Client:
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as e:
-                delay = self.retry.delay(tries, None) if _core.retryable_exception(e, idempotent=idempotent) else None
-                if delay is None:
-                    raise ConnectionFailed(f"{method} {url}: {type(e).__name__}: {e}") from e
-                self._wait_retry(f"{method} {url}", delay, type(e).__name__)
+                delay = _core.transport_retry(self.retry, tries, e, idempotent=idempotent, what=what)
+                self._wait_retry(what, delay, type(e).__name__)
                 continue
             if response.status_code < 400:
                 return response
             response.read()
             response.close()
-            error = _core.api_error(response)
-            delay = (
-                self.retry.delay(tries, error.retry_after)
-                if _core.retryable_response(response, self.retry, error)
-                else None
-            )
-            if delay is None:
-                raise error
-            self._wait_retry(f"{method} {url}", delay, f"HTTP {response.status_code} {error.code}")
+            self._wait_retry(what, *_core.response_retry(self.retry, tries, response))
 
     def _wait_retry(self, what: str, delay: float, why: str) -> None:
         if self.on_retry is not None:
             self.on_retry(what, delay, why)
         time.sleep(delay)
 
-    def _json(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
-        return self._send(method, path, idempotent=idempotent, **kwargs).json()
+    def _call(self, call: Call[AnswerT]) -> AnswerT:
+        return call.parse(self._send(call.method, call.path, idempotent=call.idempotent, **call.options()).json())
 
     # Animations
 
@@ -132,51 +117,40 @@ class Client:
     ) -> AnimationPublic:
         """POST /animations: accept a job (queued). An ``Idempotency-Key`` (a new UUID unless given) makes
         retries safe: the server returns the same job for the same key and body."""
-        key = idempotency_key or str(uuid.uuid4())
-        body = _core.create_body(request)
-        data = self._json("POST", "/animations", idempotent=True, json=body, headers={"Idempotency-Key": key})
-        return AnimationPublic.model_validate(data)
+        return self._call(calls.create(request, idempotency_key))
 
     submit = create
 
     def get(self, animation_id: str) -> AnimationPublic:
         """GET /animations/{id}: status, progress, error, signed video URL, renditions."""
-        return AnimationPublic.model_validate(self._json("GET", f"/animations/{animation_id}", idempotent=True))
+        return self._call(calls.get(animation_id))
 
     def cancel(self, animation_id: str) -> AnimationPublic:
         """POST /animations/{id}/cancel (safe to repeat); a finished job raises ApiError 409 ``already_finished``."""
-        data = self._json("POST", f"/animations/{animation_id}/cancel", idempotent=True)
-        return AnimationPublic.model_validate(data)
+        return self._call(calls.cancel(animation_id))
 
     def create_rendition(
         self, animation_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> RenditionPublic:
         """POST /animations/{id}/renditions: another video of a succeeded job's frames. An ``Idempotency-Key``
         (a new UUID unless given) makes retries safe: they never make a second video."""
-        body = _core.rendition_body(options)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        path = f"/animations/{animation_id}/renditions"
-        data = self._json("POST", path, idempotent=True, json=body, headers=headers)
-        return RenditionPublic.model_validate(data)
+        return self._call(calls.create_rendition(calls.animation_path(animation_id), options, idempotency_key))
 
     def get_rendition(self, animation_id: str, rendition_id: str) -> RenditionPublic:
-        return self._get_rendition(f"/animations/{animation_id}", rendition_id)
-
-    def _get_rendition(self, owner: str, rendition_id: str) -> RenditionPublic:
-        return RenditionPublic.model_validate(self._json("GET", f"{owner}/renditions/{rendition_id}", idempotent=True))
+        return self._call(calls.get_rendition(calls.animation_path(animation_id), rendition_id))
 
     def wait_rendition(
         self, animation_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
         """Poll a rendition until it succeeded or failed; ``WaitTimeout`` after ``timeout`` seconds."""
-        return self._wait_rendition(f"/animations/{animation_id}", rendition_id, timeout, poll_interval)
+        return self._wait_rendition(calls.animation_path(animation_id), rendition_id, timeout, poll_interval)
 
     def _wait_rendition(
         self, owner: str, rendition_id: str, timeout: float | None, poll_interval: float
     ) -> RenditionPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            rendition = self._get_rendition(owner, rendition_id)
+            rendition = self._call(calls.get_rendition(owner, rendition_id))
             if rendition.finished:
                 return rendition
             if deadline is not None and time.monotonic() + poll_interval > deadline:
@@ -187,32 +161,25 @@ class Client:
         self, file: str | os.PathLike[str] | bytes, *, filename: str | None = None, content_type: str | None = None
     ) -> UploadPublic:
         """POST /uploads: store an init image; use its ``id`` as ``init_image.upload_id``."""
-        if isinstance(file, bytes):
-            data, name = file, filename or "image"
-        else:
-            path = Path(file)
-            data, name = path.read_bytes(), filename or path.name
-        files = {"file": (name, data, content_type or "application/octet-stream")}
-        return UploadPublic.model_validate(self._json("POST", "/uploads", idempotent=True, files=files))
+        return self._call(calls.upload(file, filename, content_type))
 
     def capabilities(self) -> CapabilitiesPublic:
-        return CapabilitiesPublic.model_validate(self._json("GET", "/capabilities", idempotent=True))
+        return self._call(calls.capabilities())
 
     def webhook_secrets(self) -> WebhookSecrets:
         """GET /webhooks/secret: the secret(s) that sign this key's webhooks."""
-        return WebhookSecrets.model_validate(self._json("GET", "/webhooks/secret", idempotent=True))
+        return self._call(calls.webhook_secrets())
 
     def rotate_webhook_secret(self) -> WebhookSecrets:
-        return WebhookSecrets.model_validate(self._json("POST", "/webhooks/secret/rotate", idempotent=False))
+        return self._call(calls.rotate_webhook_secret())
 
     def frames(self, animation_id: str, *, image: int = 0) -> FramesPublic:
         """GET /animations/{id}/frames: every frame of one image stored so far, with signed URLs."""
-        data = self._json("GET", f"/animations/{animation_id}/frames", idempotent=True, params={"image": image})
-        return FramesPublic.model_validate(data)
+        return self._call(calls.frames(animation_id, image))
 
     def download_frames(self, animation_id: str, path: str | os.PathLike[str]) -> Path:
         """Save every frame of every image of the job as one zip (GET /animations/{id}/frames.zip)."""
-        return self.download(f"/animations/{animation_id}/frames.zip", path, auth=True)
+        return self.download(f"{calls.animation_path(animation_id)}/frames.zip", path, auth=True)
 
     def download_videos(self, job: AnimationPublic, path: str | os.PathLike[str]) -> list[Path]:
         """Save every image's video of a succeeded job: to ``path`` for a single image; for a batch,
@@ -250,57 +217,41 @@ class Client:
         A broken or closed connection is resumed with ``Last-Event-ID``, so no event is lost
         or repeated; the iteration ends after the final status event.
         """
-        path, finished = f"/animations/{animation_id}/events", lambda: self.get(animation_id).finished
-        for event in self._events(path, finished, last_event_id=last_event_id, deadline=None):
+        for event in self._events(calls.get(animation_id), last_event_id=last_event_id, deadline=None):
             if event is not None:
                 yield event
 
     def _events(
-        self, path: str, finished: Callable[[], bool], *, last_event_id: str | None, deadline: float | None
+        self, owner: Call[RecordT], *, last_event_id: str | None, deadline: float | None
     ) -> Iterator[Event | None]:
-        """Events of ``path``, and None on every keep-alive (so a caller with a deadline gets control back);
-        ``finished`` says whether its job (or grid) is over, when a stream ends without the final event."""
-        decoder = _core.SSEDecoder(last_event_id)
-        broken = 0
+        """The events of ``owner``'s job (or grid), and None on every other line, keep-alives included (so a
+        caller with a deadline gets control back); ``owner`` also says whether it is over, when a stream
+        ends without the final event."""
+        stream = _core.EventStream(f"{owner.path}/events", last_event_id, self.retry)
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
-            received = False
             try:
-                response = self._send(
-                    "GET",
-                    path,
-                    idempotent=True,
-                    stream=True,
-                    headers=_core.stream_headers(decoder.last_event_id),
-                    timeout=_core.stream_timeout(remaining, self.timeout),
-                )
+                options = stream.request(remaining, self.timeout)
+                response = self._send("GET", stream.path, idempotent=True, stream=True, **options)
                 try:
-                    if not _core.is_event_stream(response):
-                        ctype = response.headers.get("content-type")
-                        raise EventStreamUnavailable(f"{path} answered {ctype!r}, not {_core.EVENT_STREAM}")
+                    stream.check(response)
                     for line in response.iter_lines():
-                        event = decoder.feed(line)
-                        if event is None:
-                            yield None
-                            continue
-                        received, broken = True, 0
+                        event = stream.feed(line)
                         yield event
-                        if event.is_final:
+                        if event is not None and event.is_final:
                             return
                 finally:
                     response.close()
-            except httpx.TransportError as e:  # the stream broke (opening it was retried by _send already)
-                broken += 1
-                if broken >= self.retry.attempts:
-                    raise ConnectionFailed(f"event stream {path} broke: {e}") from e
+            except httpx.TransportError as e:
+                stream.broke(e)
             else:
                 # A clean end without the final event: the connection's time limit, or a stream
                 # that expired. Nothing more will come when the job is already finished.
-                if not received and finished():
+                if not stream.received and self._call(owner).finished:
                     return
-            delay = (decoder.retry or 1000) / 1000 if broken == 0 else self.retry.backoff_delay(broken)
+            delay = stream.pause()
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - time.monotonic()))
             time.sleep(delay)
@@ -322,8 +273,7 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            path, finished = f"/animations/{animation_id}/events", lambda: self.get(animation_id).finished
-            for event in self._events(path, finished, last_event_id=None, deadline=deadline):
+            for event in self._events(calls.get(animation_id), last_event_id=None, deadline=deadline):
                 if event is not None and on_event is not None:
                     on_event(event)
                 if event is not None and event.is_final:
@@ -374,24 +324,21 @@ class Client:
         refuses the grid: ``ApiError`` 422 whose ``details`` name it (``cells[x,y].field``). An
         ``Idempotency-Key`` (a new UUID unless given) makes retries safe: they never start a second grid.
         """
-        body = _core.grid_body(base, x, y, allow_partial=allow_partial)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        return GridPublic.model_validate(self._json("POST", "/grids", idempotent=True, json=body, headers=headers))
+        return self._call(calls.create_grid(base, x, y, allow_partial=allow_partial, idempotency_key=idempotency_key))
 
     def get_grid(self, grid_id: str) -> GridPublic:
         """GET /grids/{id}: status, progress (cells and steps done), every cell, the grid video's signed URL."""
-        return GridPublic.model_validate(self._json("GET", f"/grids/{grid_id}", idempotent=True))
+        return self._call(calls.get_grid(grid_id))
 
     def cancel_grid(self, grid_id: str) -> GridPublic:
         """POST /grids/{id}/cancel: the grid and its unfinished cells (safe to repeat); a grid that already
         succeeded or failed raises ApiError 409 ``already_finished``."""
-        return GridPublic.model_validate(self._json("POST", f"/grids/{grid_id}/cancel", idempotent=True))
+        return self._call(calls.cancel_grid(grid_id))
 
     def grid_events(self, grid_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
         """The grid's server-sent events to its final status: ``status`` and ``cell`` events (each with the
         grid as ``event.grid``) and ``rendition`` updates, resumed with ``Last-Event-ID`` after a break."""
-        path, finished = f"/grids/{grid_id}/events", lambda: self.get_grid(grid_id).finished
-        for event in self._events(path, finished, last_event_id=last_event_id, deadline=None):
+        for event in self._events(calls.get_grid(grid_id), last_event_id=last_event_id, deadline=None):
             if event is not None:
                 yield event
 
@@ -427,19 +374,16 @@ class Client:
         self, grid_id: str, options: VideoOptions | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> RenditionPublic:
         """POST /grids/{id}/renditions: another video of a succeeded grid, composed again from its cells' frames."""
-        body = _core.rendition_body(options)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        data = self._json("POST", f"/grids/{grid_id}/renditions", idempotent=True, json=body, headers=headers)
-        return RenditionPublic.model_validate(data)
+        return self._call(calls.create_rendition(calls.grid_path(grid_id), options, idempotency_key))
 
     def get_grid_rendition(self, grid_id: str, rendition_id: str) -> RenditionPublic:
-        return self._get_rendition(f"/grids/{grid_id}", rendition_id)
+        return self._call(calls.get_rendition(calls.grid_path(grid_id), rendition_id))
 
     def wait_grid_rendition(
         self, grid_id: str, rendition_id: str, *, timeout: float | None = None, poll_interval: float = 1.0
     ) -> RenditionPublic:
         """Poll a grid's rendition until it succeeded or failed; ``WaitTimeout`` after ``timeout`` seconds."""
-        return self._wait_rendition(f"/grids/{grid_id}", rendition_id, timeout, poll_interval)
+        return self._wait_rendition(calls.grid_path(grid_id), rendition_id, timeout, poll_interval)
 
     def download_grid(self, grid: GridPublic, path: str | os.PathLike[str]) -> Path:
         """Save a succeeded grid's video to ``path``."""
@@ -451,8 +395,4 @@ class Client:
 
     def list(self, *, status: Iterable[str] | None = None, limit: int = 20, cursor: str | None = None) -> AnimationList:
         """GET /animations: this key's tenant's jobs, newest first, a page at a time."""
-        params: builtins.list[tuple[str, str | int]] = [("limit", limit)]
-        params += [("status", s) for s in status or ()]
-        if cursor:
-            params.append(("cursor", cursor))
-        return AnimationList.model_validate(self._json("GET", "/animations", idempotent=True, params=params))
+        return self._call(calls.list_animations(status, limit, cursor))

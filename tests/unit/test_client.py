@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client import _core, cli
+from client import _core, calls, cli
 from client._core import Event, RetryPolicy, SSEDecoder, parse_retry_after
+from client.models import RenditionPublic
 from client.progress import ProgressBar, format_duration, render_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,17 @@ def test_api_error_reads_the_one_error_shape_and_anything_else() -> None:
     proxy = _core.api_error(_response(502, b"<html><body>Bad   gateway</body></html>"))
     assert proxy.code == "http_error" and proxy.status == 502
     assert "\n" not in str(proxy) and "Bad gateway" in str(proxy)
+
+
+def test_a_call_sends_only_what_it_sets() -> None:
+    rendition = calls.create_rendition(calls.grid_path("g1"), {}, "k")
+    assert (rendition.method, rendition.path, rendition.answer) == ("POST", "/grids/g1/renditions", RenditionPublic)
+    assert rendition.options() == {"json": {}, "headers": {"Idempotency-Key": "k"}}  # an empty body is still sent
+    listing = calls.list_animations(["queued", "rendering"], 5, None)
+    assert listing.options() == {"params": [("limit", 5), ("status", "queued"), ("status", "rendering")]}
+    assert calls.get("a1").options() == {} and calls.get("a1").idempotent
+    assert not calls.rotate_webhook_secret().idempotent
+    assert calls.create({"prompt": "p"}, None).options()["headers"]["Idempotency-Key"]  # a new UUID
 
 
 # Server-sent events
