@@ -142,21 +142,19 @@ def interpolate_filter(fps: int, interpolation: Interpolation) -> str:
     return f"minterpolate=fps={fps}:mi_mode={interpolation.value}"
 
 
-def video_filter(
-    timeline: Timeline, interpolation: Interpolation, segment: Segment | None = None, *, piped: bool = False
-) -> str:
+def video_filter(timeline: Timeline, interpolation: Interpolation, segment: Segment | None = None) -> str:
     """The filter chain that turns steps at ``input_rate`` into ``fps`` output frames.
 
     The tail is padded with clones of the last frame (hold, plus one step so that
     neither fps nor minterpolate runs short) and the output is cut by frame count.
-    With ``segment``, only its input steps are fed and only its output frames kept;
-    ``piped``: the input holds just the segment's steps (a stream), whose timestamps
-    are moved to where those steps stand in the whole video.
+    With ``segment``, the input starts at its first step (``build_args``), whose timestamps
+    are moved to where that step stands in the whole video; only its steps are fed and
+    only its output frames kept.
     """
     fps = timeline.fps
     pad = timeline.hold_seconds + float(1 / timeline.input_rate)
     steps: list[str] = []
-    if piped and segment is not None and segment.first_step:
+    if segment is not None and segment.first_step:
         shift = segment.first_step / timeline.input_rate
         steps.append(f"setpts=PTS+{shift.numerator}/({shift.denominator}*TB)")
     if interpolation == Interpolation.none:
@@ -164,9 +162,8 @@ def video_filter(
     else:
         # minterpolate stops at the last-but-one input frame; one cloned frame lets it reach the end.
         steps.append("tpad=stop_mode=clone:stop=1")
-        if segment is not None and not piped:
-            end = f":end_frame={segment.end_step}" if segment.end_step is not None else ""
-            steps.append(f"trim=start_frame={segment.first_step}{end}")
+        if segment is not None and segment.end_step is not None:
+            steps.append(f"trim=end_frame={segment.end_step - segment.first_step}")
         steps.append(interpolate_filter(fps, interpolation))
     # tpad spaces its clones at the input rate: fps puts every frame back on the output grid.
     steps.append(f"tpad=stop_mode=clone:stop_duration={pad:.6f},fps={fps}")
@@ -212,13 +209,15 @@ def build_args(
     or, with ``pattern`` None, for the images written to its stdin (a stream: ``encoder.stream``).
 
     Reading starts at frame ``start_number``: that is how initial steps are skipped.
-    With ``segment`` the command makes only that segment's frames, with no metadata
+    With ``segment`` the command reads from its first step (a stream feeds a piped segment
+    just its steps) and makes only that segment's frames, with no metadata
     or container flags (``concat_args`` adds them when the segments are joined); ``bare``
     leaves them out of a whole video too (a stream is joined the same way at its end).
     """
     spec = CODECS[codec]
-    args = _input_args(ffmpeg, pattern, start_number, timeline)
-    chain = video_filter(timeline, interpolation, segment, piped=pattern is None)
+    first = segment.first_step if segment is not None else 0
+    args = _input_args(ffmpeg, pattern, start_number + first, timeline)
+    chain = video_filter(timeline, interpolation, segment)
     if codec == Codec.gif:
         # Scaled down first (cheaper interpolation), one palette per clip. Without interpolation the
         # palette is made from the input frames once each (the held copies add no colour), not from

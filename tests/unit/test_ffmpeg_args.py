@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,7 +124,7 @@ def test_segments_keep_their_frames_and_the_join_adds_metadata() -> None:
         segment=first,
     )
     chain = value_after(args, "-vf")
-    assert f"trim=start_frame=0:end_frame={first.end_step}" in chain
+    assert f"trim=end_frame={first.end_step}" in chain and "setpts=PTS+" not in chain
     assert f"trim=start_pts=0:end_pts={first.end},setpts=PTS-STARTPTS" in chain
     assert value_after(args, "-frames:v") == str(first.end - first.start)
     assert "-metadata" not in args and "-movflags" not in args
@@ -142,16 +143,28 @@ def test_interpolation_asks_minterpolate_for_the_output_rate() -> None:
     assert "minterpolate=fps=24:mi_mode=mci" in chain
 
 
-def test_a_piped_segment_is_moved_to_where_its_steps_stand() -> None:
+def test_a_segment_reads_from_its_first_step_moved_to_where_it_stands() -> None:
     from encoder.timing import tail_split
 
     timeline = plan(30, duration=3, fps=30)  # 10 steps a second
     body, tail = tail_split(timeline, "blend")
     assert tail.first_step == 24
-    piped = video_filter(timeline, Interpolation.blend, tail, piped=True)
-    assert piped.startswith("setpts=PTS+12/(5*TB),")  # step 24 stands at 2.4 s
-    assert "trim=start_frame" not in piped  # a pipe carries the segment's steps only
-    assert f"trim=start_pts={tail.start}:end_pts={tail.end}" in piped
-    assert not video_filter(timeline, Interpolation.blend, body, piped=True).startswith("setpts")
-    read = video_filter(timeline, Interpolation.blend, tail)  # from files: all steps, trimmed
-    assert "setpts=PTS+" not in read and "trim=start_frame=24" in read
+    common: dict[str, Any] = {
+        "ffmpeg": "ffmpeg",
+        "output": Path("/o/s.mp4"),
+        "timeline": timeline,
+        "codec": Codec.h264,
+        "interpolation": Interpolation.blend,
+        "metadata": {},
+        "segment": tail,
+    }
+    files = build_args(pattern=Path("/f/%05d.png"), start_number=3, **common)
+    assert value_after(files, "-start_number") == "27"  # two skipped steps, then the tail's first
+    chain = value_after(files, "-vf")
+    assert chain.startswith("setpts=PTS+12/(5*TB),")  # step 24 stands at 2.4 s
+    assert "trim=end_frame" not in chain  # the last segment reads to the end
+    assert f"trim=start_pts={tail.start}:end_pts={tail.end}" in chain
+    piped = build_args(pattern=None, **common)
+    assert value_after(piped, "-vf") == chain and "-start_number" not in piped  # a stream pipes the same steps
+    body_chain = video_filter(timeline, Interpolation.blend, body)
+    assert not body_chain.startswith("setpts") and f"trim=end_frame={body.end_step}" in body_chain
