@@ -8,9 +8,9 @@ stored frame to one encode per image of the batch:
 - ``none`` and ``blend``: ffmpeg reads the PNGs on its stdin (:class:`PipeEncode`) and
   encodes as they come; the last few steps go to a second ffmpeg of their own
   (``encoder.timing.tail_split``), so the first one is flushed while they render;
-- ``mci``: the frames go into a folder and each segment of the segmented encode
-  (``encoder.timing.segments``, as many as the steps allow) starts as soon as its steps, with
-  the look-ahead it needs, are there, a few at once (:class:`SegmentEncode`).
+- ``mci``: the frames go into a folder and each segment of the post-hoc encode's segmented
+  encode (``encoder.timing.segments``, one per encode slot) starts as soon as its steps, with
+  the look-ahead it needs, are there (:class:`SegmentEncode`).
 
 When the render is done only the last frames, the join (which adds the metadata, known
 only now, and the container flags) and ffprobe's check are left; then the video is uploaded
@@ -36,7 +36,7 @@ from encoder.encode import metadata, sequence_path, timeline_for, verify
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, concat_args, find_binary, probe, run
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
-from encoder.timing import MIN_STEPS_PER_SEGMENT, Segment, Timeline, kept_frames, segments, tail_split
+from encoder.timing import Segment, Timeline, kept_frames, segments, tail_split
 from stepanim.cancel import CancelWatch
 from stepanim.jobs import Job, VideoInfo
 from stepanim.manifest import Manifest
@@ -242,7 +242,9 @@ def start_encode(plan: StreamPlan, *, folder: Path, ffmpeg: str, at_once: int) -
             command = build_args(pattern=None, output=output, segment=part, **common)  # type: ignore[arg-type]
             pipes.append(Pipe(Ffmpeg(command, stdin=True), output, first=part.first_step, end=part.end_step))
         return PipeEncode(pipes)
-    parts = segments(plan.timeline, plan.timeline.input_frames // MIN_STEPS_PER_SEGMENT)
+    # The post-hoc encode's segments: no more minterpolate work than post hoc (each cut costs the
+    # margin steps twice), the same video, and each segment starts once its steps are stored.
+    parts = segments(plan.timeline, at_once)
     commands = []
     for j, part in enumerate(parts):
         output = folder / f"segment-{j}.{ext}"
