@@ -62,6 +62,19 @@ def verify(result: Probe, codec: Codec, timeline: Timeline) -> None:
         raise FfmpegError(f"video has {result.frames} frames, expected {timeline.output_frames}")
 
 
+def cut_for(options: VideoOptions, timeline: Timeline, parallelism: int) -> list[Segment]:
+    """The segments a video is encoded in, post hoc and streamed alike (so both make the same
+    frames); [] or one segment: in one piece. Motion-compensated interpolation runs on one core
+    per ffmpeg, so with ``parallelism`` above 1 it is split into that many segments encoded at
+    once; ``none`` and ``blend`` are cut before their last steps (``encoder.timing.tail_split``);
+    GIFs are never split (one palette per clip)."""
+    if options.codec == Codec.gif:
+        return []
+    if options.interpolation == Interpolation.mci:
+        return segments(timeline, parallelism) if parallelism > 1 else []
+    return tail_split(timeline, options.interpolation)
+
+
 def plan_commands(
     folder: Path,
     count: int,
@@ -76,11 +89,8 @@ def plan_commands(
 ) -> tuple[Timeline, list[list[str]], list[str] | None]:
     """The ffmpeg commands for an encode: (timeline, commands run at once, join command or None).
 
-    Motion-compensated interpolation runs on one core per ffmpeg, so with ``parallelism``
-    above 1 the output is split into segments encoded at once and joined without
-    re-encoding (``workdir`` holds the segments and their list). ``none`` and ``blend``
-    are cut before their last steps as a stream cuts them (``encoder.timing.tail_split``),
-    so that both make the same video. GIFs are never split (one palette per clip).
+    A video cut in segments (``cut_for``) has them encoded at once and joined without
+    re-encoding (``workdir`` holds the segments and their list).
     """
     kept = kept_frames(count, options.skip_steps)
     timeline = timeline_for(options, kept)
@@ -93,13 +103,7 @@ def plan_commands(
         "interpolation": options.interpolation,
         "metadata": metadata(params),
     }
-    parts: list[Segment] = []
-    if options.codec == Codec.gif:
-        pass
-    elif options.interpolation == Interpolation.mci:
-        parts = segments(timeline, parallelism) if parallelism > 1 else []
-    else:
-        parts = tail_split(timeline, options.interpolation)
+    parts = cut_for(options, timeline, parallelism)
     if len(parts) < 2:
         return timeline, [build_args(output=output, **common)], None
     if workdir is None:

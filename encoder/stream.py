@@ -7,10 +7,10 @@ stored frame to one encode per image of the batch:
 
 - ``none`` and ``blend``: ffmpeg reads the PNGs on its stdin (:class:`PipeEncode`) and
   encodes as they come; the last few steps go to a second ffmpeg of their own
-  (``encoder.timing.tail_split``), so the first one is flushed while they render;
-- ``mci``: the frames go into a folder and each segment of the post-hoc encode's segmented
-  encode (``encoder.timing.segments``, one per encode slot) starts as soon as its steps, with
-  the look-ahead it needs, are there (:class:`SegmentEncode`).
+  (``encoder.encode.cut_for``), so the first one is flushed while they render;
+- ``mci``: the frames go into a folder and each segment (one per encode slot, as post hoc:
+  ``encoder.encode.cut_for``) starts as soon as its steps, with the look-ahead it needs, are
+  there (:class:`SegmentEncode`).
 
 When the render is done only the last frames, the join (which adds the metadata, known
 only now, and the container flags) and ffprobe's check are left; then the video is uploaded
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from encoder.encode import metadata, sequence_path, timeline_for, verify
+from encoder.encode import cut_for, metadata, sequence_path, timeline_for, verify
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, concat_args, find_binary, probe, run
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
-from encoder.timing import Segment, Timeline, kept_frames, segments, tail_split
+from encoder.timing import Timeline, kept_frames
 from stepanim.cancel import CancelWatch
 from stepanim.jobs import Job, VideoInfo
 from stepanim.manifest import Manifest
@@ -161,7 +161,8 @@ class SegmentEncode:
     """One image's motion-interpolated video in segments: each one starts once the frames it
     reads are stored in ``folder``, at most ``at_once`` at a time; the last one at the end."""
 
-    def __init__(self, commands: list[tuple[Segment, list[str], Path]], *, folder: Path, at_once: int) -> None:
+    def __init__(self, commands: list[tuple[int | None, list[str], Path]], *, folder: Path, at_once: int) -> None:
+        """``commands``: (kept steps it reads, None: all of them; ffmpeg command; output), in order."""
         self.pending = list(commands)
         self.folder = folder
         self.at_once = max(1, at_once)
@@ -181,8 +182,8 @@ class SegmentEncode:
     def start_ready(self, *, final: bool) -> None:
         self.running = [proc for proc in self.running if not proc.done()]
         while self.pending and len(self.running) < self.at_once:
-            segment, command, _ = self.pending[0]
-            if not final and (segment.end_step is None or segment.end_step > self.fed):
+            needs, command, _ = self.pending[0]
+            if not final and (needs is None or needs > self.fed):
                 return
             self.pending.pop(0)
             self.running.append(Ffmpeg(command))
@@ -230,26 +231,27 @@ def start_encode(plan: StreamPlan, *, folder: Path, ffmpeg: str, at_once: int) -
         "interpolation": plan.options.interpolation,
         "metadata": {},
     }
-    if plan.options.interpolation != Interpolation.mci:
-        parts = tail_split(plan.timeline, plan.options.interpolation)
-        if not parts:
-            output = folder / f"stream.{ext}"
-            whole = build_args(pattern=None, output=output, bare=True, **common)  # type: ignore[arg-type]
+    parts = cut_for(plan.options, plan.timeline, at_once)  # as post hoc: the same video
+    piped = plan.options.interpolation != Interpolation.mci
+    if len(parts) < 2:
+        output = folder / f"stream.{ext}"
+        pattern = None if piped else folder / "%05d.png"
+        whole = build_args(pattern=pattern, output=output, bare=True, **common)  # type: ignore[arg-type]
+        if piped:
             return PipeEncode([Pipe(Ffmpeg(whole, stdin=True), output)])
+        return SegmentEncode([(None, whole, output)], folder=folder, at_once=at_once)
+    if piped:
         pipes = []
         for j, part in enumerate(parts):
             output = folder / f"segment-{j}.{ext}"
             command = build_args(pattern=None, output=output, segment=part, **common)  # type: ignore[arg-type]
             pipes.append(Pipe(Ffmpeg(command, stdin=True), output, first=part.first_step, end=part.end_step))
         return PipeEncode(pipes)
-    # The post-hoc encode's segments: no more minterpolate work than post hoc (each cut costs the
-    # margin steps twice), the same video, and each segment starts once its steps are stored.
-    parts = segments(plan.timeline, at_once)
-    commands = []
+    commands: list[tuple[int | None, list[str], Path]] = []
     for j, part in enumerate(parts):
         output = folder / f"segment-{j}.{ext}"
         command = build_args(pattern=folder / "%05d.png", output=output, segment=part, **common)  # type: ignore[arg-type]
-        commands.append((part, command, output))
+        commands.append((part.end_step, command, output))
     return SegmentEncode(commands, folder=folder, at_once=at_once)
 
 

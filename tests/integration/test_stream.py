@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from encoder.encode import cut_for
 from encoder.job import encode_job
 from encoder.stream import Abandon, Stopped, Streamed, StreamPlan, stream_job
-from encoder.timing import tail_split
 from stepanim import lifecycle
 from stepanim.jobs import Job, JobImage
 from stepanim.naming import frame_key, frame_name
@@ -100,12 +100,15 @@ def video_file(svc: Services, key: str, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("interpolation", ["none", "blend", "mci"])
-def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, interpolation: str) -> None:
+@pytest.mark.parametrize(("interpolation", "slots"), [("none", 2), ("blend", 2), ("mci", 2), ("mci", 1)], ids=str)
+def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, interpolation: str, slots: int) -> None:
+    # mci with one encode slot: one piece, encoded once all the steps are stored
+    svc.settings = svc.settings.model_copy(update={"encode_parallelism": slots})
     animation = {"duration": 1.5, "interpolation": interpolation, "skip_steps": 2, "hold_last": 0.5}
     job = rendering_job(svc, steps=18, animation=animation)
-    if interpolation != "mci":  # 16 kept steps: the last ones are a segment of their own, both ways
-        assert len(tail_split(StreamPlan.of(job).timeline, interpolation)) == 2
+    plan = StreamPlan.of(job)
+    # 16 kept steps: none/blend's last ones are a segment of their own, mci has a segment per slot
+    assert len(cut_for(plan.options, plan.timeline, slots)) == (2 if slots == 2 else 0)
     stream = Streaming(svc, job)
     images = render(svc, job)
     lifecycle.start_encoding(svc, job.id, images)
