@@ -12,7 +12,6 @@ from stepanim.jobs import Job
 from stepanim.public import to_public
 from stepanim.services import Services
 from stepanim.settings import ANONYMOUS_KEY_ID
-from stepanim.store import JobNotFound
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,8 @@ def deliver_job_event(svc: Services, job_id: str, event: str, number: int) -> fl
     or when this attempt was already made (a duplicate task): every attempt is counted
     in Redis and only the task that records attempt n may schedule attempt n + 1.
     """
-    try:
-        job = svc.store.get(job_id)
-    except JobNotFound:
-        return None
-    if job.request.webhook is None or event not in job.request.webhook_events:
+    job = svc.store.find(job_id)
+    if job is None or job.request.webhook is None or event not in job.request.webhook_events:
         return None
     step = job.progress.step if event == "animation.progress" else None
     name = event if job.kind == "animation" else event.replace("animation.", "grid.", 1)  # a grid's are grid.*
