@@ -243,13 +243,40 @@ def build_args(
     return args
 
 
-def concat_args(*, ffmpeg: str, listing: Path, output: Path, codec: Codec, metadata: dict[str, str]) -> list[str]:
-    """Join encoded segments (an ffconcat ``listing``) without re-encoding; adds metadata and container flags."""
+def concat_args(
+    *, ffmpeg: str, listing: Path, output: Path, codec: Codec, metadata: dict[str, str] | None
+) -> list[str]:
+    """Join encoded segments (an ffconcat ``listing``) without re-encoding; adds metadata and container flags.
+
+    ``metadata`` None: read on stdin, as an FFmpeg metadata file (``metadata_file``), before the
+    listing is opened: a join started before the metadata and the segments exist (``encoder.stream``).
+    """
     spec = CODECS[codec]
     args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-y"]
-    args += ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v", "-c", "copy"]
-    args += [*spec.mux_args, *_metadata_args(spec, metadata), str(output)]
+    if metadata is None:
+        args += ["-f", "ffmetadata", "-i", "pipe:0"]
+    args += ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    if metadata is None:
+        args += ["-map", "1:v", "-map_metadata", "0", "-c", "copy", *spec.mux_args, str(output)]
+    else:
+        args += ["-map", "0:v", "-c", "copy", *spec.mux_args, *_metadata_args(spec, metadata), str(output)]
     return args
+
+
+def metadata_file(codec: Codec, metadata: dict[str, str]) -> bytes:
+    """``metadata`` as an FFmpeg metadata file (``-f ffmetadata``): the metadata of a ``concat_args``
+    join that reads it on stdin. Empty for a codec whose container keeps none (as ``-metadata``)."""
+    lines = [";FFMETADATA1"]
+    if CODECS[codec].metadata:
+        lines += [f"{_ffmetadata_escape(key)}={_ffmetadata_escape(value)}" for key, value in metadata.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _ffmetadata_escape(text: str) -> str:
+    """'=', ';', '#', backslash and newline are escaped with a backslash in that format."""
+    for special in ("\\", "=", ";", "#", "\n"):
+        text = text.replace(special, "\\" + special)
+    return text
 
 
 def _failure(returncode: int, stderr: str) -> FfmpegError:
@@ -331,8 +358,10 @@ class Probe:
     tags: dict[str, str]
 
 
-def probe(ffprobe: str, path: Path) -> Probe:
-    args = [
+def probe_args(ffprobe: str, source: str) -> list[str]:
+    """ffprobe reading ``source``: a path, or ``pipe:0`` for a video given on stdin (it reads all the
+    videos made here alike from a pipe: the MP4 and MOV ones are faststart)."""
+    return [
         ffprobe,
         "-v",
         "error",
@@ -345,12 +374,20 @@ def probe(ffprobe: str, path: Path) -> Probe:
         "format=duration,format_name:format_tags",
         "-of",
         "json",
-        str(path),
+        source,
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def probe(ffprobe: str, path: Path) -> Probe:
+    proc = subprocess.run(probe_args(ffprobe, str(path)), capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise FfmpegError(f"ffprobe could not read the video: {proc.stderr.strip()[-300:]}")
-    data: dict[str, Any] = json.loads(proc.stdout)
+    return parse_probe(proc.stdout)
+
+
+def parse_probe(output: str) -> Probe:
+    """What ffprobe (``probe_args``) printed."""
+    data: dict[str, Any] = json.loads(output)
     streams = data.get("streams") or []
     if not streams:
         raise FfmpegError("ffprobe found no video stream")

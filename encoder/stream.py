@@ -14,7 +14,10 @@ stored frame to one encode per image of the batch:
 
 When the render is done only the last frames, the join (which adds the metadata, known
 only now, and the container flags) and ffprobe's check are left; then the video is uploaded
-like a post-hoc one. Frames stay the source of truth: whatever the stream cannot vouch for
+like a post-hoc one. The join and ffprobe are started with the stream and wait on their stdin
+(:class:`Standby`): starting either takes ~0.1 s here, more than the work they do.
+
+Frames stay the source of truth: whatever the stream cannot vouch for
 (a render that restarted or ran another number of steps, ffmpeg failing, storage trouble,
 a deadline) raises :class:`Abandon`, and the post-hoc encode makes the video from the stored
 frames. :class:`Stopped`: the job ended or the stream's lease was lost; nothing is published.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -33,7 +37,17 @@ from pathlib import Path
 from typing import IO
 
 from encoder.encode import cut_for, metadata, sequence_path, timeline_for, verify
-from encoder.ffmpeg import CODECS, FfmpegError, build_args, concat_args, find_binary, probe, run
+from encoder.ffmpeg import (
+    CODECS,
+    FfmpegError,
+    Probe,
+    build_args,
+    concat_args,
+    find_binary,
+    metadata_file,
+    parse_probe,
+    probe_args,
+)
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
 from encoder.timing import Timeline, kept_frames
@@ -43,7 +57,7 @@ from stepanim.manifest import Manifest
 from stepanim.naming import video_key, video_name
 from stepanim.processes import die_with_parent
 from stepanim.services import Services
-from stepanim.video_options import AnimationOptions, Interpolation
+from stepanim.video_options import AnimationOptions, Codec, Interpolation
 
 WAIT_MS = 250  # longest wait for the next event before the lease and the deadline are looked at again
 
@@ -65,14 +79,15 @@ def check(deadline: float, should_stop: Callable[[], bool]) -> None:
 
 
 class Ffmpeg:
-    """One ffmpeg process of a stream, its messages in a file; it dies with the thread that started it."""
+    """One ffmpeg (or ffprobe) process of a stream, its messages in a file; it dies with the thread
+    that started it. ``stdout``: what it prints is kept (ffprobe's answer, a few kB)."""
 
-    def __init__(self, args: list[str], *, stdin: bool = False) -> None:
+    def __init__(self, args: list[str], *, stdin: bool = False, stdout: bool = False) -> None:
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by kill())
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=self.log,
             bufsize=0,
             preexec_fn=die_with_parent,
@@ -91,6 +106,21 @@ class Ffmpeg:
             raise self.failure()
         return True
 
+    def give(self, source: bytes | Path) -> None:
+        """All of its input on stdin (bytes, or a file's), then the end of it."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            if isinstance(source, Path):
+                with source.open("rb") as file:
+                    shutil.copyfileobj(file, stdin)
+            else:
+                stdin.write(source)
+            stdin.close()
+        except BrokenPipeError:  # it ended before reading it all: its messages say why
+            self.proc.wait()
+            raise self.failure() from None
+
     def wait(self, deadline: float, should_stop: Callable[[], bool]) -> None:
         while not self.done():
             check(deadline, should_stop)
@@ -100,7 +130,43 @@ class Ffmpeg:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.log.close()
+
+
+class Standby:
+    """The join and the ffprobe check of one image's video, started with the stream, each waiting
+    on its stdin: the join for the video's metadata (read before its listing), ffprobe for the
+    video. Starting ffmpeg or ffprobe (some 200 shared libraries to load) takes ~0.1 s here,
+    more than a join or a probe of a short video does; started early, it is not in the tail."""
+
+    def __init__(self, folder: Path, codec: Codec, *, ffmpeg: str, ffprobe: str) -> None:
+        self.codec = codec
+        self.listing = folder / "parts.ffconcat"
+        self.output = folder / f"video.{CODECS[codec].ext}"
+        join = concat_args(ffmpeg=ffmpeg, listing=self.listing, output=self.output, codec=codec, metadata=None)
+        self.joiner = Ffmpeg(join, stdin=True)
+        self.prober = Ffmpeg(probe_args(ffprobe, "pipe:0"), stdin=True, stdout=True)
+
+    def join(self, parts: list[Path], metadata: dict[str, str], deadline: float) -> Path:
+        """``parts`` joined without re-encoding, with ``metadata``."""
+        self.listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{part.name}'\n" for part in parts))
+        self.joiner.give(metadata_file(self.codec, metadata))
+        self.joiner.wait(deadline, lambda: False)
+        return self.output
+
+    def probe(self, deadline: float) -> Probe:
+        self.prober.give(self.output)
+        stdout = self.prober.proc.stdout
+        assert stdout is not None
+        answer = stdout.read()  # to its end: ffprobe has all of its input, it answers and exits
+        self.prober.wait(deadline, lambda: False)
+        return parse_probe(answer.decode())
+
+    def kill(self) -> None:
+        self.joiner.kill()
+        self.prober.kill()
 
 
 @dataclass
@@ -288,12 +354,18 @@ def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed
     settings = svc.settings
     deadline = time.monotonic() + settings.task_time_limit_seconds
     ffmpeg = find_binary("ffmpeg", settings.ffmpeg_path)
+    ffprobe = find_binary("ffprobe", settings.ffprobe_path)
     with tempfile.TemporaryDirectory(prefix=f"stream-{job.id[:8]}-") as tmp, contextlib.ExitStack() as stack:
         encodes: list[Encode] = []
+        standbys: list[Standby] = []
         for index in range(job.request.batch_size):
-            encode = start_encode(plan, folder=Path(tmp) / f"image-{index}", ffmpeg=ffmpeg, at_once=parallelism(svc))
+            folder = Path(tmp) / f"image-{index}"
+            encode = start_encode(plan, folder=folder, ffmpeg=ffmpeg, at_once=parallelism(svc))
             stack.callback(encode.kill)
             encodes.append(encode)
+            standby = Standby(folder, plan.options.codec, ffmpeg=ffmpeg, ffprobe=ffprobe)
+            stack.callback(standby.kill)
+            standbys.append(standby)
         followed = Followed()
         after, fed = "0-0", 0
         while not followed.rendered:
@@ -327,8 +399,8 @@ def stream_job(job: Job, svc: Services, *, lost: Callable[[], bool]) -> Streamed
                 raise Abandon(str(e)) from e
         stages.done("flush")
         videos = [
-            publish(job, svc, plan, manifest, image_index=index, parts=files, ffmpeg=ffmpeg, stages=stages)
-            for index, files in enumerate(parts)
+            publish(job, svc, plan, manifest, image_index=index, parts=files, standby=standby, stages=stages)
+            for index, (files, standby) in enumerate(zip(parts, standbys, strict=True))
         ]
         return Streamed(videos=videos, tail_seconds=time.monotonic() - rendered_at, tail=stages.seconds)
 
@@ -358,22 +430,18 @@ def publish(
     *,
     image_index: int,
     parts: list[Path],
-    ffmpeg: str,
+    standby: Standby,
     stages: Stages,
 ) -> VideoInfo:
     """Join one image's parts into its video with the metadata, check it with ffprobe, upload it."""
     image = job.images[image_index]
     spec = CODECS[plan.options.codec]
-    folder = parts[0].parent
-    listing = folder / "parts.ffconcat"
-    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{part.name}'\n" for part in parts))
-    output = folder / f"video.{spec.ext}"
     params = metadata(metadata_params(manifest, image, plan.options))
+    deadline = time.monotonic() + 120
     try:
-        join = concat_args(ffmpeg=ffmpeg, listing=listing, output=output, codec=plan.options.codec, metadata=params)
-        run(join, timeout=120)
+        output = standby.join(parts, params, deadline)
         stages.done("join")
-        result = probe(find_binary("ffprobe", svc.settings.ffprobe_path), output)
+        result = standby.probe(deadline)
         verify(result, plan.options.codec, plan.timeline)
         stages.done("probe")
     except FfmpegError as e:

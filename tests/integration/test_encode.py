@@ -205,3 +205,40 @@ def test_a_canceled_encode_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(EncodeCanceled):
         encode_to(tmp_path, 6, opts, out, timeout=600, should_stop=lambda: True)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_a_join_and_probe_started_ahead_match_the_ones_run_after(tmp_path: Path, codec: Codec) -> None:
+    """encoder.stream.Standby: the join reads the metadata on stdin, ffprobe the video; the video and
+    the answer are those of a join given the metadata as arguments and ffprobe given the file."""
+    import time
+
+    from encoder.encode import metadata
+    from encoder.ffmpeg import concat_args, probe, run
+    from encoder.stream import Standby
+
+    write_frames(tmp_path, 6)
+    part = encode(tmp_path, 6, duration=1, codec=codec)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    parts = [part.rename(folder / f"part-0.{part.suffix[1:]}")]
+    parts.append(folder / f"part-1{part.suffix}")
+    parts[1].write_bytes(parts[0].read_bytes())
+    # what escapes in a metadata file: = ; # \ and a newline
+    tags = metadata({**PARAMS, "prompt": "a = b; # c \\ d\ne"})
+    standby = Standby(folder, codec, ffmpeg=FFMPEG, ffprobe=FFPROBE)
+    try:
+        time.sleep(0.2)
+        assert standby.joiner.proc.poll() is None and standby.prober.proc.poll() is None  # waiting on stdin
+        joined = standby.join(parts, tags, time.monotonic() + 60)
+        answer = standby.probe(time.monotonic() + 60)
+    finally:
+        standby.kill()
+    listing = folder / "direct.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{p.name}'\n" for p in parts))
+    direct = folder / f"direct{part.suffix}"
+    run(concat_args(ffmpeg=FFMPEG, listing=listing, output=direct, codec=codec, metadata=tags), timeout=60)
+    assert answer == probe(FFPROBE, joined) == probe(FFPROBE, direct)
+    assert answer.frames == 2 * probe(FFPROBE, parts[0]).frames
+    if CODECS[codec].metadata:
+        assert answer.tags["title"] == tags["title"] and answer.tags["comment"] == tags["comment"]

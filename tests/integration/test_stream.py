@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from encoder.encode import cut_for
+from encoder.ffmpeg import find_binary, probe
 from encoder.job import encode_job
 from encoder.stream import Abandon, Stopped, Streamed, StreamPlan, stream_job
 from stepanim import lifecycle
@@ -25,6 +26,8 @@ from stepanim.services import Services
 from tests.integration.test_encode_job import PROMPT, SEED, new_job, png, save_manifest, svc
 
 __all__ = ["svc"]
+
+FFPROBE = find_binary("ffprobe", None)
 
 
 def rendering_job(svc: Services, *, steps: int, batch_size: int = 1, **request: Any) -> Job:
@@ -123,8 +126,10 @@ def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, i
     assert a.frames == b.frames == 60  # (1.5 s + 0.5 s held) at 30 fps
     assert a.duration == pytest.approx(b.duration, abs=0.001) and a.duration == pytest.approx(2.0, abs=0.05)
     assert streamed.tail_seconds < 10
-    # the same frames, to the bit (mci: the same segments as post hoc)
-    assert frame_hashes(streamed_file) == frame_hashes(video_file(svc, b.key, tmp_path))
+    # the same frames, to the bit (mci: the same segments as post hoc), and the same metadata
+    post_hoc_file = video_file(svc, b.key, tmp_path)
+    assert frame_hashes(streamed_file) == frame_hashes(post_hoc_file)
+    assert probe(FFPROBE, streamed_file).tags == probe(FFPROBE, post_hoc_file).tags
 
 
 def test_stream_stops_when_the_job_is_canceled(svc: Services) -> None:
