@@ -81,21 +81,28 @@ def segments(timeline: Timeline, parts: int) -> list[Segment]:
     return cut(timeline, cuts, before=MARGIN_STEPS, after=2 + MARGIN_STEPS)
 
 
+@dataclass(frozen=True)
+class TailCut:
+    steps: int  # the last steps, a segment of their own
+    before: int  # steps fed before a cut (what the filter looks back at)
+    after: int  # and past it: the first segment is closed that many steps after the cut
+
+
 # The last steps of a stream (none, blend) are a segment of their own, so that at the last step
 # only their few frames are left to encode: the rest was closed, and flushed through the
-# encoder's look-ahead, while these steps rendered. Post hoc cuts the same way (the same video).
-TAIL_STEPS = 5
-TAIL_MARGINS = {"none": (0, 2), "blend": (1, 3)}  # steps fed before and after a cut
+# encoder's look-ahead (~40 frames of x264), while these steps rendered. Post hoc cuts the same
+# way (the same video). blend's filter makes the flush slower: it is cut earlier (bench.e2e --tail).
+TAIL_CUTS = {"none": TailCut(steps=5, before=0, after=2), "blend": TailCut(steps=8, before=1, after=3)}
 
 
 def tail_split(timeline: Timeline, interpolation: str) -> list[Segment]:
-    """The video as [everything before the last ``TAIL_STEPS`` steps, those steps and the hold];
+    """The video as [everything before the last ``TAIL_CUTS`` steps, those steps and the hold];
     [] when there are too few steps for the cut to help (the video is then made in one piece)."""
-    if interpolation not in TAIL_MARGINS or timeline.input_frames < 3 * TAIL_STEPS:
+    tail = TAIL_CUTS.get(interpolation)
+    if tail is None or timeline.input_frames < 3 * tail.steps:
         return []
-    before, after = TAIL_MARGINS[interpolation]
-    at = round((timeline.input_frames - TAIL_STEPS) / timeline.input_rate * timeline.fps)
-    return cut(timeline, [at], before=before, after=after)
+    at = round((timeline.input_frames - tail.steps) / timeline.input_rate * timeline.fps)
+    return cut(timeline, [at], before=tail.before, after=tail.after)
 
 
 def cut(timeline: Timeline, cuts: list[int], *, before: int, after: int) -> list[Segment]:

@@ -47,7 +47,7 @@ def svc(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path, s3: S3Se
 
 
 def png(step: int, batch_index: int = 0) -> bytes:
-    image = np.full((48, 48, 3), 10 * step, np.uint8)
+    image = np.full((48, 48, 3), (9 * step) % 256, np.uint8)
     image[step : step + 8, step : step + 8] = 255
     image[:, :, 2] = 60 * batch_index  # each image of a batch looks different
     buffer = io.BytesIO()

@@ -108,9 +108,9 @@ def test_streamed_video_equals_the_post_hoc_one(svc: Services, tmp_path: Path, i
     # mci with one encode slot: one piece, encoded once all the steps are stored
     svc.settings = svc.settings.model_copy(update={"encode_parallelism": slots})
     animation = {"duration": 1.5, "interpolation": interpolation, "skip_steps": 2, "hold_last": 0.5}
-    job = rendering_job(svc, steps=18, animation=animation)
+    job = rendering_job(svc, steps=26, animation=animation)
     plan = StreamPlan.of(job)
-    # 16 kept steps: none/blend's last ones are a segment of their own, mci has a segment per slot
+    # 24 kept steps: none/blend's last ones are a segment of their own, mci has a segment per slot
     assert len(cut_for(plan.options, plan.timeline, slots)) == (2 if slots == 2 else 0)
     stream = Streaming(svc, job)
     images = render(svc, job)

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from encoder.timing import MARGIN_STEPS, TAIL_STEPS, plan, segments, tail_split
+from encoder.timing import MARGIN_STEPS, TAIL_CUTS, plan, segments, tail_split
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_few_steps_are_not_split() -> None:
 
 @pytest.mark.parametrize("interpolation", ["none", "blend"])
 @pytest.mark.parametrize(
-    ("steps", "duration", "fps", "hold"), [(30, 3, 30, 0), (15, 1.5, 30, 0.5), (100, 30, 30, 2), (25, 1, 24, 1)]
+    ("steps", "duration", "fps", "hold"), [(30, 3, 30, 0), (26, 1.5, 30, 0.5), (100, 30, 30, 2), (25, 1, 24, 1)]
 )
 def test_tail_split_cuts_before_the_last_steps(
     interpolation: str, steps: int, duration: float, fps: int, hold: float
@@ -48,8 +48,8 @@ def test_tail_split_cuts_before_the_last_steps(
     body, tail = tail_split(timeline, interpolation)
     assert (body.start, body.end, tail.start, tail.end) == (0, tail.start, body.end, timeline.output_frames)
     rate = timeline.input_rate
-    # the tail shows the last TAIL_STEPS steps and the hold; it is fed from (a little before) its first step
-    assert tail.start == round((steps - TAIL_STEPS) / rate * fps)
+    # the tail shows the last steps and the hold; it is fed from (a little before) its first step
+    assert tail.start == round((steps - TAIL_CUTS[interpolation].steps) / rate * fps)
     assert tail.first_step <= math.floor(tail.start * rate / fps) and tail.end_step is None
     # the body is fed every step its frames show, and is closed before the last steps render
     assert body.first_step == 0 and body.end_step is not None
@@ -58,6 +58,7 @@ def test_tail_split_cuts_before_the_last_steps(
 
 
 def test_tail_split_leaves_short_and_interpolated_videos_whole() -> None:
-    assert tail_split(plan(3 * TAIL_STEPS - 1, duration=2, fps=30), "none") == []
-    assert len(tail_split(plan(3 * TAIL_STEPS, duration=2, fps=30), "none")) == 2
+    for interpolation, tail in TAIL_CUTS.items():
+        assert tail_split(plan(3 * tail.steps - 1, duration=2, fps=30), interpolation) == []
+        assert len(tail_split(plan(3 * tail.steps, duration=2, fps=30), interpolation)) == 2
     assert tail_split(plan(100, duration=3, fps=30), "mci") == []
