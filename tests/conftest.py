@@ -235,3 +235,14 @@ def ffprobe_json(path: Path) -> dict:  # type: ignore[type-arg]
         check=True,
     ).stdout
     return json.loads(out)  # type: ignore[no-any-return]
+
+
+def render_two_steps(folder: Path, prompt: str) -> Any:
+    """The pipeline folder a quick training run wrote, loaded as users load it and run for two
+    steps at 32²: the image (an array)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt, num_inference_steps=2, height=32, width=32, output_type="np").images[0]

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 
 from digits.classifier import predict_proba, to_uint8
 from digits.data import NAMES, TEMPLATES, UNSEEN_TEMPLATES, colourise, load, prompt_for
 from digits.train import Plan, train
+from tests.conftest import render_two_steps
 
 
 def test_data_shapes_and_prompts() -> None:
@@ -34,8 +34,6 @@ def test_classifier_reads_the_training_digits() -> None:
 @pytest.mark.slow
 def test_quick_training_writes_a_loadable_pipeline(tmp_path: Path) -> None:
     out = train(tmp_path / "digits", Plan.quick(), seed=0)
-    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    image = pipe("the number three", num_inference_steps=2, height=32, width=32, output_type="np").images[0]
+    image = render_two_steps(out, "the number three")
     assert image.shape == (32, 32, 3)
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 20 * 1024 * 1024

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 
 from emoji.data import (
     FAVOURITES,
@@ -27,6 +26,7 @@ from emoji.evaluate import Judge, TrainingSet
 from emoji.train import Plan, train
 from scripts.devstack import ROOT
 from stepanim.model_catalog import read_model, vocabulary_warnings
+from tests.conftest import render_two_steps
 
 MODEL = ROOT / "models" / "emoji"
 
@@ -97,9 +97,7 @@ def test_the_committed_model_publishes_its_vocabulary_and_defaults() -> None:
 @pytest.mark.slow
 def test_quick_training_writes_a_loadable_pipeline_folder(tmp_path: Path) -> None:
     out = train(tmp_path / "emoji", Plan.quick(), seed=0)
-    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    image = pipe("a rocket", num_inference_steps=2, height=32, width=32, output_type="np").images[0]
+    image = render_two_steps(out, "a rocket")
     assert image.shape == (32, 32, 3)
     described = json.loads((out / "emoji.json").read_text())
     assert len(described["names"]) == Plan.quick().classes

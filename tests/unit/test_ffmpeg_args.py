@@ -5,20 +5,30 @@ import pytest
 
 from encoder.encode import metadata, timeline_for
 from encoder.ffmpeg import CODECS, FfmpegError, build_args, find_binary, video_filter
-from encoder.timing import plan
+from encoder.timing import Segment, Timeline, plan
 from stepanim.video_options import Codec, Interpolation, VideoOptions
 
 
-def args_for(codec: Codec = Codec.h264, interpolation: Interpolation = Interpolation.none, **meta: str) -> list[str]:
+def args_for(
+    codec: Codec = Codec.h264,
+    interpolation: Interpolation = Interpolation.none,
+    *,
+    timeline: Timeline | None = None,
+    output: str = "/o/out.mp4",
+    start_number: int = 4,
+    segment: Segment | None = None,
+    **meta: str,
+) -> list[str]:
     return build_args(
         ffmpeg="ffmpeg",
         pattern=Path("/f/%05d.png"),
-        start_number=4,
-        output=Path("/o/out.mp4"),
-        timeline=plan(20, duration=5, fps=30, hold_last=1),
+        start_number=start_number,
+        output=Path(output),
+        timeline=timeline or plan(20, duration=5, fps=30, hold_last=1),
         codec=codec,
         interpolation=interpolation,
         metadata=meta,
+        segment=segment,
     )
 
 
@@ -60,15 +70,7 @@ def test_codec_table(codec: Codec, encoder: str, flag: str, value: str) -> None:
 def test_gif_uses_a_palette_and_no_encoder_flag() -> None:
     timeline = timeline_for(VideoOptions(codec=Codec.gif, duration=5, hold_last=1), 20)
     assert timeline.fps == 10
-    args = build_args(
-        ffmpeg="ffmpeg",
-        pattern=Path("/f/%05d.png"),
-        output=Path("/o/out.gif"),
-        timeline=timeline,
-        codec=Codec.gif,
-        interpolation=Interpolation.mci,
-        metadata={},
-    )
+    args = args_for(Codec.gif, Interpolation.mci, timeline=timeline, output="/o/out.gif", start_number=1)
     graph = value_after(args, "-filter_complex")
     assert "palettegen" in graph and "paletteuse" in graph
     assert "-c:v" not in args
@@ -113,15 +115,14 @@ def test_segments_keep_their_frames_and_the_join_adds_metadata() -> None:
 
     timeline = plan(100, duration=30, fps=30, hold_last=1)
     first, last = segments(timeline, 2)
-    args = build_args(
-        ffmpeg="ffmpeg",
-        pattern=Path("/f/%05d.png"),
-        output=Path("/o/segment-0.mp4"),
+    args = args_for(
+        Codec.h265,
+        Interpolation.mci,
         timeline=timeline,
-        codec=Codec.h265,
-        interpolation=Interpolation.mci,
-        metadata={"title": "t"},
+        output="/o/segment-0.mp4",
+        start_number=1,
         segment=first,
+        title="t",
     )
     chain = value_after(args, "-vf")
     assert f"trim=end_frame={first.end_step}" in chain and "setpts=PTS+" not in chain
