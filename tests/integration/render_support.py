@@ -41,6 +41,13 @@ def local_services(redis_url: str, tmp_path: Path, models_dir: Path, **settings:
         services.store.redis.close()
 
 
+@pytest.fixture(name="svc")
+def family_services(redis_url: str, family_models_dir: Path, tmp_path: Path) -> Iterator[Services]:
+    """Services with the tiny model of every family (import it as ``svc``)."""
+    with local_services(redis_url, tmp_path, family_models_dir) as services:
+        yield services
+
+
 def capturing(scheduler: Any) -> tuple[list[torch.Tensor], StepEnd]:
     """Install ``StepCapture`` on ``scheduler``: the list it fills, and the ``callback_on_step_end``
     that fills it (pass it to the pipeline call)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from stepanim.request import AnimationCreate, CaptureOptions
 from stepanim.services import Services
 from stepanim.settings import Settings
 from tests.integration.job_support import admitted_job
-from tests.integration.render_support import cancel_at_step, local_services, record_results
+from tests.integration.render_support import cancel_at_step, family_services, record_results  # noqa: F401 (svc)
 from worker.capture import latent_family
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import RenderCanceled, make_decoder, render
@@ -59,12 +58,6 @@ def pipes(family_models_dir: Path, taesd_dirs: dict[Family, Path]) -> PipelineCa
         taef1_path=taesd_dirs["flux"],
     )
     return PipelineCache(settings)
-
-
-@pytest.fixture
-def svc(redis_url: str, family_models_dir: Path, tmp_path: Path) -> Iterator[Services]:
-    with local_services(redis_url, tmp_path, family_models_dir) as services:
-        yield services
 
 
 def new_job(svc: Services, model: str, **request: Any) -> Job:

@@ -13,7 +13,6 @@ a wrong formula (say, the sigma of the next step instead of the one just taken) 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from stepanim.samplers import fitting_samplers
 from stepanim.services import Services
 from stepanim.settings import Settings
 from tests.integration.job_support import admitted_job
-from tests.integration.render_support import capturing, local_services, record_results
+from tests.integration.render_support import capturing, family_services, record_results  # noqa: F401 (svc)
 from worker.capture import decode_approx, latent_family, unpack_for_decoding
 from worker.pipelines import PipelineCache, pipeline_for
 from worker.render import render
@@ -65,12 +64,6 @@ def pipes(family_models_dir: Path) -> PipelineCache:
     return PipelineCache(
         Settings(_env_file=None, models_dir=family_models_dir, device="cpu", pipeline_cache_size=len(MODELS))
     )
-
-
-@pytest.fixture
-def svc(redis_url: str, family_models_dir: Path, tmp_path: Path) -> Iterator[Services]:
-    with local_services(redis_url, tmp_path, family_models_dir) as services:
-        yield services
 
 
 def new_job(svc: Services, model: str, **request: Any) -> Job:
