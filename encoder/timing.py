@@ -92,7 +92,7 @@ class TailCut:
 # only their few frames are left to encode: the rest was closed, and flushed through the
 # encoder's look-ahead (~40 frames of x264), while these steps rendered. Post hoc cuts the same
 # way (the same video). blend's filter makes the flush slower: it is cut earlier (bench.e2e --tail).
-TAIL_CUTS = {"none": TailCut(steps=5, before=0, after=2), "blend": TailCut(steps=8, before=1, after=3)}
+TAIL_CUTS = {"none": TailCut(steps=5, before=0, after=2), "blend": TailCut(steps=6, before=1, after=3)}
 
 
 def tail_split(timeline: Timeline, interpolation: str) -> list[Segment]:

@@ -149,7 +149,7 @@ def test_a_segment_reads_from_its_first_step_moved_to_where_it_stands() -> None:
 
     timeline = plan(30, duration=3, fps=30)  # 10 steps a second
     body, tail = tail_split(timeline, "blend")
-    assert tail.first_step == 21
+    assert tail.first_step == 23
     common: dict[str, Any] = {
         "ffmpeg": "ffmpeg",
         "output": Path("/o/s.mp4"),
@@ -160,9 +160,9 @@ def test_a_segment_reads_from_its_first_step_moved_to_where_it_stands() -> None:
         "segment": tail,
     }
     files = build_args(pattern=Path("/f/%05d.png"), start_number=3, **common)
-    assert value_after(files, "-start_number") == "24"  # two skipped steps, then the tail's first
+    assert value_after(files, "-start_number") == "26"  # two skipped steps, then the tail's first
     chain = value_after(files, "-vf")
-    assert chain.startswith("setpts=PTS+21/(10*TB),")  # step 21 stands at 2.1 s
+    assert chain.startswith("setpts=PTS+23/(10*TB),")  # step 23 stands at 2.3 s
     assert "trim=end_frame" not in chain  # the last segment reads to the end
     assert f"trim=start_pts={tail.start}:end_pts={tail.end}" in chain
     piped = build_args(pattern=None, **common)
