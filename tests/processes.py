@@ -33,6 +33,12 @@ def descendants(pid: int, *, named: str | None = None) -> set[int]:
     return {p for p in found if named is None or table[p][2] == named}
 
 
+def parents(pids: set[int]) -> dict[int, int]:
+    """pid -> parent pid of those of ``pids`` still running (one may end while it is asked)."""
+    table = _table()
+    return {pid: table[pid][0] for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
 def named(name: str) -> set[int]:
     """Every live process whose command name is ``name``, wherever it is in the tree."""
     return {pid for pid, (_, state, command) in _table().items() if command == name and state != "Z"}

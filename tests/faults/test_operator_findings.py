@@ -23,7 +23,7 @@ from PIL import Image
 from scripts.devstack import free_port
 from tests.conftest import RECEIVER_HOST, QuietHandler, ffprobe_json, serving
 from tests.faults.conftest import Service, body, wait_for
-from tests.processes import descendants, is_running, start_serve
+from tests.processes import descendants, is_running, parents, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -181,10 +181,13 @@ def test_ffmpeg_dies_with_an_encoder_killed_with_sigkill(make_service: Callable[
     # A pool process killed alone (the main process stays): its ffmpeg goes with it.
     service.stack.restart("encode")
     encoder = service.stack.procs["encode"]
-    ffmpegs = wait_for(lambda: descendants(encoder.popen.pid, named="ffmpeg"), timeout=120, what="ffmpeg again")
+
+    # parents(): an ffmpeg that ends meanwhile (the capability probe's, as a worker starts) drops out
+    ffmpegs = wait_for(
+        lambda: parents(descendants(encoder.popen.pid, named="ffmpeg")), timeout=120, what="ffmpeg again"
+    )
     children = descendants(encoder.popen.pid) - descendants(encoder.popen.pid, named="ffmpeg")
-    parents = {int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in ffmpegs}
-    for pid in parents & children:
+    for pid in set(ffmpegs.values()) & children:
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not any(is_running(pid) for pid in ffmpegs), timeout=10, what="ffmpeg gone with its pool process")
     job = service.wait_terminal([job_id], timeout=300)[job_id]
