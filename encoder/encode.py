@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from encoder.ffmpeg import CODECS, GIF_FPS, FfmpegError, Probe, build_args, concat_args, probe, run, run_all
+from encoder.ffmpeg import (
+    CODECS,
+    GIF_FPS,
+    FfmpegError,
+    Probe,
+    build_args,
+    concat_args,
+    probe,
+    run,
+    run_all,
+    write_listing,
+)
 from encoder.timing import Segment, Timeline, kept_frames, plan, segments, tail_split
 from stepanim.video_options import Codec, Interpolation, VideoOptions
 
@@ -114,7 +125,7 @@ def plan_commands(
         build_args(output=workdir / name, segment=part, **common) for name, part in zip(names, parts, strict=True)
     ]
     listing = workdir / "segments.ffconcat"
-    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{name}'\n" for name in names))
+    write_listing(listing, names)
     join = concat_args(ffmpeg=ffmpeg, listing=listing, output=output, codec=options.codec, metadata=common["metadata"])
     return timeline, commands, join
 

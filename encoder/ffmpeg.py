@@ -263,6 +263,11 @@ def concat_args(
     return args
 
 
+def write_listing(listing: Path, names: list[str]) -> None:
+    """The ffconcat list of a ``concat_args`` join: files named relative to the list's folder."""
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{name}'\n" for name in names))
+
+
 def metadata_file(codec: Codec, metadata: dict[str, str]) -> bytes:
     """``metadata`` as an FFmpeg metadata file (``-f ffmetadata``): the metadata of a ``concat_args``
     join that reads it on stdin. Empty for a codec whose container keeps none (as ``-metadata``)."""

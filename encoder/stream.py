@@ -47,6 +47,7 @@ from encoder.ffmpeg import (
     metadata_file,
     parse_probe,
     probe_args,
+    write_listing,
 )
 from encoder.follow import Followed
 from encoder.job import metadata_params, parallelism
@@ -151,7 +152,7 @@ class Standby:
 
     def join(self, parts: list[Path], metadata: dict[str, str], deadline: float) -> Path:
         """``parts`` joined without re-encoding, with ``metadata``."""
-        self.listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{part.name}'\n" for part in parts))
+        write_listing(self.listing, [part.name for part in parts])
         self.joiner.give(metadata_file(self.codec, metadata))
         self.joiner.wait(deadline, lambda: False)
         return self.output
