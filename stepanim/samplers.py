@@ -227,12 +227,15 @@ def fit_error(
     scheduler_config: Mapping[str, Any] | None = None,
     steps: int | None = None,
 ) -> str | None:
-    """Why the sampler and schedule do not fit (a message naming the field), or None when they do.
+    """Why the sampler, schedule or step count does not fit (a message naming the field), or None
+    when they do.
 
     ``scheduler_config`` is the model's own (``stepanim.families.model_scheduler_config``); without it
     the answer is the family's in general (FLUX.1-dev's, for Flux).
     """
-    entry = sampler(sampler_id)
+    entry = SAMPLERS.get(sampler_id)
+    if entry is None:
+        return f"scheduler: unknown sampler {sampler_id!r} (known: {', '.join(SAMPLER_IDS)})"
     if schedule not in SCHEDULES:
         return f"schedule: unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})"
     fitting = fitting_samplers(family, img2img=img2img, scheduler_config=scheduler_config)
@@ -252,24 +255,6 @@ def fit_error(
     if steps is not None and entry.max_steps is not None and steps > entry.max_steps:
         return f"steps: {sampler_id!r} takes at most {entry.max_steps} steps (got {steps})"
     return None
-
-
-def check_fit(
-    sampler_id: str,
-    schedule: str,
-    family: Family,
-    *,
-    img2img: bool = False,
-    scheduler_config: Mapping[str, Any] | None = None,
-    steps: int | None = None,
-) -> Variant:
-    """The variant to build; ValueError (naming the field) when the sampler or schedule does not fit."""
-    error = fit_error(sampler_id, schedule, family, img2img=img2img, scheduler_config=scheduler_config, steps=steps)
-    if error is not None:
-        raise ValueError(error)
-    variant = SAMPLERS[sampler_id].variant(family)
-    assert variant is not None  # fit_error said it fits
-    return variant
 
 
 def _fits(variant: Variant | None, family: Family, img2img: bool, scheduler_config: Mapping[str, Any] | None) -> bool:

@@ -18,7 +18,7 @@ import diffusers
 import torch
 
 from stepanim.families import FACTS, Family
-from stepanim.samplers import Schedule, Variant, check_fit, sampler, schedule_overrides
+from stepanim.samplers import Schedule, Variant, fit_error, sampler, schedule_overrides
 
 
 def make_scheduler(
@@ -49,8 +49,12 @@ def make_scheduler(
     if _is_flow(own, config) != FACTS[family].flow:
         kind = "flow-matching" if _is_flow(own, config) else "diffusion"
         raise ValueError(f"family: {family!r} models do not sample with the model's {kind} scheduler ({own})")
-    variant = check_fit(sampler_id, str(schedule), family, img2img=img2img, scheduler_config=config, steps=steps)
-    overrides = scheduler_overrides(variant, schedule, config)  # type: ignore[arg-type]  # checked by check_fit
+    error = fit_error(sampler_id, str(schedule), family, img2img=img2img, scheduler_config=config, steps=steps)
+    if error is not None:
+        raise ValueError(error)
+    variant = sampler(sampler_id).variant(family)
+    assert variant is not None  # fit_error said it fits
+    overrides = scheduler_overrides(variant, schedule, config)  # type: ignore[arg-type]  # checked by fit_error
     if sampler(sampler_id).seeding == "noise_sampler_seed":
         overrides["noise_sampler_seed"] = seed
     cls = getattr(diffusers, variant.class_name)

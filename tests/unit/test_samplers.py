@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from stepanim.samplers import (
     REGISTRY,
     SAMPLER_IDS,
     SCHEDULES,
-    check_fit,
     describe,
     family_capabilities,
     fit_error,
@@ -182,8 +182,7 @@ def test_family_capabilities() -> None:
     ],
 )
 def test_misfits_are_refused_naming_the_field(args: tuple[str, str, str], kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        check_fit(*args, **kwargs)  # type: ignore[arg-type]
+    assert re.search(message, fit_error(*args, **kwargs) or "")  # type: ignore[arg-type]
 
 
 def test_fits_give_no_error() -> None:
