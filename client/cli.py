@@ -9,13 +9,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from client._core import DEFAULT_URL, Event, job_videos, limit_problems, output_paths
+from client._core import DEFAULT_URL, job_videos, limit_problems, output_paths
 from client.errors import ApiError, ConnectionFailed, WaitTimeout
 from client.models import (
     AnimationCreate,
@@ -80,6 +81,10 @@ class JobFailed(Exception):
     """The animation or rendition ended without a video (exit 4)."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C while waiting: the job keeps running (exit 130)."""
+
+
 # What each failure prints after "stepanim: " (``{}``: the exception) and its exit code; the first that fits.
 FAILURES: tuple[tuple[type[BaseException], str, int], ...] = (
     (UsageError, "error: {}", EXIT_USAGE),
@@ -87,6 +92,7 @@ FAILURES: tuple[tuple[type[BaseException], str, int], ...] = (
     (JobFailed, "{}", EXIT_JOB_FAILED),
     (WaitTimeout, "{}; it keeps running", EXIT_TIMEOUT),
     (ConnectionFailed, "error: cannot reach the API: {}", EXIT_UNREACHABLE),
+    (Interrupted, "interrupted; {}", EXIT_INTERRUPTED),
     (KeyboardInterrupt, "interrupted", EXIT_INTERRUPTED),
     (OSError, "error: {}", EXIT_REJECTED),
 )
@@ -309,6 +315,18 @@ class Cli:
             self.out.write(text + "\n")
         return EXIT_OK
 
+    @contextmanager
+    def waiting(self, bar: ProgressBar | None, what: str, cancel: str) -> Iterator[None]:
+        """Around a wait drawn by ``bar``: the bar's line is closed after it, and Ctrl-C says that
+        ``what`` keeps running and the command that cancels it."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise Interrupted(f"{what} keeps running (`{PROG} {cancel}`)") from None
+        finally:
+            if bar is not None:
+                bar.close()
+
     def failure(self, kind: str, record: AnimationPublic | GridPublic | RenditionPublic) -> JobFailed:
         """The error of an animation, grid or rendition that ended without its video (printed first with --json)."""
         if self.json:
@@ -355,15 +373,8 @@ class Cli:
         """Wait for the job with a progress line, then print its video URL or download it."""
         args = self.args
         bar = None if self.quiet else ProgressBar(self.err)
-        on_event: Callable[[Event], None] | None = bar
-        try:
-            job = self.api.wait(job_id, timeout=args.timeout, on_event=on_event)
-        except KeyboardInterrupt:
-            self.err.write(f"{PROG}: interrupted; animation {job_id} keeps running (`{PROG} cancel {job_id}`)\n")
-            return EXIT_INTERRUPTED
-        finally:
-            if bar is not None:
-                bar.close()
+        with self.waiting(bar, f"animation {job_id}", f"cancel {job_id}"):
+            job = self.api.wait(job_id, timeout=args.timeout, on_event=bar)
         if job.status != "succeeded":
             raise self.failure("animation", job)
         urls = result_urls(job)

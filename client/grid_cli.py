@@ -18,8 +18,6 @@ from collections.abc import Callable
 from typing import get_args
 
 from client.cli import (
-    EXIT_INTERRUPTED,
-    PROG,
     Cli,
     Parser,
     UsageError,
@@ -173,14 +171,8 @@ def finish(cli: Cli, grid_id: str) -> int:
     """Wait with a progress line (cells and steps done), then print the grid video's URL or download it."""
     args = cli.args
     bar = None if cli.quiet else GridProgressBar(cli.err)
-    try:
+    with cli.waiting(bar, f"grid {grid_id}", f"grid-cancel {grid_id}"):
         grid = cli.api.wait_grid(grid_id, timeout=args.timeout, on_progress=bar.update if bar else None)
-    except KeyboardInterrupt:
-        cli.err.write(f"{PROG}: interrupted; grid {grid_id} keeps running (`{PROG} grid-cancel {grid_id}`)\n")
-        return EXIT_INTERRUPTED
-    finally:
-        if bar is not None:
-            bar.close()
     if grid.status != "succeeded" or grid.video is None:
         raise cli.failure("grid", grid)
     if args.output:

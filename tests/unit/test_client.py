@@ -307,6 +307,22 @@ def test_progress_bar_eta_from_the_pace_of_steps_and_redraws_on_a_terminal() -> 
 # Packaging and imports
 
 
+def test_ctrl_c_while_waiting_closes_the_line_and_says_the_job_keeps_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = io.StringIO()
+    bar = ProgressBar(drawn, tty=True)
+
+    def wait(self: object, job_id: str, **kwargs: object) -> None:
+        bar(Event(event="progress", data={"step": 1, "total": 30}))  # a line is on the terminal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.Client, "wait", wait)
+    monkeypatch.setattr(cli, "ProgressBar", lambda stream: bar)
+    err = io.StringIO()
+    assert cli.main(["wait", "abc123"], stdout=io.StringIO(), stderr=err) == cli.EXIT_INTERRUPTED
+    assert err.getvalue() == "stepanim: interrupted; animation abc123 keeps running (`stepanim cancel abc123`)\n"
+    assert "1/30 steps" in drawn.getvalue() and drawn.getvalue().endswith("\n")  # the bar's line was ended
+
+
 def test_importing_the_client_and_cli_pulls_in_no_service_code() -> None:
     code = (
         "import sys, client, client.cli, client.aio; "
