@@ -14,28 +14,15 @@ import pytest
 
 from scripts.devstack import ROOT, Stack, running
 from tests.conftest import RECEIVER_SETTINGS, S3Server
-
-TERMINAL = {"succeeded", "failed", "canceled"}
+from tests.service import TERMINAL, RunningStack
 
 
 @dataclass
-class Service:
-    stack: Stack
-    backend: str
-    storage_dir: Path | None
-    s3: S3Server | None
-
-    @property
-    def url(self) -> str:
-        return self.stack.api_url
+class Service(RunningStack):
+    backend: str  # "s3" or "local"
 
     def post(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
         return httpx.post(f"{self.url}/animations", json=body, timeout=30, **kwargs)
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/animations/{job_id}", timeout=30)
-        response.raise_for_status()
-        return response.json()  # type: ignore[no-any-return]
 
     def wait(self, job_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -45,14 +32,6 @@ class Service:
                 return job
             time.sleep(0.1)
         raise TimeoutError(f"job {job_id} not finished after {timeout}s: {job}")
-
-    def storage_keys(self) -> list[str]:
-        if self.s3 is not None:
-            return self.s3.keys()
-        assert self.storage_dir is not None
-        if not self.storage_dir.exists():
-            return []
-        return sorted(p.relative_to(self.storage_dir).as_posix() for p in self.storage_dir.rglob("*") if p.is_file())
 
     def redis_keys(self) -> list[Any]:
         import redis

@@ -15,7 +15,8 @@ import pytest
 
 from scripts.devstack import Stack, running
 from tests.conftest import ffprobe_json
-from tests.e2e.conftest import TERMINAL, dev_settings
+from tests.e2e.conftest import dev_settings
+from tests.service import TERMINAL
 from worker.tiny_model import build_tiny_lora
 
 BASE = {"prompt": "a red cat", "steps": 3, "width": 64, "height": 64, "seed": 7, "animation": {"duration": 1}}

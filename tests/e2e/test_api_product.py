@@ -17,8 +17,8 @@ from scripts.devstack import Stack
 from stepanim import auth
 from tests import standard_webhooks
 from tests.conftest import RECEIVER_SETTINGS, WebhookReceiver
-from tests.e2e.conftest import TERMINAL
 from tests.integration.test_api import parse_sse
+from tests.service import TERMINAL
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
 
 KEYS = {"alice": "sa_e2e_alice_" + "a" * 24, "bob": "sa_e2e_bob_" + "b" * 24}

@@ -88,7 +88,7 @@ def test_renditions_up_front_and_later(service: Service, tmp_path: Path) -> None
     assert rendition["video"]["filename"] == f"{NAME}.webm"
     listed = service.get(job["id"])["renditions"]
     assert [r["id"] for r in listed] == [gif["id"], h265["id"], rendition["id"]]
-    keys = [k for k in service.storage_keys() if f"/{rendition['id']}/" in k]
+    keys = [k for k in service.stored() if f"/{rendition['id']}/" in k]
     assert keys == [f"jobs/{job['id']}/renditions/{rendition['id']}/{NAME}.webm"]
 
 
@@ -118,7 +118,7 @@ def test_a_rendition_request_with_an_idempotency_key_is_made_once(service: Servi
 def test_deleted_frames_cannot_be_reencoded(service: Service) -> None:
     job = service.wait(service.post({**SMALL, "animation": {"duration": 1, "keep_frames": False}}).json()["id"])
     assert job["status"] == "succeeded", job["error"]
-    keys = [k for k in service.storage_keys() if k.startswith(f"jobs/{job['id']}/")]
+    keys = service.stored(f"jobs/{job['id']}/")
     assert not [k for k in keys if "/frames/" in k]
     assert [k for k in keys if "/videos/" in k]
     response = httpx.post(f"{service.url}/animations/{job['id']}/renditions", json={"codec": "vp9"}, timeout=30)
@@ -138,7 +138,7 @@ def test_frames_only(service: Service) -> None:
     with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
         assert z.namelist() == [f"0000{step:03d}-{NAME}.png" for step in range(1, 7)]
         assert z.read(z.namelist()[0]) == first.content
-    assert not [k for k in service.storage_keys() if k.startswith(f"jobs/{job['id']}/videos/")]
+    assert not service.stored(f"jobs/{job['id']}/videos/")
 
 
 def cancel_midway(service: Service, body: dict[str, Any]) -> dict[str, Any]:
@@ -165,4 +165,4 @@ def test_run_on_incomplete_data(service: Service, tmp_path: Path) -> None:
     canceled = cancel_midway(service, long)
     assert canceled["status"] == "canceled"
     assert canceled["video"] is None
-    assert not [k for k in service.storage_keys() if k.startswith(f"jobs/{canceled['id']}/videos/")]
+    assert not service.stored(f"jobs/{canceled['id']}/videos/")

@@ -53,7 +53,7 @@ def test_a_job_becomes_a_video(service: Service, webhook_receiver: WebhookReceiv
     assert abs(float(info["format"]["duration"]) - 2.0) <= 0.05 * 2.0
     assert int(stream["nb_read_frames"]) >= 8
 
-    frames = [k for k in service.storage_keys() if k.startswith(f"jobs/{job['id']}/frames/")]
+    frames = service.stored(f"jobs/{job['id']}/frames/")
     names = sorted(k.rsplit("/", 1)[1] for k in frames)
     assert names == [f"0000{step:03d}-7-a lighthouse on a cliff at dawn ✨.png" for step in range(1, 9)]
 
@@ -80,7 +80,7 @@ def readme_verifier() -> Any:
 
 
 def test_an_invalid_job_is_refused_and_leaves_nothing(service: Service) -> None:
-    redis_before, storage_before = service.redis_keys(), service.storage_keys()
+    redis_before, storage_before = service.redis_keys(), service.stored()
     cases: list[tuple[dict[str, Any], str]] = [
         ({"prompt": "x", "steps": 0}, "steps"),
         ({"prompt": "x", "animation": {"duration": 500}}, "animation.duration"),
@@ -98,7 +98,7 @@ def test_an_invalid_job_is_refused_and_leaves_nothing(service: Service) -> None:
     )
     assert response.status_code == 422
     assert service.redis_keys() == redis_before
-    assert service.storage_keys() == storage_before
+    assert service.stored() == storage_before
 
 
 def test_unknown_job_is_404(service: Service) -> None:
@@ -161,6 +161,6 @@ def test_cancel_while_encoding_stops_ffmpeg_and_publishes_nothing(service: Servi
     # The encoder notices within about half a second and kills ffmpeg; give it a moment, then
     # check that no video was ever published for this job.
     time.sleep(3)
-    assert not [k for k in service.storage_keys() if k.startswith(f"jobs/{job_id}/videos/")]
+    assert not service.stored(f"jobs/{job_id}/videos/")
     logs = [(service.stack.workdir / "logs" / f"{name}.log").read_text() for name in ("encode", "stream")]
     assert any("ffmpeg stopped, nothing published" in log for log in logs)  # the stream's, or post hoc

@@ -17,7 +17,8 @@ from PIL import Image
 from encoder.grid import layout
 from stepanim.grids import GridCreate, GridPlan, cell_requests
 from tests.conftest import WebhookReceiver, ffprobe_json
-from tests.e2e.conftest import TERMINAL, Service
+from tests.e2e.conftest import Service
+from tests.service import TERMINAL
 
 pytestmark = pytest.mark.slow
 

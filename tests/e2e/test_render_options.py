@@ -38,7 +38,7 @@ def upload(service: Service, data: bytes, name: str = "init.png", content_type: 
 
 
 def frame_keys(service: Service, job_id: str) -> list[str]:
-    return [k for k in service.storage_keys() if k.startswith(f"jobs/{job_id}/frames/")]
+    return service.stored(f"jobs/{job_id}/frames/")
 
 
 def test_img2img_from_an_upload_and_from_base64(service: Service) -> None:
@@ -92,7 +92,7 @@ def test_img2img_from_a_url_fetched_once_through_the_guard(service: Service, ima
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"]["step"] == 2  # int(4 x 0.5)
 
-    redis_before, storage_before = service.redis_keys(), service.storage_keys()
+    redis_before, storage_before = service.redis_keys(), service.stored()
     refusals = [
         ("http://127.0.0.1:9/a.png", "init_image.url: refused URL"),  # loopback, not on the allow-list
         (f"{image_server}/missing.png", "init_image.url: fetch answered HTTP 404"),
@@ -103,11 +103,11 @@ def test_img2img_from_a_url_fetched_once_through_the_guard(service: Service, ima
         assert response.status_code == 422, response.text
         assert response.json()["error"]["message"].startswith(message), response.json()
     assert service.redis_keys() == redis_before
-    assert service.storage_keys() == storage_before
+    assert service.stored() == storage_before
 
 
 def test_upload_refusals_store_nothing(service: Service) -> None:
-    redis_before, storage_before = service.redis_keys(), service.storage_keys()
+    redis_before, storage_before = service.redis_keys(), service.stored()
     cases = [
         (upload(service, image_bytes("GIF"), "a.gif", "image/gif"), 415, "unsupported_media_type"),
         (upload(service, b"<html></html>", "a.png", "image/png"), 415, "unsupported_media_type"),
@@ -131,7 +131,7 @@ def test_upload_refusals_store_nothing(service: Service) -> None:
         assert response.status_code in (415, 422), response.text
         assert response.json()["error"]["message"].startswith(message), response.json()
     assert service.redis_keys() == redis_before
-    assert service.storage_keys() == storage_before
+    assert service.stored() == storage_before
 
 
 def download(url: str, path: Path) -> Path:

@@ -21,8 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.devstack import UNLIMITED_DEV_SETTINGS, Stack, free_port
 from tests.conftest import RECEIVER_HOST, RECEIVER_SETTINGS, QuietHandler, S3Server
-
-TERMINAL = {"succeeded", "failed", "canceled"}
+from tests.service import TERMINAL, RunningStack
 
 FAST = {
     "STEPANIM_LEASE_SECONDS": "2",
@@ -62,25 +61,12 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: f
 
 
 @dataclass
-class Service:
-    stack: Stack
-    s3: S3Server | None
-    storage_dir: Path | None
-
-    @property
-    def url(self) -> str:
-        return self.stack.api_url
-
+class Service(RunningStack):
     def post(self, request: dict[str, Any]) -> str:
         response = httpx.post(f"{self.url}/animations", json=request, timeout=30)
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
         return job_id
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/animations/{job_id}", timeout=30)
-        response.raise_for_status()
-        return response.json()  # type: ignore[no-any-return]
 
     def wait_terminal(self, job_ids: list[str], *, timeout: float = 180) -> dict[str, dict[str, Any]]:
         done: dict[str, dict[str, Any]] = {}
@@ -96,19 +82,11 @@ class Service:
         wait_for(all_done, timeout=timeout, what=f"{len(job_ids) - len(done)} of {len(job_ids)} jobs terminal")
         return done
 
-    def keys(self, prefix: str) -> list[str]:
-        if self.s3 is not None:
-            stored = self.s3.keys()
-            return [k for k in stored if k.startswith(prefix)]
-        assert self.storage_dir is not None
-        folder = self.storage_dir / prefix
-        return sorted(p.relative_to(self.storage_dir).as_posix() for p in folder.rglob("*") if p.is_file())
-
     def videos(self, job_id: str) -> list[str]:
-        return self.keys(f"jobs/{job_id}/videos/")
+        return self.stored(f"jobs/{job_id}/videos/")
 
     def frames(self, job_id: str) -> list[str]:
-        return self.keys(f"jobs/{job_id}/frames/")
+        return self.stored(f"jobs/{job_id}/frames/")
 
     def metrics(self) -> dict[str, float]:
         """Samples by ``name{label=value,...}``."""

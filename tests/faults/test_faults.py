@@ -19,8 +19,8 @@ import pytest
 from stepanim.broker import Broker
 from stepanim.queues import RENDER_QUEUE
 from stepanim.store import JobStore
-from tests.e2e.conftest import TERMINAL
 from tests.faults.conftest import Receiver, Service, TcpProxy, body, wait_for
+from tests.service import TERMINAL
 
 pytestmark = pytest.mark.slow
 

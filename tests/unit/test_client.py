@@ -19,6 +19,7 @@ from client import _core, calls, cli
 from client._core import Event, RetryPolicy, SSEDecoder, parse_retry_after
 from client.models import RenditionPublic
 from client.progress import ProgressBar, format_duration, render_line
+from client.sync import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -315,7 +316,7 @@ def test_ctrl_c_while_waiting_closes_the_line_and_says_the_job_keeps_running(mon
         bar(Event(event="progress", data={"step": 1, "total": 30}))  # a line is on the terminal
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.Client, "wait", wait)
+    monkeypatch.setattr(Client, "wait", wait)
     monkeypatch.setattr(cli, "ProgressBar", lambda stream: bar)
     err = io.StringIO()
     assert cli.main(["wait", "abc123"], stdout=io.StringIO(), stderr=err) == cli.EXIT_INTERRUPTED
