@@ -22,7 +22,14 @@ from api.idempotency import created_headers, fingerprint, key_header
 from api.routes.animations import admit, check_webhook, checked, new_job, refused
 from api.routes.capabilities import adapters_async, check_create_body, current_async, models_async
 from api.routes.events import EVENT_SCHEMA, LAST_EVENT_ID, event_response
-from api.routes.renditions import RENDITION_EXAMPLE, RENDITION_RESPONSES, RenditionId, make_rendition, rendition_of
+from api.routes.renditions import (
+    RENDITION_EXAMPLE,
+    RENDITION_RESPONSES,
+    RenditionAskDep,
+    RenditionId,
+    make_rendition,
+    rendition_of,
+)
 from api.routes.uploads import prepare_init_image
 from stepanim import grid_flow, lifecycle
 from stepanim.admission import IdempotencyRequest
@@ -32,7 +39,6 @@ from stepanim.jobs import Job, JobStatus
 from stepanim.public import RenditionPublic
 from stepanim.queues import enqueue_grid
 from stepanim.services import Services
-from stepanim.video_options import VideoOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/grids", tags=["grids"])
@@ -248,19 +254,10 @@ async def grid_events(
     summary="Re-encode a grid",
     responses={**RENDITION_RESPONSES, **NOT_FOUND},
 )
-async def create_grid_rendition(
-    *,
-    grid: GridDep,
-    body: VideoOptions,
-    svc: ServicesDep,
-    admission: AdmissionDep,
-    principal: PrincipalDep,
-    response: Response,
-    idempotency_key: Annotated[str | None, key_header("rendition")] = None,
-) -> RenditionPublic:
+async def create_grid_rendition(*, grid: GridDep, ask: RenditionAskDep) -> RenditionPublic:
     """Another video of a succeeded grid (codec, duration, fps, interpolation), composed again from
     its cells' stored frames by the encoder; listed under the grid's `renditions`."""
-    return await make_rendition(grid, body, svc, admission, principal, response, idempotency_key, noun="grids")
+    return await make_rendition(grid, ask, noun="grids")
 
 
 @router.get(

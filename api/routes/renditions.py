@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdmissionDep, JobDep, PrincipalDep, ServicesDep
@@ -57,16 +58,7 @@ RENDITION_EXAMPLE = {
     openapi_extra=RENDITION_EXAMPLE,
     responses=RENDITION_RESPONSES,
 )
-async def create_rendition(
-    *,
-    job: JobDep,
-    body: VideoOptions,
-    svc: ServicesDep,
-    admission: AdmissionDep,
-    principal: PrincipalDep,
-    response: Response,
-    idempotency_key: Annotated[str | None, key_header("rendition")] = None,
-) -> RenditionPublic:
+async def create_rendition(*, job: JobDep, ask: RenditionAskDep) -> RenditionPublic:
     """Re-encode a succeeded animation from its stored frames (other codec, duration, fps, interpolation).
 
     The encoder worker makes it; the response (202) is the queued rendition, and the
@@ -74,21 +66,39 @@ async def create_rendition(
     were deleted (`keep_frames: false`) cannot be re-encoded: 409. With an
     `Idempotency-Key` a repeat returns the same rendition (header `Idempotent-Replayed: true`).
     """
-    return await make_rendition(job, body, svc, admission, principal, response, idempotency_key, noun="animations")
+    return await make_rendition(job, ask, noun="animations")
 
 
-async def make_rendition(
-    job: Job,
+@dataclass(frozen=True)
+class RenditionAsk:
+    """What a POST .../renditions brings, for an animation or a grid: the video options, the caller
+    and its Idempotency-Key."""
+
+    body: VideoOptions
+    svc: Services
+    admission: Admission
+    principal: Principal
+    response: Response
+    idempotency_key: str | None
+
+
+async def rendition_ask(
     body: VideoOptions,
-    svc: Services,
-    admission: Admission,
-    principal: Principal,
+    svc: ServicesDep,
+    admission: AdmissionDep,
+    principal: PrincipalDep,
     response: Response,
-    idempotency_key: str | None,
-    *,
-    noun: str,
-) -> RenditionPublic:
+    idempotency_key: Annotated[str | None, key_header("rendition")] = None,
+) -> RenditionAsk:
+    return RenditionAsk(body, svc, admission, principal, response, idempotency_key)
+
+
+RenditionAskDep = Annotated[RenditionAsk, Depends(rendition_ask)]
+
+
+async def make_rendition(job: Job, ask: RenditionAsk, *, noun: str) -> RenditionPublic:
     """Add a rendition of ``job`` (an animation, or a grid: ``noun`` names its path), once per Idempotency-Key."""
+    body, svc, idempotency_key = ask.body, ask.svc, ask.idempotency_key
     made: list[Rendition] = []
 
     async def make() -> str:
@@ -101,11 +111,11 @@ async def make_rendition(
     request = None
     if idempotency_key is not None:  # scoped to this animation: not a job's key
         key = f"rendition:{job.id}:{idempotency_key}"
-        request = IdempotencyRequest(principal.tenant, key, fingerprint(body), svc.settings.idempotency_ttl_seconds)
-    rendition_id, replayed = await run_once(admission, request, make=make, exists=exists)
+        request = IdempotencyRequest(ask.principal.tenant, key, fingerprint(body), svc.settings.idempotency_ttl_seconds)
+    rendition_id, replayed = await run_once(ask.admission, request, make=make, exists=exists)
     rendition = made[0] if made else next(r for r in svc.store.get(job.id).renditions if r.id == rendition_id)
     location = f"{svc.settings.public_base_url.rstrip('/')}/{noun}/{job.id}/renditions/{rendition.id}"
-    response.headers.update(created_headers(location, replayed=replayed))
+    ask.response.headers.update(created_headers(location, replayed=replayed))
     return rendition_public(rendition, svc.storage)
 
 
