@@ -44,6 +44,14 @@ def named(name: str) -> set[int]:
     return {pid for pid, (_, state, command) in _table().items() if command == name and state != "Z"}
 
 
+def command_line(pid: int) -> str:
+    """The process's arguments joined by spaces; "" once it has ended."""
+    try:
+        return (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def is_running(pid: int) -> bool:
     try:
         return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

@@ -23,7 +23,7 @@ from PIL import Image
 from scripts.devstack import free_port
 from tests.conftest import RECEIVER_HOST, QuietHandler, ffprobe_json, serving
 from tests.faults.conftest import Service, body, wait_for
-from tests.processes import descendants, is_running, parents, start_serve
+from tests.processes import command_line, descendants, is_running, parents, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -167,31 +167,43 @@ def test_capabilities_and_create_checks_survive_a_redis_restart(
     assert service.wait_terminal([job_id])[job_id]["status"] == "succeeded"
 
 
+def encoding_ffmpegs(worker: int) -> dict[int, int]:
+    """The ffmpegs below a worker's main process that interpolate a video (not the capability
+    probe's, which the encode worker's main process runs as it starts), each with its parent."""
+    found = parents(descendants(worker, named="ffmpeg"))
+    return {pid: parent for pid, parent in found.items() if "minterpolate" in command_line(pid)}
+
+
 def test_ffmpeg_dies_with_an_encoder_killed_with_sigkill(make_service: Callable[..., Service]) -> None:
     service = make_service(backend="local")
-    encoder = service.stack.procs["encode"]
-    # A long motion-interpolated video: seconds of ffmpeg work to interrupt.
-    job_id = service.post(body(steps=30, animation={"duration": 60, "fps": 60, "interpolation": "mci"}))
-    ffmpegs = wait_for(lambda: descendants(encoder.popen.pid, named="ffmpeg"), timeout=120, what="ffmpeg running")
-    os.kill(encoder.popen.pid, signal.SIGKILL)  # the worker's main process only: no clean-up runs
+    # A long motion-interpolated video of 256² frames: an ffmpeg left alone would work on for longer
+    # than the 10 s each check waits. First in the stream worker (a thread pool: its ffmpegs are
+    # children of its main process).
+    mci = {"duration": 60, "fps": 60, "interpolation": "mci"}
+    job_id = service.post(body(steps=30, capture={"upscale": 4}, animation=mci))
+    stream = service.stack.procs["stream"]
+    ffmpegs = wait_for(lambda: encoding_ffmpegs(stream.popen.pid), timeout=120, what="the stream's ffmpeg")
+    os.kill(stream.popen.pid, signal.SIGKILL)  # no clean-up runs
     wait_for(lambda: not any(is_running(pid) for pid in ffmpegs), timeout=10, what="ffmpeg gone with its worker")
-    pool = descendants(encoder.popen.pid)
-    assert not any(is_running(pid) for pid in pool)  # its pool process too
+    service.stack.restart("stream")
 
-    # A pool process killed alone (the main process stays): its ffmpeg goes with it.
-    service.stack.restart("encode")
+    # The job falls back to the encode worker (prefork): a pool process killed alone (its main
+    # process stays) takes its ffmpeg with it, and the job is still not lost.
     encoder = service.stack.procs["encode"]
-
-    # parents(): an ffmpeg that ends meanwhile (the capability probe's, as a worker starts) drops out
-    ffmpegs = wait_for(
-        lambda: parents(descendants(encoder.popen.pid, named="ffmpeg")), timeout=120, what="ffmpeg again"
-    )
-    children = descendants(encoder.popen.pid) - descendants(encoder.popen.pid, named="ffmpeg")
-    for pid in set(ffmpegs.values()) & children:
+    ffmpegs = wait_for(lambda: encoding_ffmpegs(encoder.popen.pid), timeout=120, what="the encode's ffmpeg")
+    pool = set(ffmpegs.values())
+    assert encoder.popen.pid not in pool  # each started by a pool process
+    for pid in pool:
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not any(is_running(pid) for pid in ffmpegs), timeout=10, what="ffmpeg gone with its pool process")
     job = service.wait_terminal([job_id], timeout=300)[job_id]
-    assert job["status"] == "succeeded", job["error"]  # the job itself is not lost
+    assert job["status"] == "succeeded", job["error"]
+
+    # The encode worker's main process killed: its pool processes go too.
+    pool = descendants(encoder.popen.pid)
+    assert pool
+    os.kill(encoder.popen.pid, signal.SIGKILL)
+    wait_for(lambda: not any(is_running(pid) for pid in pool), timeout=10, what="the pool gone with its worker")
 
 
 def test_serve_restarts_a_worker_that_crashed_and_keeps_the_api_up(tmp_path: Path) -> None:
