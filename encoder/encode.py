@@ -86,48 +86,22 @@ def cut_for(options: VideoOptions, timeline: Timeline, parallelism: int) -> list
     return tail_split(timeline, options.interpolation)
 
 
-def plan_commands(
-    folder: Path,
-    count: int,
-    *,
-    options: VideoOptions,
-    output: Path,
-    params: dict[str, Any],
-    ffmpeg: str,
-    ext: str = "png",
-    parallelism: int = 1,
-    workdir: Path | None = None,
-) -> tuple[Timeline, list[list[str]], list[str] | None]:
-    """The ffmpeg commands for an encode: (timeline, commands run at once, join command or None).
-
-    A video cut in segments (``cut_for``) has them encoded at once and joined without
-    re-encoding (``workdir`` holds the segments and their list).
-    """
-    kept = kept_frames(count, options.skip_steps)
-    timeline = timeline_for(options, kept)
-    common: dict[str, Any] = {
-        "ffmpeg": ffmpeg,
-        "pattern": folder / f"{SEQUENCE}.{ext}",
-        "start_number": options.skip_steps + 1,
-        "timeline": timeline,
-        "codec": options.codec,
-        "interpolation": options.interpolation,
-        "metadata": metadata(params),
-    }
-    parts = cut_for(options, timeline, parallelism)
-    if len(parts) < 2:
-        return timeline, [build_args(output=output, **common)], None
-    if workdir is None:
-        raise ValueError("a segmented encode needs a workdir")
-    ext_out = CODECS[options.codec].ext
+def segmented(
+    parts: list[Segment], common: dict[str, Any], *, workdir: Path, output: Path, codec: Codec
+) -> tuple[list[list[str]], list[str]]:
+    """A video cut in ``parts`` (``cut_for``): one ffmpeg a segment into ``workdir`` (run at once),
+    and the join that puts them in ``output`` without re-encoding."""
+    ext_out = CODECS[codec].ext
     names = [f"segment-{j}.{ext_out}" for j in range(len(parts))]
     commands = [
         build_args(output=workdir / name, segment=part, **common) for name, part in zip(names, parts, strict=True)
     ]
     listing = workdir / "segments.ffconcat"
     write_listing(listing, names)
-    join = concat_args(ffmpeg=ffmpeg, listing=listing, output=output, codec=options.codec, metadata=common["metadata"])
-    return timeline, commands, join
+    join = concat_args(
+        ffmpeg=common["ffmpeg"], listing=listing, output=output, codec=codec, metadata=common["metadata"]
+    )
+    return commands, join
 
 
 def encode_sequence(
@@ -152,18 +126,22 @@ def encode_sequence(
     ``on_command`` sees every ffmpeg command before it runs (the CLI's ``--debug``);
     ``should_stop`` is asked every half second while ffmpeg runs (a canceled job stops it).
     """
+    timeline = timeline_for(options, kept_frames(count, options.skip_steps))
+    common: dict[str, Any] = {
+        "ffmpeg": ffmpeg,
+        "pattern": folder / f"{SEQUENCE}.{ext}",
+        "start_number": options.skip_steps + 1,
+        "timeline": timeline,
+        "codec": options.codec,
+        "interpolation": options.interpolation,
+        "metadata": metadata(params),
+    }
+    parts = cut_for(options, timeline, parallelism)
     with tempfile.TemporaryDirectory(prefix="segments-", dir=output.parent) as tmp:
-        timeline, commands, join = plan_commands(
-            folder,
-            count,
-            options=options,
-            output=output,
-            params=params,
-            ffmpeg=ffmpeg,
-            ext=ext,
-            parallelism=parallelism,
-            workdir=Path(tmp),
-        )
+        commands: list[list[str]] = [build_args(output=output, **common)]
+        join: list[str] | None = None
+        if len(parts) > 1:
+            commands, join = segmented(parts, common, workdir=Path(tmp), output=output, codec=options.codec)
         ran = [*commands, *([join] if join else [])]
         if on_command is not None:
             for command in ran:
