@@ -62,23 +62,14 @@ def service(
 ) -> Iterator[Service]:
     backend: str = request.param
     workdir = tmp_path_factory.mktemp(f"stack-{backend}")
-    settings = {
-        "STEPANIM_MODELS_DIR": str(models_dir),
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",  # no hub here: an unknown model must fail fast
-        "STEPANIM_ALLOW_ANONYMOUS": "true",  # these tests use the development mode (no API key)
-        **RECEIVER_SETTINGS,
-    }
+    settings = dev_settings(workdir, models_dir, **RECEIVER_SETTINGS)
     s3 = None
-    storage_dir = None
+    storage_dir: Path | None = workdir / "storage"
     if backend == "s3":
         s3 = S3Server(endpoint=s3_server.endpoint, bucket=f"e2e-{uuid.uuid4().hex[:12]}")
         s3.client().create_bucket(Bucket=s3.bucket)
         settings.update(s3.settings())
-    else:
-        storage_dir = workdir / "storage"
-        settings.update({"STEPANIM_STORAGE_BACKEND": "local", "STEPANIM_LOCAL_STORAGE_DIR": str(storage_dir)})
+        storage_dir = None
     stack = Stack(workdir=workdir, settings=settings)
     try:
         stack.start()

@@ -17,6 +17,7 @@ from scripts.devstack import Stack
 from stepanim import auth
 from tests import standard_webhooks
 from tests.conftest import RECEIVER_SETTINGS, WebhookReceiver
+from tests.e2e.conftest import dev_settings
 from tests.integration.test_api import parse_sse
 from tests.service import TERMINAL
 from tests.unit.test_ssrf import CREATE_TIME_REASON, REFUSED
@@ -70,20 +71,17 @@ def product(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         {"id": "alice-1", "tenant": "acme", "sha256": auth.hash_key(KEYS["alice"])},
         {"id": "bob-1", "tenant": "globex", "sha256": auth.hash_key(KEYS["bob"])},
     ]
-    settings = {
-        "STEPANIM_MODELS_DIR": str(models_dir),
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
-        "STEPANIM_API_KEYS": json.dumps(keys),
-        "STEPANIM_WEBHOOK_PROGRESS_INTERVAL_SECONDS": "0.2",
+    settings = dev_settings(
+        workdir,
+        models_dir,
+        STEPANIM_ALLOW_ANONYMOUS="false",  # the keys are the only way in
+        STEPANIM_API_KEYS=json.dumps(keys),
+        STEPANIM_WEBHOOK_PROGRESS_INTERVAL_SECONDS="0.2",
         # Short, so that webhook waits hop every 18.75 s (a quarter); it must exceed the task limit by 60 s.
-        "STEPANIM_VISIBILITY_TIMEOUT": "75",
-        "STEPANIM_TASK_TIME_LIMIT_SECONDS": "14",
+        STEPANIM_VISIBILITY_TIMEOUT="75",
+        STEPANIM_TASK_TIME_LIMIT_SECONDS="14",
         **RECEIVER_SETTINGS,
-    }
+    )
     stack = Stack(workdir=workdir, settings=settings)
     try:
         stack.start()

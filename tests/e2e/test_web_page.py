@@ -32,6 +32,7 @@ from PIL import Image
 from digits.data import NAMES
 from scripts.devstack import ROOT, Stack
 from stepanim import auth
+from tests.e2e.conftest import dev_settings
 
 KEY = "sa_e2e_web_" + "w" * 32
 JOB_TIMEOUT_MS = 180_000
@@ -169,17 +170,12 @@ def web(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     linked_model(DIGITS, models / "digits", {**digits, "vocabulary": DIGITS_VOCABULARY, "vocabulary_hint": DIGITS_HINT})
     adapters = workdir / "adapters"
     build_tiny_lora(adapters / "loras" / "style.safetensors", seed=1)
-    settings = {
-        "STEPANIM_MODELS_DIR": str(models),
-        "STEPANIM_ADAPTERS_DIR": str(adapters),
-        "STEPANIM_DEFAULT_MODEL": "tiny-sd",
-        "STEPANIM_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "STEPANIM_STORAGE_BACKEND": "local",
-        "STEPANIM_LOCAL_STORAGE_DIR": str(workdir / "storage"),
-        "STEPANIM_ALLOW_ANONYMOUS": "true",
-        "STEPANIM_API_KEYS": json.dumps([{"id": "acme-1", "tenant": "acme", "sha256": auth.hash_key(KEY)}]),
-    }
+    settings = dev_settings(
+        workdir,
+        models,
+        STEPANIM_ADAPTERS_DIR=str(adapters),
+        STEPANIM_API_KEYS=json.dumps([{"id": "acme-1", "tenant": "acme", "sha256": auth.hash_key(KEY)}]),
+    )
     stack = Stack(workdir=workdir, settings=settings)
     try:
         stack.start()
