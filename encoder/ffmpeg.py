@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from encoder.timing import Segment, Timeline
-from stepanim.failures import EncodeError
+from stepanim.failures import Canceled, EncodeError
 from stepanim.processes import die_with_parent
 from stepanim.video_options import Codec, Interpolation
 
@@ -289,7 +289,7 @@ def _failure(returncode: int, stderr: str) -> FfmpegError:
     return FfmpegError(f"ffmpeg exited with {returncode}: {' | '.join(tail) or 'no output'}")
 
 
-class EncodeCanceled(FfmpegError):
+class EncodeCanceled(FfmpegError, Canceled):
     """The job was canceled while ffmpeg ran; its processes were stopped."""
 
 

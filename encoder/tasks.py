@@ -26,7 +26,6 @@ from celery.signals import worker_ready
 
 from encoder import capabilities
 from encoder.app import app
-from encoder.ffmpeg import EncodeCanceled
 from encoder.grid import compose_video
 from encoder.job import delete_frames, download_images, encode_job, encode_rendition, make_renditions
 from encoder.stream import Abandon, Stopped, stream_job
@@ -36,7 +35,7 @@ from stepanim.failures import EncodeError, JobFailure
 from stepanim.jobs import ErrorInfo, JobStatus, RenditionStatus
 from stepanim.manifest import Manifest
 from stepanim.queues import ENCODE_TASK, GRID_TASK, STREAM_TASK, enqueue_encode
-from stepanim.retries import current_job, retry_or_fail
+from stepanim.retries import ENDS_THE_JOB, current_job, end_job, retry_or_fail
 from stepanim.services import Services
 from stepanim.settings import get_settings
 from stepanim.storage import NotFound, StorageError
@@ -72,18 +71,11 @@ def encode_task(self: Task, job_id: str, rendition_id: str | None = None) -> Non
     started = time.monotonic()
     try:
         outcome = encode_job(job, svc)
-    except EncodeCanceled:
-        log.info("encode: job %s was canceled; ffmpeg stopped, nothing published", job_id)
-        lifecycle.cancel(svc, job_id)  # the API has usually done so already: a no-op then
-        return
-    except JobFailure as e:
-        lifecycle.fail(svc, job_id, e.code, str(e))
-        return
     except NotFound as e:  # a frame or the manifest is missing; retrying cannot bring it back
         lifecycle.fail(svc, job_id, EncodeError.code, f"a stored frame or the manifest is missing: {e}")
         return
-    except StorageError as e:
-        retry_or_fail(self, svc, job_id, e)
+    except ENDS_THE_JOB as e:
+        end_job(self, svc, job_id, e)
         return
     metrics.encode_finished(svc.store, seconds=time.monotonic() - started)  # ops: /metrics
     job = lifecycle.finish_encoding(
@@ -183,17 +175,11 @@ def grid_task(self: Task, grid_id: str) -> None:
     try:
         with CancelWatch(svc.store, grid_id) as cancel:
             video = compose_video(composing, grid_flow.cell_jobs(svc, composing), svc, should_stop=cancel.is_set)
-    except EncodeCanceled:
-        lifecycle.cancel(svc, grid_id)
-        return
-    except JobFailure as e:
-        lifecycle.fail(svc, grid_id, e.code, str(e))
-        return
-    except NotFound as e:
+    except NotFound as e:  # retrying cannot bring it back
         lifecycle.fail(svc, grid_id, EncodeError.code, f"a cell's frame is missing: {e}")
         return
-    except StorageError as e:
-        retry_or_fail(self, svc, grid_id, e)
+    except ENDS_THE_JOB as e:
+        end_job(self, svc, grid_id, e)
         return
     metrics.encode_finished(svc.store, seconds=time.monotonic() - started)
     try:

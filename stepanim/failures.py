@@ -11,12 +11,17 @@
 
 A task catches :class:`JobFailure` once and fails the job with ``error.code`` and the message;
 the worker stays up. Anything else is a bug and fails the job as ``render_error`` with a log
-of its traceback. Storage errors are not failures: they are retried (``stepanim.retries``).
+of its traceback. Storage errors are not failures: they are retried; a :class:`Canceled` work
+cancels the job (``stepanim.retries.end_job``).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+
+class Canceled(Exception):
+    """The job was canceled while its work ran (a render between two steps, an encode's ffmpeg)."""
 
 
 class JobFailure(Exception):

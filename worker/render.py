@@ -18,7 +18,7 @@ import torch
 
 from stepanim import lifecycle
 from stepanim.cancel import CancelWatch
-from stepanim.failures import DecoderUnavailable, InvalidInput, ModelError
+from stepanim.failures import Canceled, DecoderUnavailable, InvalidInput, ModelError
 from stepanim.families import FACTS, check_size
 from stepanim.jobs import Job, JobImage
 from stepanim.manifest import Manifest, ManifestImage
@@ -34,7 +34,7 @@ from worker.schedulers import make_scheduler
 log = logging.getLogger(__name__)
 
 
-class RenderCanceled(Exception):
+class RenderCanceled(Canceled):
     """A client canceled the job while it rendered."""
 
 

@@ -12,19 +12,17 @@ from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
 from stepanim import adapter_shapes, adapters, leases, lifecycle, metrics, model_catalog
-from stepanim.failures import JobFailure
 from stepanim.jobs import JobStatus
 from stepanim.published import Publisher, expiry
 from stepanim.queues import RENDER_TASK, enqueue_encode, enqueue_stream
-from stepanim.retries import current_job, retry_or_fail
+from stepanim.retries import ENDS_THE_JOB, current_job, end_job
 from stepanim.services import Services
 from stepanim.settings import get_settings
-from stepanim.storage import StorageError
 from stepanim.video_options import streamable
 from worker.adapters import text_encoder_lora_problem
 from worker.app import app
 from worker.pipelines import PipelineCache
-from worker.render import RenderCanceled, render
+from worker.render import render
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +94,8 @@ def render_task(self: Task, job_id: str) -> None:
         enqueue_stream(svc.celery, job_id)  # its encode follows the frames as they are stored (encoder.stream)
     try:
         result = render(job, svc, pipelines())
-    except RenderCanceled:
-        lifecycle.cancel(svc, job_id)
-        return
-    except JobFailure as e:
-        lifecycle.fail(svc, job_id, e.code, str(e))
-        return
-    except StorageError as e:
-        retry_or_fail(self, svc, job_id, e)
+    except ENDS_THE_JOB as e:
+        end_job(self, svc, job_id, e)
         return
     except Exception as e:
         log.exception("render: job %s failed", job_id)
