@@ -1,7 +1,7 @@
 """The tail of a job, streaming against post hoc: last frame stored -> signed video URL published.
 
     python -m bench.tail [--jobs 10] [--steps 30] [--interpolation none] [--duration 3]
-                         [--size 128 --upscale 4] [--step-seconds 0.1]
+                         [--size 128 --upscale 4] [--step-seconds 0.1] [--rounds 1]
 
 One stack with the tiny model (local storage) runs the same jobs twice in one run: with
 ``STEPANIM_STREAMING`` off (the encode starts when the render has ended) and on (the stream
@@ -13,7 +13,9 @@ whole encode of the same frames); *CPU* = the CPU seconds of the encode and stre
 process trees (ffmpeg included) during the job. ``--step-seconds`` makes every denoiser call
 that much longer outside the interpreter lock (``bench.slow_render``), as a real model's GPU
 step; ``--upscale`` makes 512² frames of the tiny model's 128² image. Medians over the jobs,
-after one warm-up job per mode.
+after one warm-up job per mode and stack. ``--rounds 2`` runs post hoc, streaming, then
+streaming, post hoc (and so on), each with ``--jobs`` jobs: a machine whose speed drifts
+during the run then favours neither mode.
 """
 
 from __future__ import annotations
@@ -132,16 +134,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--upscale", type=int, default=4)
     parser.add_argument("--step-seconds", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of both modes, each other round streaming first")
     args = parser.parse_args()
-    post_hoc = run_mode(args, streaming=False)
-    stream = run_mode(args, streaming=True)
+    post_hoc: list[dict[str, float]] = []
+    stream: list[dict[str, float]] = []
+    for n in range(args.rounds):
+        for streaming in (False, True) if n % 2 == 0 else (True, False):
+            (stream if streaming else post_hoc).extend(run_mode(args, streaming=streaming))
 
     def med(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
     print(
-        f"\n{args.jobs} jobs, {args.steps} steps, {args.size * args.upscale}² frames, h264 {args.interpolation},"
-        f" {args.duration:g} s, step {args.step_seconds} s (medians)"
+        f"\n{args.jobs * args.rounds} jobs a mode, {args.steps} steps, {args.size * args.upscale}² frames,"
+        f" h264 {args.interpolation}, {args.duration:g} s, step {args.step_seconds} s (medians)"
     )
     print("| mode | last frame -> URL | total job | encode (metric) | encoder CPU |")
     for name, rows in (("post hoc", post_hoc), ("streaming", stream)):
