@@ -26,7 +26,8 @@ _STOP = object()
 
 
 class TaskSender:
-    """``send(job_id)`` from the event loop (never blocks); ``send_many(job_ids)`` runs on the thread."""
+    """``send(job_id)`` from the event loop (never blocks); ``send_many(job_ids)`` runs on the thread.
+    ``flush()`` waits until what was handed in before it has been sent (tests)."""
 
     def __init__(self, send_many: Callable[[list[str]], None]) -> None:
         self._send_many = send_many
@@ -36,6 +37,13 @@ class TaskSender:
 
     def send(self, job_id: str) -> None:
         self._waiting.put(job_id)
+
+    def flush(self, timeout: float = 30) -> bool:
+        """Wait until every id handed in before this call has been sent (or its batch failed);
+        False if that took longer than ``timeout``."""
+        done = threading.Event()
+        self._waiting.put(done)
+        return done.wait(timeout)
 
     def close(self, timeout: float = 30) -> None:
         """Send what is waiting, then stop the thread."""
@@ -53,11 +61,13 @@ class TaskSender:
                     break
             stopping = _STOP in batch
             job_ids = [item for item in batch if isinstance(item, str)]
-            if not job_ids:
-                continue
-            try:
-                self._send_many(job_ids)
-            except Exception as e:  # the jobs are stored: the reconciler sends their tasks
-                log.warning(
-                    "render tasks of %d stored jobs not sent (%s); the reconciler will send them", len(job_ids), e
-                )
+            if job_ids:
+                try:
+                    self._send_many(job_ids)
+                except Exception as e:  # the jobs are stored: the reconciler sends their tasks
+                    log.warning(
+                        "render tasks of %d stored jobs not sent (%s); the reconciler will send them", len(job_ids), e
+                    )
+            for item in batch:
+                if isinstance(item, threading.Event):  # a flush() waiting for this batch
+                    item.set()

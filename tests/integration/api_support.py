@@ -40,6 +40,8 @@ class Api:
         return self.client.get(path, headers=headers(who, **extra))
 
     def render_queue_length(self) -> int:
+        """Render tasks in the queue, once the API's task sender has sent what it was handed."""
+        assert self.client.app.state.task_sender.flush()  # type: ignore[attr-defined]
         return int(self.svc.store.redis.llen("render"))
 
     def job_keys(self) -> list[bytes]:

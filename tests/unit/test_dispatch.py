@@ -60,3 +60,21 @@ def test_a_failed_batch_is_logged_and_the_sender_goes_on(caplog) -> None:  # typ
     again.close(timeout=5)
     assert sent == ["good"]
     assert "reconciler will send them" in caplog.text
+
+
+def test_flush_waits_for_what_was_handed_in_before_it() -> None:
+    sent: list[str] = []
+    release = threading.Event()
+
+    def send_many(job_ids: list[str]) -> None:
+        release.wait(5)
+        sent.extend(job_ids)
+
+    sender = TaskSender(send_many)
+    for job_id in ("a", "b"):
+        sender.send(job_id)
+    assert not sender.flush(timeout=0.2)  # the send is held up
+    release.set()
+    assert sender.flush(timeout=5)
+    assert sent == ["a", "b"]
+    sender.close(timeout=5)
