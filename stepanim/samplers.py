@@ -233,9 +233,10 @@ def fit_error(
     ``scheduler_config`` is the model's own (``stepanim.families.model_scheduler_config``); without it
     the answer is the family's in general (FLUX.1-dev's, for Flux).
     """
-    entry = SAMPLERS.get(sampler_id)
-    if entry is None:
-        return f"scheduler: unknown sampler {sampler_id!r} (known: {', '.join(SAMPLER_IDS)})"
+    try:
+        entry = sampler(sampler_id)
+    except ValueError as e:  # an unknown sampler: its message
+        return str(e)
     if schedule not in SCHEDULES:
         return f"schedule: unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})"
     fitting = fitting_samplers(family, img2img=img2img, scheduler_config=scheduler_config)

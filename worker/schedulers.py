@@ -52,17 +52,18 @@ def make_scheduler(
     error = fit_error(sampler_id, str(schedule), family, img2img=img2img, scheduler_config=config, steps=steps)
     if error is not None:
         raise ValueError(error)
-    variant = sampler(sampler_id).variant(family)
+    entry = sampler(sampler_id)
+    variant = entry.variant(family)
     assert variant is not None  # fit_error said it fits
     overrides = scheduler_overrides(variant, schedule, config)  # type: ignore[arg-type]  # checked by fit_error
-    if sampler(sampler_id).seeding == "noise_sampler_seed":
+    if entry.seeding == "noise_sampler_seed":
         overrides["noise_sampler_seed"] = seed
     cls = getattr(diffusers, variant.class_name)
     _check_accepted(cls, overrides)
     scheduler = cls.from_config(config, **overrides)
     if variant.class_name == "DPMSolverSDEScheduler":
         quiet_brownian_bounds(scheduler)
-    if sampler(sampler_id).seeding == "generator":
+    if entry.seeding == "generator":
         if generators is None and seed is not None:
             generators = [torch.Generator().manual_seed(s) for s in (seed if isinstance(seed, list) else [seed])]
         if generators is not None:
