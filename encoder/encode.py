@@ -87,10 +87,12 @@ def cut_for(options: VideoOptions, timeline: Timeline, parallelism: int) -> list
 
 
 def segmented(
-    parts: list[Segment], common: dict[str, Any], *, workdir: Path, output: Path, codec: Codec
+    parts: list[Segment], common: dict[str, Any], *, workdir: Path, output: Path
 ) -> tuple[list[list[str]], list[str]]:
-    """A video cut in ``parts`` (``cut_for``): one ffmpeg a segment into ``workdir`` (run at once),
-    and the join that puts them in ``output`` without re-encoding."""
+    """A video cut in ``parts`` (``cut_for``; ``common``: the ``build_args`` of every segment): one
+    ffmpeg a segment into ``workdir`` (run at once), and the join that puts them in ``output``
+    without re-encoding."""
+    codec = common["codec"]
     ext_out = CODECS[codec].ext
     names = [f"segment-{j}.{ext_out}" for j in range(len(parts))]
     commands = [
@@ -141,7 +143,7 @@ def encode_sequence(
         commands: list[list[str]] = [build_args(output=output, **common)]
         join: list[str] | None = None
         if len(parts) > 1:
-            commands, join = segmented(parts, common, workdir=Path(tmp), output=output, codec=options.codec)
+            commands, join = segmented(parts, common, workdir=Path(tmp), output=output)
         ran = [*commands, *([join] if join else [])]
         if on_command is not None:
             for command in ran:
